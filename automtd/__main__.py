@@ -1,0 +1,5 @@
+import sys
+
+from automtd.cli.main import main
+
+sys.exit(main())
