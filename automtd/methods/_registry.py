@@ -17,9 +17,10 @@ validator, plans and the search space only ever read the registry.
 from __future__ import annotations
 
 import abc
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar, TypeVar
+from typing import ClassVar, TypeVar, cast
 
 import torch
 from torch import nn
@@ -90,10 +91,7 @@ class LayerShape:
                 out_channels=layer.out_features,
                 bias=layer.bias is not None,
             )
-        raise ConfigError(
-            f"layer type {type(layer).__name__!r} cannot be decomposed; "
-            "allowed: nn.Conv2d, nn.Linear"
-        )
+        raise ConfigError(f"layer type {type(layer).__name__!r} cannot be decomposed; allowed: nn.Conv2d, nn.Linear")
 
     @property
     def weight_shape(self) -> tuple[int, ...]:
@@ -173,9 +171,9 @@ class Method(abc.ABC):
                 f"layer {layer!r}: method {self.name!r} takes {len(bounds)} rank(s) ({names}), "
                 f"got {ranks!r}; give a list of {len(bounds)} ints"
             )
-        out = []
-        for rname, value, (low, high) in zip(self.rank_names, ranks, bounds):
-            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        out: list[int] = []
+        for rname, value, (low, high) in zip(self.rank_names, ranks, bounds, strict=True):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not low <= int(value) <= high:
                 raise RankError(
                     f"layer {layer!r}: {self.name} rank {rname}={value!r} is out of range; "
                     f"allowed integers {low}..{high}"
@@ -214,7 +212,7 @@ class Method(abc.ABC):
     def from_layer(self, layer: nn.Module, ranks: Sequence[int], *, seed: int = 0, name: str = "<layer>") -> nn.Module:
         shape = LayerShape.of(layer)
         checked = self.validate_ranks(shape, ranks, layer=name)
-        weight = layer.weight.detach()
+        weight = cast(torch.Tensor, layer.weight).detach()
         factors = self.decompose(weight, checked, seed=seed)
         return self.build(layer, factors)
 
@@ -256,8 +254,7 @@ def get_method(name: str) -> Method:
         return _REGISTRY[name]
     except KeyError:
         raise ConfigError(
-            f"unknown method {name!r}; allowed: {', '.join(sorted(_REGISTRY))} "
-            "(see `automtd methods`)"
+            f"unknown method {name!r}; allowed: {', '.join(sorted(_REGISTRY))} (see `automtd methods`)"
         ) from None
 
 

@@ -1,0 +1,314 @@
+"""Contract every registered method must pass, parametrized over ``list_methods()``.
+
+Each method is exercised on every layer configuration it accepts: stride 2, asymmetric (per-axis)
+padding, dilation 2, bias, 'same' with even kernels, 'valid', and the reflect/replicate/circular
+padding modes.  At full rank the built module must reproduce the dense layer (CP: on a kernel of
+exact rank R); analytic costs must equal what torch measures on the built module.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from automtd import DecompositionError, LayerShape, RankError, get_method, list_methods, methods_for
+from automtd.methods import FactorizedConv, FactorizedLinear
+
+CONV_CASES = {
+    "stride2_asym_dil2_bias": dict(
+        in_channels=6, out_channels=8, kernel_size=3, stride=2, padding=(1, 2), dilation=2, bias=True
+    ),
+    "same_even_kernel": dict(in_channels=5, out_channels=7, kernel_size=(3, 2), padding="same", bias=True),
+    "same_even_circular": dict(
+        in_channels=4, out_channels=6, kernel_size=(2, 4), padding="same", padding_mode="circular"
+    ),
+    "reflect_stride21": dict(
+        in_channels=4, out_channels=6, kernel_size=3, stride=(2, 1), padding=(1, 2), padding_mode="reflect", bias=True
+    ),
+    "replicate_dil": dict(
+        in_channels=3, out_channels=5, kernel_size=(3, 5), dilation=(2, 1), padding=(2, 2), padding_mode="replicate"
+    ),
+    "valid_stride3": dict(in_channels=4, out_channels=3, kernel_size=(5, 3), stride=3, padding="valid", bias=True),
+    "pointwise_stride2": dict(in_channels=8, out_channels=6, kernel_size=1, stride=2, bias=True),
+}
+IN_HW = (11, 13)
+CP_RANK = 3
+
+
+def _conv(case: str, seed: int = 0) -> nn.Conv2d:
+    torch.manual_seed(seed)
+    return nn.Conv2d(**CONV_CASES[case])
+
+
+def _linear(seed: int = 0) -> nn.Linear:
+    torch.manual_seed(seed)
+    return nn.Linear(12, 7, bias=True)
+
+
+def _cases(method_name: str) -> list[str]:
+    method = get_method(method_name)
+    out = [c for c in CONV_CASES if method.unsupported_reason(LayerShape.of(_conv(c))) is None]
+    if method.unsupported_reason(LayerShape.of(_linear())) is None:
+        out.append("linear")
+    return out
+
+
+ALL = [(m, c) for m in list_methods() for c in _cases(m)]
+
+
+def _layer(case: str, seed: int = 0) -> nn.Module:
+    return _linear(seed) if case == "linear" else _conv(case, seed)
+
+
+def _input(layer: nn.Module, batch: int = 2) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(1)
+    if isinstance(layer, nn.Linear):
+        return torch.randn(batch, layer.in_features, generator=gen)
+    return torch.randn(batch, layer.in_channels, *IN_HW, generator=gen)
+
+
+def _exact_rank_kernel(layer: nn.Conv2d, rank: int) -> None:
+    """Overwrite the weight with a random kernel of CP rank exactly ``rank``."""
+    gen = torch.Generator().manual_seed(7)
+    t, c, kh, kw = layer.weight.shape
+    a, b, k1, k2 = (torch.randn(n, rank, generator=gen, dtype=torch.float64) for n in (t, c, kh, kw))
+    with torch.no_grad():
+        layer.weight.copy_(torch.einsum("tr,cr,ir,jr->tcij", a, b, k1, k2).float())
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm())
+
+
+def test_registry_has_the_six_methods() -> None:
+    assert list_methods() == sorted(["cp", "tucker2", "ht2", "svd_channel", "svd_spatial", "svd_linear"])
+    for name in list_methods():
+        m = get_method(name)
+        assert m.name == name and len(m.rank_names) >= 1 and m.summary
+
+
+def test_every_method_has_cases() -> None:
+    for name in list_methods():
+        assert len(_cases(name)) >= 1, name
+
+
+@pytest.mark.parametrize(("name", "case"), ALL)
+def test_full_rank_module_equals_dense_layer(name: str, case: str) -> None:
+    method = get_method(name)
+    layer = _layer(case)
+    shape = LayerShape.of(layer)
+    if name == "cp":
+        assert isinstance(layer, nn.Conv2d)
+        _exact_rank_kernel(layer, CP_RANK)
+        ranks: tuple[int, ...] = (CP_RANK,)
+    else:
+        ranks = method.full_ranks(shape)
+    module = method.from_layer(layer, ranks, seed=0)
+    assert isinstance(module, (FactorizedConv, FactorizedLinear))
+    x = _input(layer)
+    with torch.no_grad():
+        expected, got = layer(x), module(x)
+    assert got.shape == expected.shape
+    assert _rel(got, expected) < 1e-4, (name, case, _rel(got, expected))
+
+
+@pytest.mark.parametrize(("name", "case"), ALL)
+def test_module_equals_conv_with_reconstructed_weight(name: str, case: str) -> None:
+    """At a truncating rank, build() and reconstruct() describe the same operator."""
+    method = get_method(name)
+    layer = _layer(case)
+    shape = LayerShape.of(layer)
+    ranks = method.ranks_for_fraction(shape, 0.3)
+    factors = method.decompose(layer.weight.detach(), ranks, seed=0)
+    module = method.build(layer, factors)
+    dense = _layer(case)
+    with torch.no_grad():
+        dense.weight.copy_(method.reconstruct(factors))
+        if layer.bias is not None:
+            dense.bias.copy_(layer.bias)
+        x = _input(layer)
+        assert _rel(module(x), dense(x)) < 1e-4
+
+
+@pytest.mark.parametrize(("name", "case"), ALL)
+def test_analytic_costs_match_measured(name: str, case: str) -> None:
+    method = get_method(name)
+    layer = _layer(case)
+    shape = LayerShape.of(layer)
+    for fraction in (0.2, 1.0):
+        ranks = method.ranks_for_fraction(shape, fraction)
+        module = method.from_layer(layer, ranks)
+        assert sum(p.numel() for p in module.parameters()) == method.params(shape, ranks)
+        x = _input(layer, batch=1)
+        counter = FlopCounterMode(display=False)
+        with counter, torch.no_grad():
+            module(x)
+        assert counter.get_total_flops() == 2 * method.macs(shape, ranks, IN_HW), (name, case, ranks)
+    # the dense layer follows the same convention
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        layer(_input(layer, batch=1))
+    assert counter.get_total_flops() == 2 * shape.dense_macs(IN_HW)
+
+
+@pytest.mark.parametrize(("name", "case"), ALL)
+def test_error_decreases_with_rank(name: str, case: str) -> None:
+    method = get_method(name)
+    layer = _layer(case)
+    shape = LayerShape.of(layer)
+    w = layer.weight.detach()
+    errors, seen = [], set()
+    for fraction in (0.05, 0.15, 0.3, 0.6, 1.0):
+        ranks = method.ranks_for_fraction(shape, fraction)
+        if ranks in seen:
+            continue
+        seen.add(ranks)
+        errors.append(_rel(method.reconstruct(method.decompose(w, ranks, seed=0)), w))
+    assert len(errors) >= 2, (name, case)
+    for low, high in zip(errors[1:], errors[:-1], strict=True):
+        assert low <= high + 1e-6, (name, case, errors)
+    if name != "cp":
+        assert errors[-1] < 1e-5  # exact at full rank
+        assert errors[0] > 1e-3  # and truncating at the smallest
+
+
+@pytest.mark.parametrize(("name", "case"), ALL)
+def test_seeded_runs_are_identical(name: str, case: str) -> None:
+    method = get_method(name)
+    layer = _layer(case)
+    ranks = method.ranks_for_fraction(LayerShape.of(layer), 0.5)
+    f1 = method.decompose(layer.weight.detach(), ranks, seed=3)
+    f2 = method.decompose(layer.weight.detach(), ranks, seed=3)
+    assert f1.keys() == f2.keys()
+    for key in f1:
+        assert torch.equal(f1[key], f2[key]), key
+        assert f1[key].dtype == layer.weight.dtype
+
+
+@pytest.mark.parametrize("name", list_methods())
+def test_validate_ranks_errors(name: str) -> None:
+    method = get_method(name)
+    layer = _layer(_cases(name)[0])
+    shape = LayerShape.of(layer)
+    bounds = method.rank_bounds(shape)
+    full = method.full_ranks(shape)
+    assert method.validate_ranks(shape, list(full)) == full
+    n = len(bounds)
+    bad = [
+        full + (1,),  # wrong count
+        (0,) + full[1:],  # below 1
+        full[:-1] + (bounds[-1][1] + 1,),  # beyond the dimension
+        (1.5,) + full[1:],  # not an int
+    ]
+    for ranks in bad:
+        with pytest.raises(RankError, match="layer 'blocks.3.conv'") as info:
+            method.validate_ranks(shape, ranks, layer="blocks.3.conv")
+        assert "\n" not in str(info.value)
+    with pytest.raises(RankError, match=r"\.\.") as info:
+        method.validate_ranks(shape, (bounds[0][1] + 5,) + full[1:], layer="x")
+    assert str(bounds[0][1]) in str(info.value) and name in str(info.value)
+    with pytest.raises(RankError):
+        method.from_layer(layer, (0,) * n, name="blocks.3.conv")
+
+
+@pytest.mark.parametrize(("name", "case"), ALL)
+def test_ranks_for_fraction_monotone(name: str, case: str) -> None:
+    method = get_method(name)
+    shape = LayerShape.of(_layer(case))
+    prev_ranks: tuple[int, ...] | None = None
+    prev_params = -1
+    for i in range(31):
+        fraction = 0.01 * (100 ** (i / 30))  # 0.01 .. 1
+        ranks = method.ranks_for_fraction(shape, fraction)
+        method.validate_ranks(shape, ranks)
+        params = method.params(shape, ranks)
+        assert params >= prev_params
+        if prev_ranks is not None:
+            assert all(r >= p for r, p in zip(ranks, prev_ranks, strict=True)), (fraction, ranks, prev_ranks)
+        if any(r > 1 for r in ranks) and fraction < 1:
+            assert params <= fraction * shape.dense_params + 1e-9
+        prev_ranks, prev_params = ranks, params
+    assert method.ranks_for_fraction(shape, 1.0) == method.full_ranks(shape)
+    assert method.ranks_for_fraction(shape, 3.0) == method.full_ranks(shape)
+    for bad in (0.0, -0.5, float("nan"), "half"):
+        with pytest.raises(RankError):
+            method.ranks_for_fraction(shape, bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("name", "case"), ALL)
+def test_non_finite_weight_is_refused(name: str, case: str) -> None:
+    method = get_method(name)
+    layer = _layer(case)
+    w = layer.weight.detach().clone()
+    w.view(-1)[3] = float("nan")
+    ranks = method.ranks_for_fraction(LayerShape.of(layer), 0.5)
+    with pytest.raises(DecompositionError, match="non-finite"):
+        method.decompose(w, ranks)
+    w.view(-1)[3] = float("inf")
+    with pytest.raises(DecompositionError):
+        method.decompose(w, ranks)
+
+
+def test_cp_on_zero_weight_is_refused() -> None:
+    w = torch.zeros(4, 3, 3, 3)
+    with pytest.raises(DecompositionError, match="all zeros"):
+        get_method("cp").decompose(w, (2,))
+
+
+def test_depthwise_grouped_and_pointwise_applicability() -> None:
+    depthwise = LayerShape.of(nn.Conv2d(8, 8, 3, groups=8))
+    grouped = LayerShape.of(nn.Conv2d(8, 8, 3, groups=2))
+    pointwise = LayerShape.of(nn.Conv2d(8, 8, 1))
+    linear = LayerShape.of(nn.Linear(8, 4))
+    assert methods_for(depthwise) == [] and methods_for(grouped) == []
+    for name in list_methods():
+        reason = get_method(name).unsupported_reason(depthwise)
+        assert reason is not None
+        if get_method(name).layer_kinds == frozenset({"conv"}):
+            assert "depthwise" in reason
+    assert methods_for(pointwise) == ["svd_channel"]
+    assert methods_for(linear) == ["svd_linear"]
+    assert set(methods_for(LayerShape.of(nn.Conv2d(8, 8, 3)))) == {"cp", "ht2", "svd_channel", "svd_spatial", "tucker2"}
+    with pytest.raises(RankError, match="depthwise"):
+        get_method("tucker2").from_layer(nn.Conv2d(8, 8, 3, groups=8), (2, 2), name="dw")
+
+
+def test_stride_never_on_a_leading_pointwise_conv() -> None:
+    conv = nn.Conv2d(6, 8, 3, stride=2, padding=1)
+    for name in ("cp", "tucker2", "ht2", "svd_spatial", "svd_channel"):
+        method = get_method(name)
+        module = method.from_conv(conv, method.ranks_for_fraction(LayerShape.of(conv), 0.5))
+        for child in module:
+            assert isinstance(child, nn.Conv2d)
+            if child.kernel_size == (1, 1):
+                assert child.stride == (1, 1), name
+        assert module[-1].bias is not None and all(c.bias is None for c in list(module)[:-1])
+
+
+def test_repr_names_method_shape_and_ranks() -> None:
+    conv = nn.Conv2d(64, 64, 3, padding=1)
+    module = get_method("tucker2").from_conv(conv, (16, 16))
+    assert repr(module).splitlines()[0] == "Tucker2Conv(64->64, k=3x3, ranks=(16, 16))"
+    linear = get_method("svd_linear").from_linear(nn.Linear(64, 10), (8,))
+    assert repr(linear).splitlines()[0] == "SVDLinear(64->10, ranks=(8,))"
+    assert isinstance(module, nn.Sequential) and all(isinstance(c, nn.Conv2d) for c in module)
+
+
+def test_build_rejects_factors_of_another_layer() -> None:
+    method = get_method("tucker2")
+    small = nn.Conv2d(4, 4, 3)
+    factors = method.decompose(small.weight.detach(), (2, 2))
+    with pytest.raises(DecompositionError):
+        method.build(nn.Conv2d(6, 4, 3), factors)
+
+
+def test_cp_recovers_exact_rank_kernel_factors_error() -> None:
+    conv = nn.Conv2d(16, 12, 3)
+    _exact_rank_kernel(conv, 5)
+    factors = get_method("cp").decompose(conv.weight.detach(), (5,), seed=0)
+    err = _rel(get_method("cp").reconstruct(factors), conv.weight.detach())
+    assert err < 1e-4 and math.isfinite(err)
