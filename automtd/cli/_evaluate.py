@@ -1,0 +1,75 @@
+"""``automtd evaluate``: top-1 accuracy, parameters and MACs of a checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "evaluate",
+        help="top-1 accuracy, params and MACs of a checkpoint",
+        description="Evaluate a checkpoint directory (automtd format) or a third-party .pth/.th file (with --model).",
+    )
+    p.add_argument("--checkpoint", required=True, help="checkpoint directory or .pth/.th/.safetensors file")
+    p.add_argument("--model", default=None, help="model name (required for third-party files; see `automtd models`)")
+    p.add_argument("--data", default="cifar10", help="dataset: cifar10, cifar100, digits, imagefolder")
+    p.add_argument("--data-root", default=None, help="data root (default: $AUTOMTD_DATA)")
+    p.add_argument("--split", default="test", choices=["train", "val", "test"], help="split to score (default test)")
+    p.add_argument("--subset", type=int, default=None, help="class-balanced seeded subset of N images")
+    p.add_argument("--batch-size", type=int, default=500, help="evaluation batch size (default 500)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+
+    from automtd.checkpoints import load_checkpoint
+    from automtd.data import get_dataset, make_loader
+    from automtd.metrics import count_macs, count_params
+    from automtd.models import get_model
+    from automtd.train import evaluate, resolve_device
+
+    device = resolve_device(args.device)
+    model, meta = load_checkpoint(args.checkpoint, model_name=args.model)
+    norm = meta["normalization"]
+    input_size = tuple(meta.get("input_size") or (3, 32, 32))
+    ds = get_dataset(args.data, args.split, root=args.data_root, mean=norm["mean"], std=norm["std"],
+                     subset=args.subset)
+    acc = evaluate(model, make_loader(ds, batch_size=args.batch_size, shuffle=False), device=device)
+    model.cpu()
+    params, macs = count_params(model), count_macs(model, input_size)
+    out: dict[str, Any] = {
+        "checkpoint": str(args.checkpoint),
+        "architecture": meta["architecture"]["name"],
+        "dataset": args.data,
+        "split": args.split,
+        "images": len(ds),
+        "top1": round(acc, 4),
+        "params": params,
+        "macs": macs,
+        "compressed": bool(meta.get("plan")),
+    }
+    if meta.get("plan"):
+        base = get_model(meta["architecture"]["name"], **dict(meta["architecture"].get("kwargs") or {}))
+        base_params, base_macs = count_params(base), count_macs(base, input_size)
+        out.update(base_params=base_params, base_macs=base_macs,
+                   params_ratio=base_params / params, macs_ratio=base_macs / macs)
+    if args.json:
+        print(json.dumps(out))
+        return 0
+    print(f"checkpoint   {out['checkpoint']} ({out['architecture']})")
+    print(f"data         {args.data}/{args.split}, {out['images']} images")
+    print(f"top-1        {acc:.2f} %")
+    print(f"params       {params:,}")
+    print(f"MACs         {macs:,}")
+    if meta.get("plan"):
+        print(f"params ratio {out['params_ratio']:.2f}x  (original {out['base_params']:,} / compressed)")
+        print(f"MACs ratio   {out['macs_ratio']:.2f}x  (original {out['base_macs']:,} / compressed)")
+    return 0

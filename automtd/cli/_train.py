@@ -1,0 +1,40 @@
+"""``automtd train CONFIG``: train a base model from a YAML config and save a checkpoint directory."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "train",
+        help="train a base model from a config and save a checkpoint",
+        description="Train a model from a YAML config (e.g. configs/train_vgg11_cifar10.yaml) and save it "
+        "as a checkpoint directory (model.safetensors + meta.json).",
+    )
+    p.add_argument("config", help="train config YAML")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set train.epochs=1 (repeatable)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+
+    from automtd.train import load_train_config, train_from_config
+
+    cfg = load_train_config(args.config, args.overrides)
+    summary = train_from_config(cfg)
+    if args.json:
+        print(json.dumps(summary))
+        return 0
+    accs = ", ".join(f"{k} {v:.2f} %" for k, v in summary["accuracy"].items()) or "not evaluated"
+    print(f"trained {cfg.model.name} for {summary['steps']} steps in {summary['seconds']:.1f} s "
+          f"(final loss {summary['final_loss']:.4f}); top-1: {accs}")
+    print(f"checkpoint saved to {summary['output']}")
+    return 0

@@ -1,0 +1,192 @@
+"""Datasets by name, the seeded validation split, deterministic subsets and the loader."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from automtd._errors import DataError
+from automtd.data._sources import read_cifar, read_digits
+from automtd.data._tensor_dataset import TensorImageDataset
+
+__all__ = [
+    "DATASETS",
+    "ENV_VAR",
+    "resolve_data_root",
+    "get_dataset",
+    "make_loader",
+    "split_indices",
+    "balanced_subset",
+    "DEFAULT_VAL_SIZE",
+    "labels_of",
+]
+
+ENV_VAR = "AUTOMTD_DATA"
+DATASETS = ("cifar10", "cifar100", "digits", "imagefolder")
+SPLITS = ("train", "val", "test")
+DEFAULT_VAL_SIZE = {"cifar10": 5000, "cifar100": 5000, "imagefolder": 5000, "digits": 300}
+_DIGITS_TEST = 360  # fixed held-out digits test set (seeded, independent of ``seed``)
+
+
+def resolve_data_root(root: str | os.PathLike[str] | None = None) -> Path:
+    """The data root: ``root`` (from the config) if given, else ``$AUTOMTD_DATA``; it must exist."""
+    if root is not None and str(root) != "":
+        path = Path(root).expanduser()
+        if not path.is_dir():
+            raise DataError(f"data root {str(path)!r} (from the config/--data-root) does not exist; "
+                            f"fix the path or unset it and set {ENV_VAR}")
+        return path
+    env = os.environ.get(ENV_VAR, "")
+    if not env:
+        raise DataError(f"no data root: the config gives no data.root and {ENV_VAR} is not set; "
+                        f"set data.root or export {ENV_VAR}=/path/holding/cifar-10-batches-py")
+    path = Path(env).expanduser()
+    if not path.is_dir():
+        raise DataError(f"data root {str(path)!r} (from {ENV_VAR}) does not exist; set {ENV_VAR} to an existing folder")
+    return path
+
+
+def split_indices(n: int, val_size: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(train, val)`` index tensors: a seeded permutation of ``range(n)``, the first ``val_size`` are val.
+
+    Uses ``numpy.random.default_rng(seed)`` (stable across machines); both parts are sorted.
+    """
+    if not 0 <= val_size < n:
+        raise DataError(f"val_size={val_size} is invalid for a training set of {n} images; allowed 0..{n - 1}")
+    perm = np.random.default_rng(seed).permutation(n)
+    val = np.sort(perm[:val_size])
+    train = np.sort(perm[val_size:])
+    return torch.from_numpy(train).long(), torch.from_numpy(val).long()
+
+
+def balanced_subset(indices: torch.Tensor, labels: torch.Tensor, size: int, seed: int = 0) -> torch.Tensor:
+    """A class-balanced, seeded subset of ``indices`` (labels given per index), sorted.
+
+    Classes take turns in a seeded order, so every class gets ``size // n_classes`` images
+    (or all it has) and the result is identical for identical inputs.
+    """
+    n = int(indices.numel())
+    if size <= 0 or size > n:
+        raise DataError(f"subset={size} is invalid for a split of {n} images; allowed 1..{n}")
+    if size == n:
+        return indices.clone()
+    perm = torch.from_numpy(np.random.default_rng(seed + 7919).permutation(n)).long()
+    lab = labels[perm]
+    rank = torch.empty(n, dtype=torch.long)
+    for c in lab.unique():
+        pos = (lab == c).nonzero().flatten()
+        rank[pos] = torch.arange(pos.numel())
+    order = torch.argsort(rank * (int(lab.max()) + 1) + lab, stable=True)
+    chosen = perm[order[:size]]
+    return indices[chosen].sort().values
+
+
+def _pick(
+    train_pool: torch.Tensor, test: torch.Tensor, labels_train: torch.Tensor, labels_test: torch.Tensor,
+    split: str, val_size: int, seed: int, subset: int | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices (into train or test arrays) of ``split`` and the labels array they index."""
+    if split == "test":
+        idx, labels = test, labels_test
+    else:
+        tr, va = split_indices(int(train_pool.numel()), val_size, seed)
+        idx, labels = train_pool[tr if split == "train" else va], labels_train
+        if idx.numel() == 0:
+            raise DataError("split 'val' is empty because val_size=0; set val_size > 0 to score on validation data")
+    if subset is not None:
+        idx = balanced_subset(idx, labels[idx], int(subset), seed)
+    return idx, labels
+
+
+def get_dataset(
+    name: str,
+    split: str,
+    *,
+    root: str | os.PathLike[str] | None = None,
+    train_transform: bool = False,
+    mean: Sequence[float],
+    std: Sequence[float],
+    val_size: int | None = None,
+    seed: int = 0,
+    subset: int | None = None,
+    download: bool = False,
+    image_size: int = 224,
+) -> TensorImageDataset | Subset[Any]:
+    """A dataset split, normalised with ``mean``/``std`` (the model's :class:`~automtd.models.ModelSpec`).
+
+    Args:
+        name: ``cifar10``, ``cifar100``, ``digits`` (scikit-learn, offline) or ``imagefolder``.
+        split: ``train`` (training set minus val), ``val`` (fixed seeded split of the training set) or ``test``.
+        root: data root (``cifar-10-batches-py`` lives under it; for ``imagefolder`` the folder with
+            ``train/`` and ``val/`` or ``test/``); default ``$AUTOMTD_DATA``. Unused by ``digits``.
+        train_transform: random crop (padding 4) + horizontal flip (random-resized crop for folders).
+        val_size: images carved out of the training set for ``val`` (default 5000; 300 for digits).
+        seed: seed of the val split and of subsets.
+        subset: keep a class-balanced seeded subset of this many images.
+        download: let torchvision download CIFAR when its folder is missing (needs internet).
+        image_size: crop size for ``imagefolder``.
+    """
+    if name not in DATASETS:
+        raise DataError(f"unknown dataset {name!r}; allowed: {', '.join(DATASETS)}")
+    if split not in SPLITS:
+        raise DataError(f"unknown split {split!r}; allowed: {', '.join(SPLITS)} (val is carved from train)")
+    if subset is not None and (isinstance(subset, bool) or int(subset) <= 0):
+        raise DataError(f"subset={subset!r} is invalid; give a positive number of images or leave it unset")
+    vsize = DEFAULT_VAL_SIZE[name] if val_size is None else int(val_size)
+    if name == "imagefolder":
+        from automtd.data._folder import folder_dataset
+
+        return folder_dataset(resolve_data_root(root), split, train_transform=train_transform, mean=mean, std=std,
+                              val_size=vsize, seed=seed, subset=subset, image_size=image_size)
+    if name == "digits":
+        x, y, classes = read_digits(32)
+        perm = torch.from_numpy(np.random.default_rng(2024).permutation(len(y))).long()
+        test_rows, pool = perm[:_DIGITS_TEST].sort().values, perm[_DIGITS_TEST:].sort().values
+        idx, _ = _pick(pool, test_rows, y, y, split, vsize, seed, subset)
+        return TensorImageDataset(x, y, indices=idx, mean=mean, std=std, augment=train_transform, classes=classes)
+    tx, ty, sx, sy, classes = read_cifar(resolve_data_root(root), name, download=download)
+    idx, _ = _pick(torch.arange(len(ty)), torch.arange(len(sy)), ty, sy, split, vsize, seed, subset)
+    images, labels = (sx, sy) if split == "test" else (tx, ty)
+    return TensorImageDataset(images, labels, indices=idx, mean=mean, std=std, augment=train_transform,
+                              classes=classes)
+
+
+def make_loader(
+    dataset: Dataset[Any],
+    *,
+    batch_size: int,
+    shuffle: bool,
+    seed: int = 0,
+    num_workers: int = 0,
+    drop_last: bool = False,
+    pin_memory: bool | None = None,
+) -> DataLoader[Any]:
+    """A ``DataLoader`` whose shuffling order is seeded by ``seed`` (workers 0 by default)."""
+    if isinstance(batch_size, bool) or int(batch_size) <= 0:
+        raise DataError(f"batch_size={batch_size!r} is invalid; give a positive integer such as 128")
+    generator = torch.Generator().manual_seed(int(seed))
+    return DataLoader(
+        dataset,
+        batch_size=int(batch_size),
+        shuffle=shuffle,
+        generator=generator,
+        num_workers=num_workers,
+        drop_last=drop_last,
+        pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory,
+        persistent_workers=num_workers > 0,
+    )
+
+
+def labels_of(dataset: Dataset[Any]) -> torch.Tensor:
+    """Labels of a dataset made by :func:`get_dataset`, in order."""
+    if isinstance(dataset, TensorImageDataset):
+        return dataset.targets
+    if isinstance(dataset, Subset):
+        return torch.as_tensor([dataset.dataset.targets[i] for i in dataset.indices])  # type: ignore[attr-defined]
+    raise DataError(f"cannot read labels of a {type(dataset).__name__}; use a dataset from get_dataset")

@@ -1,0 +1,145 @@
+"""Model cost metrics: parameters, multiply-accumulates (per model and per module) and CPU/GPU latency.
+
+MACs are counted by ``torch.utils.flop_counter.FlopCounterMode`` on a batch of one in eval mode under
+``no_grad``: its FLOPs (convolutions, linear layers, matmuls) divided by two.  Element-wise ops
+(BN, ReLU, additions, pooling) are not counted, as usual in the compression literature.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from automtd._errors import ConfigError
+
+__all__ = ["count_params", "count_macs", "layer_macs", "measure_latency", "LatencyResult"]
+
+
+class LatencyResult(dict[str, Any]):
+    """The dict :func:`measure_latency` returns; ``float(result)`` is the median seconds per batch."""
+
+    def __float__(self) -> float:
+        return float(self["median_s"])
+
+
+def count_params(model: nn.Module, *, trainable_only: bool = False) -> int:
+    """Number of parameters (each shared parameter once)."""
+    seen: set[int] = set()
+    total = 0
+    for p in model.parameters():
+        if id(p) in seen or (trainable_only and not p.requires_grad):
+            continue
+        seen.add(id(p))
+        total += p.numel()
+    return total
+
+
+def _input(model: nn.Module, input_size: Sequence[int], batch_size: int = 1) -> torch.Tensor:
+    size = tuple(int(s) for s in input_size)
+    if len(size) != 3 or min(size) <= 0:
+        raise ConfigError(
+            f"input_size {tuple(input_size)!r} is invalid; give (channels, height, width), e.g. (3, 32, 32)"
+        )
+    ref = next(model.parameters(), None)
+    device = ref.device if ref is not None else torch.device("cpu")
+    dtype = ref.dtype if ref is not None and ref.is_floating_point() else torch.float32
+    return torch.zeros((batch_size, *size), device=device, dtype=dtype)
+
+
+def _flop_counts(model: nn.Module, input_size: Sequence[int]) -> Any:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = _input(model, input_size)
+    was_training = model.training
+    counter = FlopCounterMode(display=False)
+    try:
+        model.eval()
+        with torch.no_grad(), counter:
+            model(x)
+    finally:
+        model.train(was_training)
+    return counter
+
+
+def count_macs(model: nn.Module, input_size: Sequence[int] = (3, 32, 32)) -> int:
+    """Multiply-accumulates of one forward pass on a single ``input_size`` image."""
+    return int(_flop_counts(model, input_size).get_total_flops()) // 2
+
+
+def layer_macs(model: nn.Module, input_size: Sequence[int] = (3, 32, 32)) -> dict[str, int]:
+    """MACs per module, keyed by ``named_modules()`` names (containers include their children).
+
+    The whole model is under ``""``; modules that do no conv/linear/matmul work are left out.
+    """
+    counts = _flop_counts(model, input_size).get_flop_counts()
+    root = type(model).__name__
+    out: dict[str, int] = {}
+    for key, ops in counts.items():
+        if key == "Global":
+            continue
+        if key == root:
+            name = ""
+        elif key.startswith(root + "."):
+            name = key[len(root) + 1 :]
+        else:
+            name = key
+        out[name] = int(sum(ops.values())) // 2
+    return out
+
+
+def measure_latency(
+    model: nn.Module,
+    input_size: Sequence[int] = (3, 32, 32),
+    *,
+    batch_size: int = 1,
+    threads: int | None = None,
+    min_run_time: float = 1.0,
+    device: str | torch.device | None = None,
+) -> LatencyResult:
+    """Forward latency with ``torch.utils.benchmark.Timer.blocked_autorange`` (eval, ``inference_mode``).
+
+    Returns ``median_s``, ``mean_s``, ``iqr_s`` (seconds per batch), ``per_image_s``, ``threads``,
+    ``batch_size``, ``device`` and ``runs``; ``float(result)`` is ``median_s``.
+    ``threads`` defaults to ``torch.get_num_threads()``.
+    """
+    from torch.utils import benchmark
+
+    from automtd.train import resolve_device
+
+    if isinstance(batch_size, bool) or batch_size <= 0:
+        raise ConfigError(f"batch_size={batch_size!r} is invalid for latency; give a positive integer")
+    if min_run_time <= 0:
+        raise ConfigError(f"min_run_time={min_run_time!r} is invalid; give a positive number of seconds")
+    dev = resolve_device(device) if device is not None else None
+    if dev is not None:
+        model = model.to(dev)
+    n_threads = int(threads) if threads is not None else torch.get_num_threads()
+    x = _input(model, input_size, batch_size)
+    was_training = model.training
+    model.eval()
+
+    def forward() -> None:
+        with torch.inference_mode():
+            model(x)
+        if x.is_cuda:
+            torch.cuda.synchronize(x.device)
+
+    try:
+        forward()  # warm-up
+        timer = benchmark.Timer(stmt="forward()", globals={"forward": forward}, num_threads=n_threads)
+        m = timer.blocked_autorange(min_run_time=min_run_time)
+    finally:
+        model.train(was_training)
+    return LatencyResult({
+        "median_s": float(m.median),
+        "mean_s": float(m.mean),
+        "iqr_s": float(m.iqr),
+        "per_image_s": float(m.median) / batch_size,
+        "threads": n_threads,
+        "batch_size": batch_size,
+        "device": str(x.device),
+        "runs": len(m.times),
+    })

@@ -1,0 +1,36 @@
+"""Model registry: CIFAR ResNets (option A), CIFAR VGG-BN and any ``torchvision:<name>``.
+
+Importing this package registers the built-in models.
+"""
+
+from automtd.models import _cifar_resnet, _cifar_vgg  # noqa: F401  (register the built-in models)
+from automtd.models._cifar_resnet import BasicBlock, CifarResNet
+from automtd.models._cifar_vgg import CifarVGG
+from automtd.models._registry import (
+    CIFAR10_MEAN,
+    CIFAR10_STD,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ModelSpec,
+    get_model,
+    get_model_spec,
+    list_models,
+    register_model,
+)
+from automtd.models._torchvision import torchvision_names
+
+__all__ = [
+    "BasicBlock",
+    "CifarResNet",
+    "CifarVGG",
+    "CIFAR10_MEAN",
+    "CIFAR10_STD",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "ModelSpec",
+    "get_model",
+    "get_model_spec",
+    "list_models",
+    "register_model",
+    "torchvision_names",
+]

@@ -1,0 +1,125 @@
+"""The model registry: builders registered by name, each with a :class:`ModelSpec`.
+
+A builder is a function taking keyword-only arguments (``num_classes`` at least) and returning an
+``nn.Module``.  :func:`register_model` refuses a second entry under the same name, the way
+``torchvision.models.register_model`` does.  ``torchvision:<name>`` is resolved on the fly by
+:mod:`automtd.models._torchvision` and needs no registration.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from torch import nn
+
+from automtd._errors import ConfigError
+
+__all__ = [
+    "ModelSpec",
+    "register_model",
+    "get_model",
+    "get_model_spec",
+    "list_models",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "CIFAR10_MEAN",
+    "CIFAR10_STD",
+]
+
+IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+CIFAR10_MEAN: tuple[float, float, float] = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD: tuple[float, float, float] = (0.2470, 0.2435, 0.2616)
+
+TORCHVISION_PREFIX = "torchvision:"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What a model expects from its inputs.
+
+    ``mean``/``std`` are the per-channel normalisation of inputs in ``[0, 1]`` that the model
+    was (or is to be) trained with; the data pipeline applies them and checkpoints record them.
+    """
+
+    name: str
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+    input_size: tuple[int, int, int] = (3, 32, 32)
+    num_classes: int = 10
+    description: str = ""
+    defaults: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def normalization(self) -> dict[str, list[float]]:
+        return {"mean": list(self.mean), "std": list(self.std)}
+
+
+Builder = Callable[..., nn.Module]
+F = TypeVar("F", bound=Builder)
+
+_BUILDERS: dict[str, Builder] = {}
+_SPECS: dict[str, ModelSpec] = {}
+
+
+def register_model(spec: ModelSpec) -> Callable[[F], F]:
+    """Decorator: register a builder under ``spec.name``; duplicates are refused."""
+
+    def wrap(fn: F) -> F:
+        name = spec.name
+        if name in _BUILDERS:
+            raise ValueError(f"An entry is already registered under the name {name!r}.")
+        if name.startswith(TORCHVISION_PREFIX):
+            raise ValueError(f"model names may not start with {TORCHVISION_PREFIX!r}: {name!r}")
+        _BUILDERS[name] = fn
+        _SPECS[name] = spec
+        return fn
+
+    return wrap
+
+
+def _unknown(name: str) -> ConfigError:
+    return ConfigError(
+        f"unknown model {name!r}; allowed: {', '.join(sorted(_BUILDERS))} or torchvision:<name> "
+        "(see `automtd models`)"
+    )
+
+
+def get_model_spec(name: str) -> ModelSpec:
+    """The :class:`ModelSpec` of a registered model or of ``torchvision:<name>``."""
+    if not isinstance(name, str):
+        raise ConfigError(f"model name must be a string, got {name!r}; e.g. 'cifar_resnet20'")
+    if name.startswith(TORCHVISION_PREFIX):
+        from automtd.models._torchvision import torchvision_spec
+
+        return torchvision_spec(name[len(TORCHVISION_PREFIX) :])
+    try:
+        return _SPECS[name]
+    except KeyError:
+        raise _unknown(name) from None
+
+
+def get_model(name: str, **kwargs: Any) -> nn.Module:
+    """Build the model registered as ``name`` (or ``torchvision:<name>``) with keyword arguments."""
+    if not isinstance(name, str):
+        raise ConfigError(f"model name must be a string, got {name!r}; e.g. 'cifar_resnet20'")
+    if name.startswith(TORCHVISION_PREFIX):
+        from automtd.models._torchvision import build_torchvision
+
+        return build_torchvision(name[len(TORCHVISION_PREFIX) :], **kwargs)
+    try:
+        builder = _BUILDERS[name]
+    except KeyError:
+        raise _unknown(name) from None
+    try:
+        return builder(**kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"model {name!r} does not accept arguments {sorted(kwargs)}: {exc}; "
+                          "use keyword arguments such as num_classes=10") from None
+
+
+def list_models() -> list[str]:
+    """Names of the registered models, sorted (``torchvision:<name>`` works too)."""
+    return sorted(_BUILDERS)

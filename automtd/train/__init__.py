@@ -1,0 +1,19 @@
+"""Training, fine-tuning and evaluation: one loop (:func:`fit`) and :func:`evaluate` used everywhere."""
+
+from automtd.train._config import TrainConfig, TrainResult
+from automtd.train._loop import NonFiniteLossError, StopTraining, evaluate, fit, kd_loss, resolve_device
+from automtd.train._recipe import TrainRunConfig, load_train_config, train_from_config
+
+__all__ = [
+    "NonFiniteLossError",
+    "StopTraining",
+    "TrainConfig",
+    "TrainResult",
+    "TrainRunConfig",
+    "evaluate",
+    "fit",
+    "kd_loss",
+    "load_train_config",
+    "resolve_device",
+    "train_from_config",
+]

@@ -1,0 +1,267 @@
+"""The one training / fine-tuning / evaluation loop used everywhere (base training, search, funnel)."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import nullcontext
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from automtd._errors import AutomtdError, ConfigError
+from automtd.train._config import TrainConfig, TrainResult
+
+__all__ = ["NonFiniteLossError", "StopTraining", "resolve_device", "fit", "evaluate", "kd_loss"]
+
+
+class NonFiniteLossError(AutomtdError):
+    """The training loss became NaN or infinite (the search fails the trial with this reason)."""
+
+    exit_code = 1
+
+
+class StopTraining(Exception):  # noqa: N818 - a control-flow signal, like StopIteration
+    """Raise from ``step_callback`` to end :func:`fit` early and still get a :class:`TrainResult`."""
+
+
+def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
+    """``auto`` -> CUDA if available, else CPU; otherwise ``cpu``, ``cuda``, ``cuda:N`` or ``mps``."""
+    if isinstance(spec, torch.device):
+        return spec
+    if spec is None or spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(spec)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"device {spec!r} is invalid; allowed: auto, cpu, cuda, cuda:N, mps") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {spec!r} requested but CUDA is not available here; use device 'auto' or 'cpu'")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ConfigError(f"device {spec!r}: only {torch.cuda.device_count()} CUDA device(s); use cuda:0..")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device {spec!r} requested but MPS is not available here; use 'auto' or 'cpu'")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"device {spec!r} is not supported; allowed: auto, cpu, cuda, cuda:N, mps")
+    return device
+
+
+def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Hinton's distillation loss ``T^2 * KL(softmax(t/T) || softmax(s/T))`` averaged over the batch."""
+    t = temperature
+    return F.kl_div(
+        F.log_softmax(student_logits.float() / t, dim=1),
+        F.log_softmax(teacher_logits.float() / t, dim=1),
+        reduction="batchmean",
+        log_target=True,
+    ) * (t * t)
+
+
+def _batches(loader: Iterable[Any]) -> Iterator[Any]:
+    while True:
+        empty = True
+        for batch in loader:
+            empty = False
+            yield batch
+        if empty:
+            raise ConfigError("the training loader yields no batches; use a larger dataset or drop_last=False")
+
+
+def _scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, total: int) -> torch.optim.lr_scheduler.LRScheduler | None:
+    if cfg.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(
+            opt, max_lr=[g["lr"] for g in opt.param_groups], total_steps=max(total, 2), cycle_momentum=False
+        )
+    warm = min(cfg.warmup_steps, total)
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        if cfg.schedule == "constant":
+            return 1.0
+        progress = (step - warm) / max(1, total - warm)
+        return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+def _to_device(batch: Any, device: torch.device, channels_last: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    x, y = batch[0], batch[1]
+    x = x.to(device, non_blocking=True)
+    if channels_last and x.dim() == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x, y.to(device, non_blocking=True)
+
+
+def fit(
+    model: nn.Module,
+    loader: Iterable[Any],
+    cfg: TrainConfig,
+    *,
+    teacher: nn.Module | None = None,
+    device: str | torch.device | None = None,
+    extra_loss: Callable[[nn.Module], torch.Tensor] | None = None,
+    param_groups: Sequence[dict[str, Any]] | None = None,
+    step_callback: Callable[[int, nn.Module], None] | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Train ``model`` in place with SGD + momentum for ``cfg.epochs`` or ``cfg.steps``.
+
+    Args:
+        model: moved to ``device`` and left there, in train mode.
+        loader: yields ``(images, labels)`` batches; re-iterated as often as the budget needs. Training is
+            seeded by ``cfg.seed``: torch's global RNG (augmentation, dropout) and the loader's shuffling
+            generator (if it has one, as :func:`automtd.data.make_loader` loaders do) are reseeded.
+        cfg: hyper-parameters (:class:`TrainConfig`).
+        teacher: if given, knowledge distillation from it (``cfg.kd_alpha``, ``cfg.kd_temperature``).
+        device: ``auto`` (default), ``cpu``, ``cuda``...; AMP and channels_last are used on CUDA.
+        extra_loss: ``extra_loss(model)`` is added to each step's loss (e.g. a funnel penalty).
+        param_groups: optimizer parameter groups (dicts with ``params`` and optional ``lr``/``weight_decay``);
+            default one group of all trainable parameters.
+        step_callback: ``step_callback(step, model)`` after every optimizer step (1-based step);
+            raising :class:`StopTraining` ends training early, any other exception propagates.
+        progress: show a tqdm progress bar.
+
+    Raises:
+        NonFiniteLossError: when the loss becomes NaN or infinite.
+    """
+    from tqdm.auto import tqdm
+
+    dev = resolve_device(device)
+    cuda = dev.type == "cuda"
+    use_cl = cfg.channels_last and cuda
+    use_amp = cfg.amp and cuda
+    torch.manual_seed(cfg.seed)
+    generator = getattr(loader, "generator", None)
+    if isinstance(generator, torch.Generator):
+        generator.manual_seed(cfg.seed)  # the same shuffling order on every call, even for a reused loader
+    model.to(dev)
+    if use_cl:
+        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    if teacher is not None:
+        teacher.to(dev).eval()
+    if cfg.steps is not None:
+        total = int(cfg.steps)
+    else:
+        try:
+            per_epoch = len(loader)  # type: ignore[arg-type]
+        except TypeError:
+            raise ConfigError("the loader has no length; give the budget as steps instead of epochs") from None
+        total = max(1, math.ceil(float(cfg.epochs or 0) * per_epoch))
+    groups = list(param_groups) if param_groups is not None else [
+        {"params": [p for p in model.parameters() if p.requires_grad]}
+    ]
+    opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0,
+                          weight_decay=cfg.weight_decay)
+    sched = _scheduler(opt, cfg, total)
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.float16)) if use_amp else nullcontext
+    model.train()
+    losses: list[float] = []
+    stopped = False
+    start = time.perf_counter()
+    bar = tqdm(total=total, disable=not progress, desc="train", leave=False, dynamic_ncols=True)
+    batches = _batches(loader)
+    try:
+        for step in range(1, total + 1):
+            x, y = _to_device(next(batches), dev, use_cl)
+            with autocast():
+                logits = model(x)
+                loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+                if teacher is not None and cfg.kd_alpha > 0:
+                    with torch.no_grad():
+                        t_logits = teacher(x)
+                    loss = (1 - cfg.kd_alpha) * loss + cfg.kd_alpha * kd_loss(logits, t_logits, cfg.kd_temperature)
+                if extra_loss is not None:
+                    loss = loss + extra_loss(model)
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                raise NonFiniteLossError(
+                    f"training loss became {value} at step {step}/{total} (lr={opt.param_groups[0]['lr']:.3g}); "
+                    "lower the learning rate or check the model/ranks"
+                )
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if cfg.grad_clip is not None:
+                scaler.unscale_(opt)
+                nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], cfg.grad_clip)
+            scaler.step(opt)
+            scaler.update()
+            if sched is not None:
+                sched.step()
+            losses.append(value)
+            bar.update(1)
+            if step % 10 == 0 or step == total:
+                bar.set_postfix(loss=f"{value:.4f}")
+            if step_callback is not None:
+                try:
+                    step_callback(step, model)
+                except StopTraining:
+                    stopped = True
+                    break
+    finally:
+        bar.close()
+        if use_cl:
+            model.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
+    tail = losses[-max(1, min(20, len(losses))):] if losses else [float("nan")]
+    return TrainResult(
+        steps=len(losses),
+        final_loss=sum(tail) / len(tail),
+        mean_loss=sum(losses) / len(losses) if losses else float("nan"),
+        seconds=time.perf_counter() - start,
+        losses=losses,
+        stopped_early=stopped,
+    )
+
+
+def evaluate(
+    model: nn.Module,
+    loader: Iterable[Any],
+    *,
+    device: str | torch.device | None = None,
+    progress: bool = False,
+) -> float:
+    """Top-1 accuracy in percent of ``model`` on ``loader`` (``device=None`` means ``auto``; the model stays there).
+
+    Runs in fp32 under ``inference_mode`` in eval mode, with channels_last activations for conv nets
+    (faster on CPU and CUDA); the model's previous mode and memory format are restored, and its
+    parameters stay ordinary tensors (it can be trained afterwards, e.g. from a ``step_callback``).
+    """
+    from tqdm.auto import tqdm
+
+    dev = resolve_device(device)
+    was_training = model.training
+    model.to(dev).eval()
+    convert = _has_conv(model) and not _is_channels_last(model)
+    if convert:
+        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    correct = total = 0
+    try:
+        with torch.inference_mode():
+            for batch in tqdm(loader, disable=not progress, desc="eval", leave=False, dynamic_ncols=True):
+                x, y = _to_device(batch, dev, True)
+                pred = model(x).argmax(dim=1)
+                correct += int((pred == y).sum())
+                total += int(y.numel())
+    finally:
+        if convert:
+            model.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
+        model.train(was_training)
+    if total == 0:
+        raise ConfigError("the evaluation loader yields no samples; use a non-empty split/subset")
+    return 100.0 * correct / total
+
+
+def _has_conv(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.Conv2d) for m in model.modules())
+
+
+def _is_channels_last(model: nn.Module) -> bool:
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d) and m.weight.dim() == 4:
+            w = m.weight
+            return w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()
+    return False

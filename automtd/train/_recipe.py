@@ -1,0 +1,98 @@
+"""``automtd train``: train a base model from a YAML config and save a project-format checkpoint."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+
+from automtd._config import StrictModel, load_config
+from automtd.train._config import TrainConfig, TrainResult
+
+__all__ = ["ModelSection", "DataSection", "TrainRunConfig", "load_train_config", "train_from_config"]
+
+log = logging.getLogger(__name__)
+
+
+class ModelSection(StrictModel):
+    name: str
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+class DataSection(StrictModel):
+    name: str = "cifar10"
+    root: str | None = None
+    val_size: int | None = Field(default=None, ge=0)
+    subset: int | None = Field(default=None, gt=0)
+    val_subset: int | None = Field(default=None, gt=0)
+    seed: int = 0
+    download: bool = False
+    batch_size: int = Field(default=128, gt=0)
+    eval_batch_size: int = Field(default=500, gt=0)
+    num_workers: int = Field(default=0, ge=0)
+    image_size: int = Field(default=224, gt=0)
+
+
+class TrainRunConfig(StrictModel):
+    """The whole ``automtd train`` config (see ``configs/train_vgg11_cifar10.yaml``)."""
+
+    model: ModelSection
+    data: DataSection = Field(default_factory=DataSection)
+    train: TrainConfig
+    output: str
+    device: str = "auto"
+    init_checkpoint: str | None = None
+    teacher_checkpoint: str | None = None
+    teacher_model: str | None = None
+    evaluate_test: bool = True
+    progress: bool = True
+
+
+def load_train_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> TrainRunConfig:
+    """Read a train config YAML with ``KEY=VALUE`` overrides (strict: unknown keys are errors)."""
+    return load_config(path, TrainRunConfig, overrides)
+
+
+def train_from_config(cfg: TrainRunConfig) -> dict[str, Any]:
+    """Build, (optionally initialise,) train, evaluate and save; returns a summary dict."""
+    from automtd.checkpoints import load_checkpoint, save_checkpoint
+    from automtd.data import get_dataset, make_loader
+    from automtd.models import get_model, get_model_spec
+    from automtd.train._loop import evaluate, fit, resolve_device
+
+    device = resolve_device(cfg.device)
+    spec = get_model_spec(cfg.model.name)
+    if cfg.init_checkpoint:
+        model, _ = load_checkpoint(cfg.init_checkpoint, model_name=cfg.model.name, model_kwargs=cfg.model.kwargs)
+    else:
+        model = get_model(cfg.model.name, **cfg.model.kwargs)
+    teacher = None
+    if cfg.teacher_checkpoint:
+        teacher, _ = load_checkpoint(cfg.teacher_checkpoint, model_name=cfg.teacher_model)
+    d = cfg.data
+    common: dict[str, Any] = dict(root=d.root, mean=spec.mean, std=spec.std, val_size=d.val_size, seed=d.seed,
+                                  download=d.download, image_size=d.image_size)
+    train_ds = get_dataset(d.name, "train", train_transform=True, subset=d.subset, **common)
+    loader = make_loader(train_ds, batch_size=d.batch_size, shuffle=True, seed=cfg.train.seed,
+                         num_workers=d.num_workers, drop_last=len(train_ds) > d.batch_size)
+    log.info("training %s on %s: %d images, %s", cfg.model.name, d.name, len(train_ds), cfg.train)
+    result: TrainResult = fit(model, loader, cfg.train, teacher=teacher, device=device, progress=cfg.progress)
+    accuracy: dict[str, float] = {}
+    val_size = common["val_size"]
+    if val_size is None or val_size > 0:
+        val_ds = get_dataset(d.name, "val", subset=d.val_subset, **common)
+        accuracy["val"] = evaluate(model, make_loader(val_ds, batch_size=d.eval_batch_size, shuffle=False),
+                                   device=device)
+    if cfg.evaluate_test:
+        test_ds = get_dataset(d.name, "test", **common)
+        accuracy["test"] = evaluate(model, make_loader(test_ds, batch_size=d.eval_batch_size, shuffle=False),
+                                    device=device)
+    out = save_checkpoint(
+        cfg.output, model.cpu(), architecture=cfg.model.name, arch_kwargs=cfg.model.kwargs, dataset=d.name,
+        normalization=spec.normalization, accuracy=accuracy,
+        extra={"train": cfg.train.model_dump(), "steps": result.steps, "final_loss": result.final_loss},
+    )
+    return {"output": str(out), "accuracy": accuracy, "steps": result.steps, "final_loss": result.final_loss,
+            "seconds": result.seconds}

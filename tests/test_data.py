@@ -1,0 +1,183 @@
+"""Datasets: the data root, CIFAR-10 (shared copy), the seeded val split, subsets, augmentation, loaders."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from automtd import DataError
+from automtd.data import (
+    TensorImageDataset,
+    balanced_subset,
+    cifar10_md5_status,
+    get_dataset,
+    make_loader,
+    resolve_data_root,
+    split_indices,
+)
+from automtd.models import IMAGENET_MEAN, IMAGENET_STD
+
+NORM = {"mean": IMAGENET_MEAN, "std": IMAGENET_STD}
+
+
+def test_data_root_from_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("AUTOMTD_DATA", str(tmp_path))
+    assert resolve_data_root(None) == tmp_path
+    assert resolve_data_root(str(tmp_path / ".")) == tmp_path  # config value wins
+
+
+def test_missing_data_root_messages(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("AUTOMTD_DATA", raising=False)
+    with pytest.raises(DataError, match=r"no data root: .*AUTOMTD_DATA is not set; set data.root or export"):
+        resolve_data_root(None)
+    missing = tmp_path / "nowhere"
+    with pytest.raises(DataError, match=rf"data root '{missing}' \(from the config/--data-root\) does not exist"):
+        resolve_data_root(missing)
+    monkeypatch.setenv("AUTOMTD_DATA", str(missing))
+    with pytest.raises(DataError, match=rf"data root '{missing}' \(from AUTOMTD_DATA\) does not exist"):
+        get_dataset("cifar10", "test", **NORM)
+
+
+def test_missing_cifar_folder_message(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"cifar10 folder '.*cifar-10-batches-py' does not exist; .*download: true"):
+        get_dataset("cifar10", "test", root=tmp_path, **NORM)
+
+
+def test_unknown_dataset_and_split() -> None:
+    with pytest.raises(DataError, match=r"unknown dataset 'mnist'; allowed: cifar10, cifar100, digits, imagefolder"):
+        get_dataset("mnist", "train", **NORM)
+    with pytest.raises(DataError, match=r"unknown split 'valid'; allowed: train, val, test"):
+        get_dataset("digits", "valid", **NORM)
+
+
+def test_cifar10_shared_copy_loads(data_root: Path) -> None:
+    train = get_dataset("cifar10", "train", root=data_root, **NORM)
+    val = get_dataset("cifar10", "val", root=data_root, **NORM)
+    test = get_dataset("cifar10", "test", root=data_root, **NORM)
+    assert (len(train), len(val), len(test)) == (45_000, 5_000, 10_000)
+    assert isinstance(test, TensorImageDataset) and test.images.dtype == torch.uint8
+    assert torch.bincount(test.targets).tolist() == [1000] * 10
+    assert test.classes[0] == "airplane" and test.classes[9] == "truck"
+    # normalisation: a stored uint8 pixel maps to (v/255 - mean)/std
+    x, y = test[0]
+    raw = test.images[test.indices[0]].float() / 255
+    expected = (raw - torch.tensor(IMAGENET_MEAN).view(3, 1, 1)) / torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    assert x.shape == (3, 32, 32) and torch.allclose(x, expected) and y == int(test.targets[0])
+
+
+def test_cifar10_md5_status_of_shared_copy(data_root: Path) -> None:
+    assert cifar10_md5_status(data_root / "cifar-10-batches-py") == "shared-copy"
+
+
+def test_corrupt_cifar_batch_is_data_error(data_root: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    for f in (data_root / "cifar-10-batches-py").iterdir():
+        (folder / f.name).symlink_to(f)
+    (folder / "test_batch").unlink()
+    (folder / "test_batch").write_bytes(pickle.dumps({"data": np.zeros((5, 7), np.uint8), "labels": [0] * 5}))
+    with pytest.raises(DataError, match=r"'data' is not a uint8 \[N, 3072\] array"):
+        get_dataset("cifar10", "test", root=tmp_path, **NORM)
+
+
+def test_val_split_disjoint_and_stable(data_root: Path) -> None:
+    a_train = get_dataset("cifar10", "train", root=data_root, **NORM)
+    a_val = get_dataset("cifar10", "val", root=data_root, **NORM)
+    b_val = get_dataset("cifar10", "val", root=data_root, **NORM)
+    tr, va = set(a_train.indices.tolist()), set(a_val.indices.tolist())
+    assert not tr & va and len(tr | va) == 50_000
+    assert torch.equal(a_val.indices, b_val.indices)
+    other = get_dataset("cifar10", "val", root=data_root, seed=1, **NORM)
+    assert not torch.equal(a_val.indices, other.indices)
+
+
+def test_split_indices_is_pinned() -> None:
+    # numpy default_rng(0) permutation: fixed across machines; pin a few values so a change is noticed
+    train, val = split_indices(20, 5, seed=0)
+    assert val.tolist() == sorted(np.random.default_rng(0).permutation(20)[:5].tolist())
+    assert sorted(train.tolist() + val.tolist()) == list(range(20))
+    with pytest.raises(DataError, match="val_size=20 is invalid for a training set of 20 images"):
+        split_indices(20, 20)
+
+
+def test_balanced_subsets(data_root: Path) -> None:
+    a = get_dataset("cifar10", "val", root=data_root, subset=500, **NORM)
+    b = get_dataset("cifar10", "val", root=data_root, subset=500, **NORM)
+    assert len(a) == 500 and torch.equal(a.indices, b.indices)
+    assert torch.bincount(a.targets, minlength=10).tolist() == [50] * 10
+    assert set(a.indices.tolist()) <= set(get_dataset("cifar10", "val", root=data_root, **NORM).indices.tolist())
+    with pytest.raises(DataError, match="subset=20000 is invalid for a split of 10000 images"):
+        get_dataset("cifar10", "test", root=data_root, subset=20_000, **NORM)
+    labels = torch.tensor([0] * 90 + [1] * 10)
+    pick = balanced_subset(torch.arange(100), labels, 20)
+    assert torch.bincount(labels[pick]).tolist() == [10, 10]
+
+
+def test_augmentation_is_random_crop_and_flip(data_root: Path) -> None:
+    ds = get_dataset("cifar10", "train", root=data_root, subset=64, train_transform=True, **NORM)
+    plain = get_dataset("cifar10", "train", root=data_root, subset=64, **NORM)
+    torch.manual_seed(0)
+    x1, y1 = ds.batch(list(range(64)))
+    x2, _ = ds.batch(list(range(64)))
+    ref, yr = plain.batch(list(range(64)))
+    assert x1.shape == ref.shape == (64, 3, 32, 32) and torch.equal(y1, yr)
+    assert not torch.equal(x1, x2) and not torch.equal(x1, ref)
+    torch.manual_seed(0)
+    again, _ = ds.batch(list(range(64)))
+    assert torch.equal(again, x1)  # seeded
+    # every augmented image is a shifted (and maybe flipped) window of the zero-padded original
+    zero = ((torch.zeros(3) - torch.tensor(IMAGENET_MEAN)) / torch.tensor(IMAGENET_STD)).view(1, 3, 1, 1)
+    padded = torch.nn.functional.pad(ref - zero, (4, 4, 4, 4)) + zero
+    for i in range(8):
+        windows = padded[i].unfold(1, 32, 1).unfold(2, 32, 1)  # [3, 9, 9, 32, 32]
+        hit = any(
+            torch.allclose(windows[:, oy, ox], img, atol=1e-6)
+            for oy in range(9)
+            for ox in range(9)
+            for img in (x1[i], x1[i].flip(-1))
+        )
+        assert hit
+
+
+def test_loader_is_seeded(data_root: Path) -> None:
+    ds = get_dataset("cifar10", "val", root=data_root, subset=200, **NORM)
+    order = [torch.cat([y for _, y in make_loader(ds, batch_size=50, shuffle=True, seed=3)]) for _ in range(2)]
+    assert torch.equal(order[0], order[1]) and not torch.equal(order[0], ds.targets)
+    x, y = next(iter(make_loader(ds, batch_size=64, shuffle=False)))
+    assert x.shape == (64, 3, 32, 32) and x.dtype == torch.float32 and y.dtype == torch.int64
+    with pytest.raises(DataError, match="batch_size=0 is invalid"):
+        make_loader(ds, batch_size=0, shuffle=False)
+
+
+def test_digits_offline() -> None:
+    train = get_dataset("digits", "train", **NORM)
+    val = get_dataset("digits", "val", **NORM)
+    test = get_dataset("digits", "test", **NORM)
+    assert (len(train), len(val), len(test)) == (1137, 300, 360)
+    assert not set(train.indices.tolist()) & set(test.indices.tolist())
+    x, y = train[0]
+    assert x.shape == (3, 32, 32) and 0 <= y < 10
+    assert torch.bincount(get_dataset("digits", "train", subset=50, **NORM).targets).tolist() == [5] * 10
+
+
+def test_imagefolder(data_root: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    src = get_dataset("cifar10", "test", root=data_root, subset=40, **NORM)
+    for split in ("train", "val"):
+        for k, i in enumerate(src.indices.tolist()):
+            label = src.classes[int(src.labels[i])]
+            (tmp_path / split / label).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(src.images[i].permute(1, 2, 0).numpy()).save(tmp_path / split / label / f"{k}.png")
+    train = get_dataset("imagefolder", "train", root=tmp_path, val_size=10, image_size=32, **NORM)
+    val = get_dataset("imagefolder", "val", root=tmp_path, val_size=10, image_size=32, **NORM)
+    test = get_dataset("imagefolder", "test", root=tmp_path, image_size=32, val_size=10, **NORM)
+    assert (len(train), len(val), len(test)) == (30, 10, 40)
+    x, y = next(iter(make_loader(test, batch_size=8, shuffle=False)))
+    assert x.shape == (8, 3, 32, 32) and y.dtype == torch.int64
+    with pytest.raises(DataError, match="must hold train/ and val/"):
+        get_dataset("imagefolder", "test", root=tmp_path / "train", **NORM)

@@ -1,0 +1,217 @@
+"""The training loop: loss goes down, KD, callbacks, extra loss, parameter groups, NaN guard, evaluate."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+
+from automtd import ConfigError
+from automtd._config import parse_config
+from automtd.data import get_dataset, make_loader
+from automtd.models import get_model, get_model_spec
+from automtd.train import (
+    NonFiniteLossError,
+    StopTraining,
+    TrainConfig,
+    evaluate,
+    fit,
+    kd_loss,
+    load_train_config,
+    resolve_device,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+SPEC = get_model_spec("cifar_resnet20")
+
+
+def _loader(data_root: Path, n: int, batch: int, *, augment: bool = False) -> torch.utils.data.DataLoader:
+    ds = get_dataset(
+        "cifar10", "train", root=data_root, subset=n, train_transform=augment, mean=SPEC.mean, std=SPEC.std
+    )
+    return make_loader(ds, batch_size=batch, shuffle=True, seed=0)
+
+
+def _model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return get_model("cifar_resnet20")
+
+
+def test_resolve_device() -> None:
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(ConfigError, match="device 'gpu0' is invalid; allowed: auto, cpu, cuda, cuda:N, mps"):
+        resolve_device("gpu0")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="CUDA is not available here"):
+            resolve_device("cuda")
+
+
+def test_train_config_budget_is_validated() -> None:
+    assert TrainConfig(steps=3).steps == 3
+    with pytest.raises(ConfigError, match="give exactly one budget"):
+        parse_config({"epochs": 1, "steps": 3}, TrainConfig)
+    with pytest.raises(ConfigError, match="give exactly one budget"):
+        parse_config({}, TrainConfig)
+    with pytest.raises(ConfigError, match="unknown key 'lr_max'"):
+        parse_config({"steps": 1, "lr_max": 1}, TrainConfig)
+
+
+def test_a_few_steps_reduce_the_loss(data_root: Path) -> None:
+    loader = _loader(data_root, 16, 16)
+    cfg = TrainConfig(steps=8, lr=0.05, schedule="constant", weight_decay=0.0, seed=0)
+    result = fit(_model(), loader, cfg, device="cpu", progress=False)
+    assert result.steps == 8 and len(result.losses) == 8 and result.seconds > 0
+    assert result.losses[-1] < 0.7 * result.losses[0]
+    assert result.mean_loss == pytest.approx(sum(result.losses) / 8)
+
+
+def test_epoch_budget_and_callbacks(data_root: Path) -> None:
+    loader = _loader(data_root, 24, 8, augment=True)  # 3 batches per epoch
+    seen: list[int] = []
+    result = fit(
+        _model(),
+        loader,
+        TrainConfig(epochs=1, lr=0.01),
+        device="cpu",
+        progress=False,
+        step_callback=lambda step, model: seen.append(step),
+    )
+    assert result.steps == 3 and seen == [1, 2, 3] and not result.stopped_early
+
+    def stop(step: int, model: torch.nn.Module) -> None:
+        if step == 2:
+            raise StopTraining
+
+    result = fit(_model(), loader, TrainConfig(steps=5, lr=0.01), device="cpu", progress=False, step_callback=stop)
+    assert result.steps == 2 and result.stopped_early
+
+    def boom(step: int, model: torch.nn.Module) -> None:
+        raise RuntimeError("from the callback")
+
+    with pytest.raises(RuntimeError, match="from the callback"):
+        fit(_model(), loader, TrainConfig(steps=5, lr=0.01), device="cpu", progress=False, step_callback=boom)
+
+
+def test_fit_is_seeded_even_with_a_reused_loader(data_root: Path) -> None:
+    loader = _loader(data_root, 16, 8, augment=True)
+    cfg = TrainConfig(steps=3, lr=0.01, seed=5)
+    first = fit(_model(), loader, cfg, device="cpu", progress=False)
+    second = fit(_model(), loader, cfg, device="cpu", progress=False)
+    assert first.losses == second.losses
+    other = fit(_model(), loader, TrainConfig(steps=3, lr=0.01, seed=6), device="cpu", progress=False)
+    assert other.losses != first.losses
+
+
+def test_extra_loss_and_nan_guard(data_root: Path) -> None:
+    loader = _loader(data_root, 8, 8)
+    cfg = TrainConfig(steps=1, lr=0.01, seed=0)
+    base = fit(_model(), loader, cfg, device="cpu", progress=False)
+    plus = fit(_model(), loader, cfg, device="cpu", progress=False, extra_loss=lambda m: torch.tensor(5.0))
+    assert plus.losses[0] == pytest.approx(base.losses[0] + 5.0, abs=1e-4)
+    with pytest.raises(NonFiniteLossError, match=r"training loss became nan at step 1/1 .*lower the learning rate"):
+        fit(_model(), loader, cfg, device="cpu", progress=False, extra_loss=lambda m: torch.tensor(float("nan")))
+
+
+def test_param_groups_have_their_own_lr(data_root: Path) -> None:
+    loader = _loader(data_root, 8, 8)
+    model = _model()
+    frozen = [p for n, p in model.named_parameters() if not n.startswith("linear")]
+    head = [p for n, p in model.named_parameters() if n.startswith("linear")]
+    before = copy.deepcopy(model.state_dict())
+    fit(
+        model,
+        loader,
+        TrainConfig(steps=2, lr=0.1),
+        device="cpu",
+        progress=False,
+        param_groups=[{"params": frozen, "lr": 0.0}, {"params": head, "lr": 0.1}],
+    )
+    after = model.state_dict()
+    assert torch.equal(after["conv1.weight"], before["conv1.weight"])
+    assert not torch.equal(after["linear.weight"], before["linear.weight"])
+
+
+def test_kd_loss_and_kd_path(data_root: Path, resnet20_checkpoint: Path) -> None:
+    from automtd.checkpoints import load_checkpoint
+
+    logits = torch.randn(4, 10)
+    assert kd_loss(logits, logits, 4.0).item() == pytest.approx(0.0, abs=1e-6)
+    assert kd_loss(logits, torch.randn(4, 10), 4.0).item() > 0
+    teacher, _ = load_checkpoint(resnet20_checkpoint, model_name="cifar_resnet20")
+    loader = _loader(data_root, 16, 16)
+    cfg = TrainConfig(steps=2, lr=0.01, kd_alpha=1.0, kd_temperature=4.0, seed=0)
+    plain = fit(_model(), loader, cfg, device="cpu", progress=False)
+    distilled = fit(_model(), loader, cfg, device="cpu", progress=False, teacher=teacher)
+    assert distilled.steps == 2 and all(torch.isfinite(torch.tensor(distilled.losses)))
+    assert distilled.losses[0] != pytest.approx(plain.losses[0], abs=1e-3)  # the teacher is used
+    assert not teacher.training
+
+
+def test_evaluate_restores_mode_and_is_exact(data_root: Path, resnet20_checkpoint: Path) -> None:
+    from automtd.checkpoints import load_checkpoint
+
+    model, _ = load_checkpoint(resnet20_checkpoint, model_name="cifar_resnet20")
+    ds = get_dataset("cifar10", "test", root=data_root, subset=100, mean=SPEC.mean, std=SPEC.std)
+    model.train()
+    acc = evaluate(model, make_loader(ds, batch_size=50, shuffle=False), device="cpu")
+    assert model.training and model.conv1.weight.is_contiguous()
+    x, y = ds.batch(range(len(ds)))
+    model.eval()
+    with torch.no_grad():
+        expected = 100.0 * (model(x).argmax(1) == y).float().mean().item()
+    assert acc == pytest.approx(expected)
+
+
+def test_model_can_train_after_evaluate() -> None:
+    model = _model()
+    x, y = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
+    evaluate(model, [(x, y)], device="cpu")
+    assert not any(p.is_inference() for p in model.parameters())
+    calls: list[float] = []
+    result = fit(
+        model,
+        [(x, y)],
+        TrainConfig(steps=2, lr=0.01),
+        device="cpu",
+        progress=False,
+        step_callback=lambda step, m: calls.append(evaluate(m, [(x, y)], device="cpu")),
+    )
+    assert result.steps == 2 and len(calls) == 2 and model.training
+
+
+def test_train_configs_validate() -> None:
+    for path in sorted((REPO / "configs").glob("train_*.yaml")):
+        cfg = load_train_config(path, ["train.epochs=2"])
+        assert cfg.train.epochs == 2 and cfg.model.name.startswith("cifar_")
+    with pytest.raises(ConfigError, match="unknown key 'train.lr_max'"):
+        load_train_config(REPO / "configs" / "train_vgg11_cifar10.yaml", ["train.lr_max=1"])
+
+
+def test_train_from_config_saves_a_checkpoint(data_root: Path, tmp_path: Path) -> None:
+    from automtd.checkpoints import load_checkpoint
+    from automtd.train import train_from_config
+
+    cfg = load_train_config(
+        REPO / "configs" / "train_vgg11_cifar10.yaml",
+        [
+            "model.name=cifar_resnet20",
+            f"data.root={data_root}",
+            "data.subset=64",
+            "data.batch_size=32",
+            "data.val_subset=100",
+            "train.epochs=null",
+            "train.steps=2",
+            "evaluate_test=false",
+            "progress=false",
+            "device=cpu",
+            f"output={tmp_path / 'ckpt'}",
+        ],
+    )
+    summary = train_from_config(cfg)
+    assert summary["steps"] == 2 and set(summary["accuracy"]) == {"val"}
+    model, meta = load_checkpoint(tmp_path / "ckpt")
+    assert meta["architecture"]["name"] == "cifar_resnet20" and meta["accuracy"]["val"] == summary["accuracy"]["val"]
+    assert meta["dataset"] == "cifar10" and meta["normalization"]["mean"] == list(SPEC.mean)
