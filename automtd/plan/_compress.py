@@ -1,0 +1,161 @@
+"""The `apply` workflow: load a checkpoint, apply a plan, optionally fine-tune with KD, save, measure."""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from automtd.plan._apply import apply_plan
+from automtd.plan._cache import FactorCache
+from automtd.plan._schema import Plan
+
+__all__ = ["FinetuneOptions", "CompressResult", "compress_checkpoint", "compare_models", "finetune"]
+
+
+@dataclass(frozen=True)
+class FinetuneOptions:
+    """Fine-tuning with KD from the original model on the training split, then top-1 on the val split."""
+
+    epochs: float
+    dataset: str = "cifar10"
+    data_root: str | None = None
+    subset: int | None = None
+    val_subset: int | None = None
+    batch_size: int = 128
+    lr: float = 0.01
+    device: str = "auto"
+    seed: int = 0
+    progress: bool = True
+
+
+@dataclass
+class CompressResult:
+    model: nn.Module
+    original: nn.Module
+    meta: dict[str, Any]
+    directory: Path
+
+
+def finetune(
+    model: nn.Module, teacher: nn.Module, opts: FinetuneOptions, normalization: dict[str, Any]
+) -> dict[str, Any]:
+    """Fine-tune ``model`` in place (``automtd.train.fit`` with ``teacher``); returns a summary with val top-1."""
+    from automtd.data import get_dataset, make_loader
+    from automtd.train import TrainConfig, evaluate, fit
+
+    mean, std = normalization["mean"], normalization["std"]
+    common: dict[str, Any] = {"root": opts.data_root, "mean": mean, "std": std, "seed": opts.seed}
+    train = get_dataset(opts.dataset, "train", train_transform=True, subset=opts.subset, **common)
+    val = get_dataset(opts.dataset, "val", subset=opts.val_subset, **common)
+    cfg = TrainConfig(epochs=opts.epochs, lr=opts.lr, seed=opts.seed, nesterov=True, weight_decay=5e-4)
+    val_loader = make_loader(val, batch_size=256, shuffle=False)
+    before = evaluate(model, val_loader, device=opts.device)
+    result = fit(
+        model,
+        make_loader(train, batch_size=opts.batch_size, shuffle=True, seed=opts.seed),
+        cfg,
+        teacher=teacher,
+        device=opts.device,
+        progress=opts.progress,
+    )
+    accuracy = evaluate(model, val_loader, device=opts.device)
+    model.to("cpu")
+    return {
+        **{k: v for k, v in asdict(opts).items() if k not in ("progress", "data_root")},
+        "train_images": len(train),  # type: ignore[arg-type]
+        "val_images": len(val),  # type: ignore[arg-type]
+        "steps": result.steps,
+        "final_loss": result.final_loss,
+        "seconds": round(result.seconds, 2),
+        "val_accuracy_before": before,
+        "val_accuracy": accuracy,
+    }
+
+
+def compress_checkpoint(
+    checkpoint: str | os.PathLike[str],
+    plan: Plan,
+    output: str | os.PathLike[str],
+    *,
+    finetune_options: FinetuneOptions | None = None,
+    cache: FactorCache | None = None,
+    seed: int = 0,
+    measure: bool = False,
+    threads: int | None = None,
+) -> CompressResult:
+    """Load ``checkpoint`` as ``plan.architecture``, apply ``plan``, fine-tune if asked, save to ``output``.
+
+    The output is an automtd checkpoint directory (``model.safetensors`` + ``meta.json`` holding the
+    architecture, its kwargs, the normalisation, the plan and, after fine-tuning, the val accuracy),
+    which ``automtd.checkpoints.load_checkpoint`` rebuilds without being told the architecture.
+    With ``measure`` the :func:`compare_models` report (params, MACs, latency at batch 1 and 64 with the
+    thread count) of the original and the compressed model is stored under ``meta['extra']['measure']``.
+    """
+    from automtd.checkpoints import load_checkpoint, save_checkpoint
+
+    model, meta = load_checkpoint(checkpoint, model_name=plan.architecture, model_kwargs=plan.arch_kwargs or None)
+    original = copy.deepcopy(model)
+    apply_plan(model, plan, cache=cache, seed=seed)
+    extra: dict[str, Any] = {"source_checkpoint": str(checkpoint), "seed": seed}
+    accuracy: dict[str, float] | None = None
+    dataset = meta.get("dataset")
+    if finetune_options is not None:
+        summary = finetune(model, original, finetune_options, meta["normalization"])
+        extra["finetune"] = summary
+        accuracy = {"val": summary["val_accuracy"]}
+        dataset = finetune_options.dataset
+    if measure:
+        extra["measure"] = compare_models(original, model.to("cpu"), plan.input_size, threads=threads)
+    out = save_checkpoint(
+        output,
+        model,
+        architecture=plan.architecture,
+        arch_kwargs=plan.arch_kwargs,
+        dataset=dataset,
+        normalization=meta["normalization"],
+        input_size=plan.input_size,
+        accuracy=accuracy,
+        plan=plan.to_dict(),
+        extra=extra,
+    )
+    from automtd.checkpoints import read_meta
+
+    return CompressResult(model=model.eval(), original=original.eval(), meta=read_meta(out), directory=Path(out))
+
+
+def compare_models(
+    original: nn.Module,
+    compressed: nn.Module,
+    input_size: Sequence[int],
+    *,
+    latency: bool = True,
+    batch_sizes: Sequence[int] = (1, 64),
+    threads: int | None = None,
+    min_run_time: float = 1.0,
+) -> dict[str, Any]:
+    """Params and MACs (whole model, via automtd.metrics) and, if asked, latency of both models.
+
+    Latency is ``automtd.metrics.measure_latency`` (``torch.utils.benchmark``) at each batch size; the
+    thread count used is recorded with it.
+    """
+    from automtd.metrics import count_macs, count_params, measure_latency
+
+    size = tuple(int(v) for v in input_size)
+    out: dict[str, Any] = {}
+    for label, model in (("original", original), ("compressed", compressed)):
+        entry: dict[str, Any] = {"params": int(count_params(model)), "macs": int(count_macs(model, size))}
+        if latency:
+            entry["latency"] = {
+                f"batch_{b}": measure_latency(model, size, batch_size=b, threads=threads, min_run_time=min_run_time)
+                for b in batch_sizes
+            }
+        out[label] = entry
+    out["params_ratio"] = out["original"]["params"] / max(out["compressed"]["params"], 1)
+    out["macs_ratio"] = out["original"]["macs"] / max(out["compressed"]["macs"], 1)
+    return out

@@ -1,0 +1,91 @@
+"""Build a :class:`Plan` from per-layer choices, validated against the model's layers."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from torch import nn
+
+from automtd._errors import ConfigError
+from automtd.plan._layers import _NO_METHOD, _fingerprint_of, scan_layers
+from automtd.plan._schema import LayerPlan, Plan, PlanTotals, SkippedLayer
+
+__all__ = ["make_plan", "model_totals"]
+
+Choices = Mapping[str, tuple[str, Sequence[int]]]
+
+
+def model_totals(model: nn.Module, input_size: Sequence[int]) -> tuple[int, int]:
+    """``(params, MACs)`` of the whole model for one sample of ``input_size`` (through automtd.metrics)."""
+    from automtd.metrics import count_macs, count_params
+
+    return int(count_params(model)), int(count_macs(model, tuple(input_size)))
+
+
+def make_plan(
+    model: nn.Module,
+    choices: Choices,
+    *,
+    architecture: str,
+    arch_kwargs: Mapping[str, Any] | None = None,
+    input_size: Sequence[int] = (3, 32, 32),
+    notes: Mapping[str, str] | None = None,
+    totals: tuple[int, int] | None = None,
+) -> Plan:
+    """A plan replacing each layer named in ``choices`` by ``(method, ranks)``; the model is not modified.
+
+    ``choices`` maps decomposable layer names (see :func:`decomposable_layers`) to a method name and
+    its ranks; every method and rank is validated against the layer (errors name the layer).
+    ``notes`` maps layers deliberately left dense to the reason, recorded in ``plan.skipped`` together
+    with the layers no method can take.  ``totals`` is the ``(params, MACs)`` of the whole original
+    model if already known (see :func:`model_totals`); otherwise it is measured.
+    """
+    size = tuple(int(v) for v in input_size)
+    infos = scan_layers(model, size)
+    by_name = {info.name: info for info in infos}
+    fingerprint = _fingerprint_of([i for i in infos if i.skip_reason in (None, _NO_METHOD)])
+
+    layers: list[LayerPlan] = []
+    for name, choice in choices.items():
+        info = by_name.get(name)
+        if info is None:
+            close = [n for n in by_name if n.endswith(name) or name.endswith(n)][:3]
+            hint = f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
+            raise ConfigError(
+                f"layer {name!r} is not a conv/linear layer of {architecture!r}{hint}; "
+                "list the layers with `automtd inspect --model`"
+            )
+        if info.skip_reason is not None:
+            raise ConfigError(f"layer {name!r} cannot be decomposed: {info.skip_reason}; leave it out of the plan")
+        if not isinstance(choice, (tuple, list)) or len(choice) != 2:
+            raise ConfigError(f"layer {name!r}: choice {choice!r} is invalid; give (method, ranks)")
+        method, ranks = choice
+        layers.append(LayerPlan.build(name, str(method), ranks, info.shape, info.in_hw))
+    order = {info.name: i for i, info in enumerate(infos)}
+    layers.sort(key=lambda lp: order[lp.name])
+
+    chosen = set(choices)
+    skipped = [SkippedLayer(i.name, i.skip_reason) for i in infos if i.skip_reason is not None]
+    for name, reason in (notes or {}).items():
+        if name in chosen:
+            raise ConfigError(f"layer {name!r} is both in the choices and in the notes; keep it in one of them")
+        skipped.append(SkippedLayer(name, reason))
+    skipped.sort(key=lambda s: order.get(s.name, len(order)))
+
+    params_before, macs_before = totals if totals is not None else model_totals(model, size)
+    totals_ = PlanTotals(
+        params_before=params_before,
+        params_after=params_before - sum(lp.params_before - lp.params_after for lp in layers),
+        macs_before=macs_before,
+        macs_after=macs_before - sum(lp.macs_before - lp.macs_after for lp in layers),
+    )
+    return Plan(
+        architecture=architecture,
+        fingerprint=fingerprint,
+        input_size=(size[0], size[1], size[2]),
+        layers=tuple(layers),
+        totals=totals_,
+        arch_kwargs=dict(arch_kwargs or {}),
+        skipped=tuple(skipped),
+    )
