@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
+import numpy as np
 import torch
 
 from automtd._errors import RankError
@@ -64,22 +65,21 @@ def energy_rank(singular_values: torch.Tensor, energy: float) -> int:
 
 
 # ---------------------------------------------------------------------- EVBMF
-def _tau(x: torch.Tensor, alpha: float) -> torch.Tensor:
-    return 0.5 * (x - (1 + alpha) + torch.sqrt((x - (1 + alpha)) ** 2 - 4 * alpha))
+def _evb_objective(sigma2: float, n_rows: int, n_cols: int, s: np.ndarray, residual: float, xubar: float) -> float:
+    """Negative free energy (up to constants) as a function of the noise variance (EVBsigma2).
 
-
-def _evb_objective(sigma2: float, n_rows: int, n_cols: int, s: torch.Tensor, residual: float, xubar: float) -> float:
-    """Negative free energy (up to constants) as a function of the noise variance (EVBsigma2)."""
-    h = s.numel()
+    Plain numpy on the (small) vector of singular values: it is evaluated a few hundred times per matrix.
+    """
+    h = s.size
     alpha = n_rows / n_cols
     x = s**2 / (n_cols * sigma2)
     z1 = x[x > xubar]
     z2 = x[x <= xubar]
-    tau_z1 = _tau(z1, alpha)
-    term1 = float(torch.sum(z2 - torch.log(z2)))
-    term2 = float(torch.sum(z1 - tau_z1))
-    term3 = float(torch.sum(torch.log((tau_z1 + 1) / z1)))
-    term4 = alpha * float(torch.sum(torch.log(tau_z1 / alpha + 1)))
+    tau_z1 = 0.5 * (z1 - (1 + alpha) + np.sqrt((z1 - (1 + alpha)) ** 2 - 4 * alpha))
+    term1 = float(np.sum(z2 - np.log(z2)))
+    term2 = float(np.sum(z1 - tau_z1))
+    term3 = float(np.sum(np.log((tau_z1 + 1) / z1)))
+    term4 = alpha * float(np.sum(np.log(tau_z1 / alpha + 1)))
     return term1 + term2 + term3 + term4 + residual / (n_cols * sigma2) + (n_rows - h) * math.log(sigma2)
 
 
@@ -138,7 +138,8 @@ def evbmf_details(matrix: torch.Tensor, sigma2: float | None = None) -> tuple[in
         tail = s[eh_ub + 1 :]
         lower = max(float(s[eh_ub + 1]) ** 2 / (n_cols * xubar), float(torch.mean(tail**2)) / n_cols)
         lower = max(lower, upper * 1e-12, 1e-300)
-        sigma2 = _bounded_minimize(lambda v: _evb_objective(v, n_rows, n_cols, s, residual, xubar), lower, upper)
+        s_np = s.numpy()
+        sigma2 = _bounded_minimize(lambda v: _evb_objective(v, n_rows, n_cols, s_np, residual, xubar), lower, upper)
     threshold = math.sqrt(n_cols * sigma2 * (1 + tauubar) * (1 + alpha / tauubar))
     pos = int((s > threshold).sum())
     kept = s[:pos]
