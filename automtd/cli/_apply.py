@@ -27,6 +27,12 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=0.01, help="fine-tuning learning rate (default 0.01)")
     p.add_argument("--device", default="auto")
+    p.add_argument(
+        "--no-bn-recalibration",
+        dest="recalibrate_bn",
+        action="store_false",
+        help="do not re-estimate BatchNorm statistics before fine-tuning",
+    )
     p.add_argument("--cache", help="factor cache directory (repeated decompositions are loaded from it)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--measure", action="store_true", help="also measure latency (batch 1 and 64) of both models")
@@ -53,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
             lr=args.lr,
             device=args.device,
             seed=args.seed,
+            recalibrate_bn=args.recalibrate_bn,
         )
     cache = FactorCache(args.cache) if args.cache else None
     result = compress_checkpoint(

@@ -32,6 +32,7 @@ class FinetuneOptions:
     device: str = "auto"
     seed: int = 0
     progress: bool = True
+    recalibrate_bn: bool = True  # re-estimate BatchNorm statistics (forward passes only) before fine-tuning
 
 
 @dataclass
@@ -47,7 +48,7 @@ def finetune(
 ) -> dict[str, Any]:
     """Fine-tune ``model`` in place (``automtd.train.fit`` with ``teacher``); returns a summary with val top-1."""
     from automtd.data import get_dataset, make_loader
-    from automtd.train import TrainConfig, evaluate, fit
+    from automtd.train import TrainConfig, evaluate, fit, recalibrate_batchnorm
 
     mean, std = normalization["mean"], normalization["std"]
     common: dict[str, Any] = {"root": opts.data_root, "mean": mean, "std": std, "seed": opts.seed}
@@ -55,10 +56,13 @@ def finetune(
     val = get_dataset(opts.dataset, "val", subset=opts.val_subset, **common)
     cfg = TrainConfig(epochs=opts.epochs, lr=opts.lr, seed=opts.seed, nesterov=True, weight_decay=5e-4)
     val_loader = make_loader(val, batch_size=256, shuffle=False)
+    train_loader = make_loader(train, batch_size=opts.batch_size, shuffle=True, seed=opts.seed)
+    if opts.recalibrate_bn:
+        recalibrate_batchnorm(model, train_loader, max_batches=max(1, 2048 // opts.batch_size), device=opts.device)
     before = evaluate(model, val_loader, device=opts.device)
     result = fit(
         model,
-        make_loader(train, batch_size=opts.batch_size, shuffle=True, seed=opts.seed),
+        train_loader,
         cfg,
         teacher=teacher,
         device=opts.device,

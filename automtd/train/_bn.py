@@ -50,7 +50,7 @@ def recalibrate_batchnorm(
                 model(x)
                 seen += int(x.shape[0])
     finally:
-        for m, momentum in zip(norms, momenta):
+        for m, momentum in zip(norms, momenta, strict=True):
             m.momentum = momentum
         model.train(was_training)
     return seen
