@@ -1,0 +1,41 @@
+"""``automtd janitor``: fail trials stuck RUNNING longer than a maximum trial time (with a reason)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "janitor",
+        help="fail trials stuck RUNNING past --max-trial-time",
+        description=__doc__,
+        epilog="exit codes: 0 done · 2 bad option · 7 storage unreachable · 8 study missing",
+    )
+    p.add_argument("--study", required=True, help="study name")
+    p.add_argument("--storage", default=None, help="storage URL (default: $AUTOMTD_STORAGE)")
+    p.add_argument("--max-trial-time", type=float, required=True, metavar="SECONDS", help="longest allowed trial")
+    p.add_argument("--connect-timeout", type=int, default=10, metavar="S", help="per connection (default 10)")
+    p.add_argument("--dry-run", action="store_true", help="only list the stuck trials")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    from automtd.cli._worker import storage_from_args
+    from automtd.search._janitor import fail_stuck_trials
+    from automtd.search._storage import StorageOptions, open_storage
+    from automtd.search._study import open_study
+
+    options = StorageOptions(heartbeat_interval=None, grace_period=None, connect_timeout=args.connect_timeout)
+    storage = open_storage(storage_from_args(args), options=options)
+    study = open_study(storage, args.study)
+    found = fail_stuck_trials(study, args.max_trial_time, dry_run=args.dry_run)
+    for item in found:
+        action = "failed" if item.failed else ("would fail" if args.dry_run else "finished meanwhile")
+        print(f"trial {item.number}: running {item.age_seconds:.0f} s, {action}")
+    print(f"{sum(i.failed for i in found)} stuck trial(s) failed, {len(found)} found")
+    return 0

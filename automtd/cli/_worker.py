@@ -1,0 +1,85 @@
+"""``automtd worker``: join an existing study and run its trials until the study's budget is used."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+__all__ = ["add_parser", "run"]
+
+_EPILOG = """\
+The study must exist (automtd search CONFIG --study S --storage URL [--create-only]); the worker
+reads the objective and config stored with it.  Storage: sqlite:///x.db (one worker at a time),
+journal:///x.log (several workers on one machine) or postgresql+psycopg://USER@HOST:PORT/DB (give the
+password in PGPASSWORD, not in the URL).  --storage defaults to $AUTOMTD_STORAGE.
+
+exit codes: 0 budget reached (or --n-trials run) · 2 bad option/config · 7 storage unreachable at start,
+unreachable longer than --give-up-after, or a second SQLite worker · 8 study missing or another spec ·
+130 SIGINT · 143 SIGTERM (the running trial is failed at once, with a reason, and re-queued)
+"""
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "worker",
+        help="run trials of an existing study (several workers may share it)",
+        description=__doc__,
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--study", required=True, help="study name")
+    p.add_argument("--storage", default=None, help="storage URL (default: $AUTOMTD_STORAGE)")
+    p.add_argument(
+        "--study-dir", default=None, help="factor cache directory (default: the one `search` uses for the study)"
+    )
+    p.add_argument("--config", default=None, help="refuse to join unless this config's spec is the study's")
+    p.add_argument("--heartbeat-interval", type=int, default=10, metavar="S", help="seconds (default 10)")
+    p.add_argument("--grace-period", type=int, default=30, metavar="S", help="stale after S s (default 30)")
+    p.add_argument("--max-retry", type=int, default=2, help="re-queues of a stale/interrupted trial (default 2)")
+    p.add_argument("--connect-timeout", type=int, default=10, metavar="S", help="per connection (default 10)")
+    p.add_argument("--max-trial-time", type=float, default=None, metavar="S", help="also run the janitor")
+    p.add_argument("--give-up-after", type=float, default=600.0, metavar="S", help="outage tolerated (600)")
+    p.add_argument("--n-trials", type=int, default=None, help="stop after this many trials of this worker")
+    p.set_defaults(func=run)
+    return p
+
+
+def storage_from_args(args: argparse.Namespace) -> str:
+    from automtd._errors import ConfigError
+
+    url = args.storage or os.environ.get("AUTOMTD_STORAGE")
+    if not url:
+        raise ConfigError("no storage given; pass --storage URL or set AUTOMTD_STORAGE (see automtd worker --help)")
+    return str(url)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from automtd.search._storage import StorageOptions
+    from automtd.search._worker import WorkerOptions, run_worker
+
+    spec = None
+    if args.config:
+        from automtd.search._config import load_search_config
+        from automtd.search._objective import study_spec
+
+        spec = study_spec(load_search_config(args.config))
+    options = WorkerOptions(
+        storage=StorageOptions(
+            heartbeat_interval=args.heartbeat_interval,
+            grace_period=args.grace_period,
+            max_retry=args.max_retry,
+            connect_timeout=args.connect_timeout,
+        ),
+        study_dir=Path(args.study_dir) if args.study_dir else None,
+        max_trial_time=args.max_trial_time,
+        give_up_after=args.give_up_after,
+        n_trials=args.n_trials,
+        spec=spec,
+    )
+    result = run_worker(storage_from_args(args), args.study, options=options)
+    print(f"worker {os.getpid()}: {result.reason}; ran {result.trials_run} trial(s)", file=sys.stderr)
+    return result.exit_code

@@ -1,0 +1,301 @@
+"""Open the Optuna storage named by a URL, with the settings that make workers survive faults.
+
+Three kinds of storage, chosen by the URL:
+
+* ``sqlite:///path/to/study.db`` (or a path ending in ``.db``, ``.sqlite``, ``.sqlite3``): the default,
+  for **one** process at a time.  WAL journal, 30 s busy timeout.  A worker (or ``search``) holds an
+  OS lock on ``<db>.lock`` for its lifetime, so a second one is refused with a message naming the
+  alternatives (:class:`SingleWriterLock`).
+* ``journal:///path/to/study.log`` (or a path ending in ``.log``): Optuna's journal file, safe for several
+  processes on one machine; it has no heartbeat, so trials of a killed worker are failed by the janitor
+  (``--max-trial-time``).
+* ``postgresql+psycopg://user@host:5432/db`` (``postgresql://`` and ``postgres://`` are read as psycopg 3):
+  for workers on several processes or machines.  ``pool_pre_ping``, a ``connect_timeout`` and a heartbeat
+  that survives a failed write (:mod:`automtd.search._heartbeat`).  Give the password through
+  ``PGPASSWORD`` (libpq reads it) rather than in the URL; URLs are always shown through :func:`redact_url`.
+
+Workers never create the schema (``create_schema=False``): create the study once, then start workers.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sqlite3
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Literal
+
+from automtd._errors import ConfigError, StorageError
+
+if TYPE_CHECKING:
+    from optuna.storages import BaseStorage
+
+__all__ = [
+    "StorageKind",
+    "StorageURL",
+    "StorageOptions",
+    "parse_storage_url",
+    "redact_url",
+    "open_storage",
+    "SingleWriterLock",
+]
+
+_log = logging.getLogger(__name__)
+
+StorageKind = Literal["sqlite", "journal", "postgresql"]
+_SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
+_ALLOWED = "sqlite:///PATH.db, journal:///PATH.log (or a .db/.log path) or postgresql+psycopg://USER@HOST:PORT/DB"
+_PASSWORD_RE = re.compile(r"(://[^:/@\s]*:)[^@\s]*@")
+
+
+@dataclass(frozen=True)
+class StorageURL:
+    """A parsed storage URL: its kind, the URL Optuna/SQLAlchemy get, and the file for file storages."""
+
+    kind: StorageKind
+    url: str
+    path: Path | None = None
+
+    def __str__(self) -> str:
+        return redact_url(self.url)
+
+
+@dataclass(frozen=True)
+class StorageOptions:
+    """Fault-tolerance settings of an RDB storage (SQLite, PostgreSQL); the journal ignores the heartbeat.
+
+    ``heartbeat_interval``/``grace_period`` are whole seconds (Optuna's rule); a RUNNING trial whose last
+    heartbeat is older than ``grace_period`` is failed by the next worker that asks for a trial and re-queued
+    with the same parameters up to ``max_retry`` times.  ``connect_timeout`` bounds every new connection.
+    """
+
+    heartbeat_interval: int | None = 10
+    grace_period: int | None = 30
+    max_retry: int = 2
+    connect_timeout: int = 10
+
+    def __post_init__(self) -> None:
+        for name in ("heartbeat_interval", "grace_period"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ConfigError(f"{name}={value!r} is invalid; give a whole number of seconds >= 1")
+        if not isinstance(self.max_retry, int) or self.max_retry < 0:
+            raise ConfigError(f"max_retry={self.max_retry!r} is invalid; give a whole number >= 0")
+        if not isinstance(self.connect_timeout, int) or self.connect_timeout < 1:
+            raise ConfigError(f"connect_timeout={self.connect_timeout!r} is invalid; give whole seconds >= 1")
+        if (
+            self.heartbeat_interval is not None
+            and self.grace_period is not None
+            and self.grace_period <= self.heartbeat_interval
+        ):
+            raise ConfigError(
+                f"grace_period={self.grace_period} must exceed heartbeat_interval={self.heartbeat_interval}; "
+                "use at least twice the interval"
+            )
+
+
+def redact_url(url: str) -> str:
+    """Return ``url`` with any password replaced by ``***`` (safe to print or log)."""
+    return _PASSWORD_RE.sub(r"\1***@", str(url))
+
+
+def parse_storage_url(url: str) -> StorageURL:
+    """Classify and normalise a storage URL or path; anything else is a :class:`StorageError`."""
+    if not isinstance(url, str) or not url.strip():
+        raise StorageError(f"storage {url!r} is empty; give {_ALLOWED}")
+    raw = url.strip()
+    scheme, sep, rest = raw.partition("://")
+    if not sep:
+        path = Path(raw).expanduser()
+        if path.suffix in _SQLITE_SUFFIXES:
+            return StorageURL("sqlite", f"sqlite:///{path.resolve()}", path.resolve())
+        if path.suffix == ".log":
+            return StorageURL("journal", str(path.resolve()), path.resolve())
+        raise StorageError(f"storage {raw!r} is neither a URL nor a .db/.log path; give {_ALLOWED}")
+    scheme = scheme.lower()
+    if scheme == "sqlite":
+        if not rest.startswith("/") or rest in ("/", "/:memory:"):
+            raise StorageError(
+                f"storage {raw!r} names no database file; write sqlite:///relative.db or sqlite:////abs.db"
+            )
+        path = Path(rest[1:]).expanduser().resolve()
+        return StorageURL("sqlite", f"sqlite:///{path}", path)
+    if scheme == "journal":
+        if not rest.startswith("/") or rest == "/":
+            raise StorageError(
+                f"storage {raw!r} names no journal file; write journal:///relative.log or journal:////abs.log"
+            )
+        path = Path(rest[1:]).expanduser().resolve()
+        return StorageURL("journal", str(path), path)
+    if scheme in ("postgresql", "postgres", "postgresql+psycopg"):
+        if not rest or rest.startswith("/"):
+            raise StorageError(
+                f"storage {redact_url(raw)!r} names no host; write postgresql+psycopg://USER@HOST:PORT/DB"
+            )
+        return StorageURL("postgresql", f"postgresql+psycopg://{rest}")
+    raise StorageError(f"storage scheme {scheme!r} in {redact_url(raw)!r} is not supported; give {_ALLOWED}")
+
+
+def open_storage(
+    url: str | StorageURL,
+    *,
+    options: StorageOptions | None = None,
+    create_schema: bool = False,
+) -> BaseStorage:
+    """Open the storage; errors (unreachable, no schema, bad URL) are one-line :class:`StorageError`.
+
+    ``create_schema=True`` is for the one process that creates the study; workers pass ``False`` and are
+    told to create the study first when the database holds no Optuna schema.
+    """
+    parsed = url if isinstance(url, StorageURL) else parse_storage_url(url)
+    opts = options or StorageOptions()
+    if parsed.kind == "journal":
+        return _open_journal(parsed, create_schema)
+    return _open_rdb(parsed, opts, create_schema)
+
+
+def _open_journal(parsed: StorageURL, create: bool) -> BaseStorage:
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    assert parsed.path is not None  # set by parse_storage_url for file storages
+    if not parsed.path.exists() and not create:
+        raise StorageError(f"journal file {str(parsed.path)!r} does not exist; create the study first (automtd search)")
+    try:
+        parsed.path.parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(str(parsed.path)))
+    except OSError as exc:
+        raise StorageError(f"cannot open journal file {str(parsed.path)!r}: {exc.strerror}; check the path") from None
+
+
+def _open_rdb(parsed: StorageURL, opts: StorageOptions, create: bool) -> BaseStorage:
+    import optuna
+    import sqlalchemy.exc
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+    from automtd.search._heartbeat import ResilientRDBStorage
+
+    engine_kwargs: dict[str, object] = {"pool_pre_ping": True}
+    if parsed.kind == "sqlite":
+        assert parsed.path is not None
+        _prepare_sqlite(parsed.path, create)
+        engine_kwargs["connect_args"] = {"timeout": 30}
+    else:
+        try:
+            import psycopg  # noqa: F401
+        except ImportError:
+            raise StorageError(
+                "PostgreSQL storage needs psycopg 3; install it with pip install 'automtd[postgres]'"
+            ) from None
+        engine_kwargs["connect_args"] = {
+            "connect_timeout": opts.connect_timeout,
+            "application_name": "automtd",
+            # notice a dead server on an idle connection instead of hanging
+            "keepalives": 1,
+            "keepalives_idle": 10,
+            "keepalives_interval": 5,
+            "keepalives_count": 3,
+        }
+        engine_kwargs["pool_recycle"] = 600
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            callback = RetryHeartbeatStaleTrialCallback(max_retry=opts.max_retry) if opts.heartbeat_interval else None
+            return ResilientRDBStorage(
+                parsed.url,
+                engine_kwargs=engine_kwargs,
+                heartbeat_interval=opts.heartbeat_interval,
+                grace_period=opts.grace_period,
+                heartbeat_stale_trial_callback=callback,
+                skip_table_creation=not create,
+            )
+    except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as exc:
+        raise _storage_error(parsed, exc, create) from None
+
+
+def _storage_error(parsed: StorageURL, exc: BaseException, create: bool) -> StorageError:
+    cause: BaseException = exc
+    while cause.__cause__ is not None:
+        cause = cause.__cause__
+    text = redact_url(" ".join(str(cause).split()))[:300]
+    if "does not exist" in text and ("relation" in text or "table" in text) or "no such table" in text:
+        return StorageError(
+            f"storage {parsed} holds no Optuna schema; create the study once first "
+            "(automtd search CONFIG --study S --storage URL --create-only), then start workers"
+        )
+    return StorageError(
+        f"cannot reach storage {parsed}: {text}; check the host, port, credentials and that the server runs"
+    )
+
+
+def _prepare_sqlite(path: Path, create: bool) -> None:
+    if not path.exists():
+        if not create:
+            raise StorageError(f"SQLite file {str(path)!r} does not exist; create the study first (automtd search)")
+        path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        con = sqlite3.connect(str(path), timeout=30)
+        try:
+            con.execute("PRAGMA journal_mode=WAL")  # persistent in the file; readers do not block the writer
+        finally:
+            con.close()
+    except sqlite3.Error as exc:
+        raise StorageError(f"cannot open SQLite file {str(path)!r}: {exc}; check the path and permissions") from None
+
+
+class SingleWriterLock:
+    """An OS lock on ``<db>.lock`` held while a process uses a SQLite study (no-op for other storages).
+
+    A second process is refused with a :class:`StorageError` saying to use a journal file or PostgreSQL.
+    The lock dies with the process, so a killed worker never leaves it behind.
+    """
+
+    def __init__(self, url: str | StorageURL) -> None:
+        self._parsed = url if isinstance(url, StorageURL) else parse_storage_url(url)
+        self._fd: int | None = None
+
+    @property
+    def path(self) -> Path | None:
+        p = self._parsed.path
+        return p.with_name(p.name + ".lock") if self._parsed.kind == "sqlite" and p is not None else None
+
+    def acquire(self) -> None:
+        lock_path = self.path
+        if lock_path is None or self._fd is not None:
+            return
+        import fcntl
+
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            db = self._parsed.path.name if self._parsed.path else "?"
+            raise StorageError(
+                f"SQLite storage {self._parsed} is in use by another process (pid {holder}); SQLite allows one "
+                f"worker at a time: for several workers use journal:///{db.rsplit('.', 1)[0]}.log "
+                "or postgresql+psycopg://USER@HOST/DB"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor drops the flock
+            self._fd = None
+
+    def __enter__(self) -> SingleWriterLock:
+        self.acquire()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.release()

@@ -1,0 +1,286 @@
+"""The supervised worker loop behind ``automtd worker``: join a study and run trials until its budget is used.
+
+* heartbeat on (RDB storages), stale trials failed and re-queued with the same parameters (``max_retry``);
+* storage errors after the first successful load are survived: the study is reloaded with exponential
+  backoff for up to ``give_up_after`` seconds (then :class:`StorageError`, exit 7);
+* SIGTERM/SIGINT fail the running trial at once (reason recorded, trial re-queued) and the worker returns
+  143/130; between trials it just stops;
+* the objective comes from the study: ``automtd:objective`` (``module:function``, called as
+  ``function(study, study_dir)``) or, by default, the search objective rebuilt from the config stored with the
+  study (its spec is re-derived and compared, so a worker running other code is refused).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import signal
+import threading
+import time
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import optuna
+
+from automtd._errors import AutomtdError, ConfigError, StorageError, StudyError
+from automtd.search._heartbeat import TRANSIENT_ERRORS, Objective, TrialGuard, WorkerInterrupted
+from automtd.search._janitor import fail_stuck_trials
+from automtd.search._storage import SingleWriterLock, StorageOptions, open_storage, parse_storage_url, redact_url
+from automtd.search._study import OBJECTIVE_ARGS_ATTR, OBJECTIVE_ATTR, budget_status, check_spec, open_study
+
+__all__ = [
+    "WorkerOptions",
+    "WorkerResult",
+    "run_worker",
+    "load_objective",
+    "benchmark_objective",
+    "EXIT_SIGINT",
+    "EXIT_SIGTERM",
+]
+
+_log = logging.getLogger(__name__)
+EXIT_SIGINT = 130
+_RECOVERABLE: tuple[type[BaseException], ...] = (*TRANSIENT_ERRORS, OSError)
+EXIT_SIGTERM = 143
+ObjectiveFactory = Callable[[optuna.Study, Path], Objective]
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    """How a worker behaves; the storage settings are in ``storage`` (heartbeat, grace, retries, timeout)."""
+
+    storage: StorageOptions = field(default_factory=StorageOptions)
+    study_dir: Path | None = None
+    max_trial_time: float | None = None
+    give_up_after: float = 600.0
+    max_backoff: float = 30.0
+    n_trials: int | None = None
+    spec: Mapping[str, Any] | None = None
+    sampler_seed_offset: int | None = None  # None: the process id, so concurrent workers sample differently
+
+    def __post_init__(self) -> None:
+        if self.max_trial_time is not None and not self.max_trial_time > 0:
+            raise ConfigError(f"max_trial_time={self.max_trial_time!r} is invalid; give seconds > 0")
+        if not self.give_up_after > 0:
+            raise ConfigError(f"give_up_after={self.give_up_after!r} is invalid; give seconds > 0")
+        if self.n_trials is not None and self.n_trials < 1:
+            raise ConfigError(f"n_trials={self.n_trials!r} is invalid; give a whole number >= 1 or omit it")
+
+
+@dataclass(frozen=True)
+class WorkerResult:
+    exit_code: int
+    reason: str
+    trials_run: int
+
+
+def load_objective(
+    study: optuna.Study, study_dir: Path | None, storage_url: str, *, seed_offset: int | None = None
+) -> Objective:
+    """Build the study's objective: the ``automtd:objective`` entry point, else the search objective.
+
+    The search objective is rebuilt from the config stored with the study; its spec is derived again by
+    this worker's code and must equal the stored one.  The study's sampler is set from that config.
+    """
+    entry = study.user_attrs.get(OBJECTIVE_ATTR)
+    if entry is None:
+        from automtd.search import _objective
+        from automtd.search._run import study_dir_for
+
+        config = _objective.config_from_study(study)
+        check_spec(study, _objective.study_spec(config), what="the stored config as this worker reads it")
+        offset = os.getpid() if seed_offset is None else seed_offset
+        study.sampler = _objective.make_sampler(config, seed_offset=offset)
+        directory = study_dir or study_dir_for(storage_url, study.study_name, config)
+        return _objective.make_objective(config, study_dir=directory)
+    study_dir = study_dir or Path("studies") / study.study_name
+    module_name, sep, func_name = str(entry).partition(":")
+    try:
+        factory: ObjectiveFactory | None = getattr(importlib.import_module(module_name), func_name) if sep else None
+    except (ImportError, AttributeError):
+        factory = None
+    if factory is None:
+        raise StudyError(
+            f"study {study.study_name!r} names objective {entry!r}, which cannot be imported; "
+            "install the module that defines it or recreate the study"
+        )
+    return factory(study, study_dir)
+
+
+class _Signals:
+    """Turn SIGTERM/SIGINT into a stop request, raised inside the objective only."""
+
+    def __init__(self, guard: TrialGuard) -> None:
+        self.guard = guard
+        self.stop = threading.Event()
+        self.signum: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._old[sig] = signal.signal(sig, self._handle)
+
+    def restore(self) -> None:
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+        self._old.clear()
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        first = self.signum is None
+        self.signum = self.signum or signum
+        self.stop.set()
+        self.guard.request_stop(signum)
+        if first and self.guard.in_objective:
+            raise WorkerInterrupted(signum)
+
+    def exit_code(self) -> int:
+        return EXIT_SIGTERM if self.signum == signal.SIGTERM else EXIT_SIGINT
+
+
+def run_worker(
+    storage_url: str,
+    study_name: str,
+    *,
+    options: WorkerOptions | None = None,
+    handle_signals: bool = True,
+) -> WorkerResult:
+    """Run trials of ``study_name`` until its budget is used; see the module docstring for the rules."""
+    opts = options or WorkerOptions()
+    parsed = parse_storage_url(storage_url)
+    if parsed.path is not None and not parsed.path.exists():  # checked before the lock file is made
+        raise StorageError(
+            f"{parsed.kind} file {str(parsed.path)!r} does not exist; create the study first "
+            "(automtd search CONFIG --study S --storage URL --create-only)"
+        )
+    with SingleWriterLock(parsed):
+        storage = open_storage(parsed, options=opts.storage)  # unreachable -> StorageError at once
+        study = open_study(storage, study_name, spec=opts.spec)
+        objective = load_objective(study, opts.study_dir, parsed.url, seed_offset=opts.sampler_seed_offset)
+        sampler = study.sampler
+        guard = TrialGuard(objective, max_retry=opts.storage.max_retry)
+        signals = _Signals(guard)
+        if handle_signals:
+            signals.install()
+        _log.info("worker pid %d joined study %r on %s", os.getpid(), study_name, redact_url(parsed.url))
+        try:
+            return _loop(storage, study_name, study, sampler, guard, signals, opts)
+        finally:
+            signals.restore()
+
+
+def _loop(
+    storage: Any,
+    study_name: str,
+    study: optuna.Study | None,
+    sampler: optuna.samplers.BaseSampler,
+    guard: TrialGuard,
+    signals: _Signals,
+    opts: WorkerOptions,
+) -> WorkerResult:
+    hb = opts.storage.heartbeat_interval
+    poll = float(min(hb, 2)) if hb else 2.0
+    ran = 0
+    outage_since: float | None = None
+    delay = 0.5
+    other_errors = 0
+    while True:
+        if signals.stop.is_set():
+            return WorkerResult(signals.exit_code(), "interrupted between trials", ran)
+        try:
+            if study is None:
+                study = open_study(storage, study_name, sampler=sampler)
+                _log.warning("storage reachable again after %.1f s; study reloaded", _since(outage_since))
+            status = budget_status(study)
+            if status.reached:
+                return WorkerResult(0, f"budget reached ({status.finished}/{status.budget} finished)", ran)
+            if opts.n_trials is not None and ran >= opts.n_trials:
+                return WorkerResult(0, f"ran --n-trials {opts.n_trials} trials", ran)
+            if opts.max_trial_time is not None:
+                fail_stuck_trials(study, opts.max_trial_time)
+            if not status.can_start:
+                _fail_stale(study)  # peers' dead trials come back as WAITING retries
+                signals.stop.wait(poll)
+            else:
+                study.optimize(guard, n_trials=1, catch=(Exception,))
+                ran += 1
+            outage_since, delay, other_errors = None, 0.5, 0
+        except WorkerInterrupted:
+            return WorkerResult(signals.exit_code(), "interrupted; the running trial was failed and re-queued", ran)
+        except AutomtdError:
+            raise
+        except _RECOVERABLE as exc:
+            now = time.monotonic()
+            outage_since = outage_since or now
+            if now - outage_since > opts.give_up_after:
+                raise StorageError(
+                    f"storage unreachable for {now - outage_since:.0f} s (> give_up_after={opts.give_up_after:g}); "
+                    "check the database server, then restart the worker"
+                ) from None
+            _log.warning("storage error (%s); retrying in %.1f s", _describe(exc), delay)
+            study = None
+            signals.stop.wait(delay)
+            delay = min(delay * 2, opts.max_backoff)
+        except Exception as exc:  # e.g. a peer failed our trial while the database was away
+            other_errors += 1
+            if other_errors > 5:
+                raise
+            _log.warning("trial loop error (%s); continuing", _describe(exc))
+            signals.stop.wait(min(delay, 2.0))
+
+
+def _fail_stale(study: optuna.Study) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+
+
+def _since(t: float | None) -> float:
+    return time.monotonic() - t if t is not None else 0.0
+
+
+def _describe(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())[:200]
+    return redact_url(f"{type(exc).__name__}: {text}")
+
+
+def benchmark_objective(study: optuna.Study, study_dir: Path) -> Objective:
+    """A cheap objective for benchmarks and fault tests.
+
+    Selected by the study attr ``automtd:objective = "automtd.search._worker:benchmark_objective"``.
+
+    Reads ``automtd:objective_args`` from the study: ``seconds`` (sleep per trial, default 0.5), the trial
+    numbers that return NaN (``nan_trials``), inf (``inf_trials``) or raise (``error_trials``), and
+    ``sampler: random`` to replace the default TPE sampler (so a benchmark measures the storage alone).  It samples
+    ``x`` in [0, 1] and ``k`` in 1..8 and returns ``x * k`` then ``(1 - x) * (9 - k)``, ... per objective.
+    """
+    del study_dir
+    args = dict(study.user_attrs.get(OBJECTIVE_ARGS_ATTR) or {})
+    seconds = float(args.get("seconds", 0.5))
+    nan_trials = {int(n) for n in args.get("nan_trials", ())}
+    inf_trials = {int(n) for n in args.get("inf_trials", ())}
+    error_trials = {int(n) for n in args.get("error_trials", ())}
+    n_values = len(study.directions)
+    if args.get("sampler") == "random":
+        study.sampler = optuna.samplers.RandomSampler(seed=os.getpid())
+
+    def objective(trial: optuna.trial.Trial) -> list[float]:
+        x = trial.suggest_float("x", 0.0, 1.0)
+        k = trial.suggest_int("k", 1, 8)
+        time.sleep(seconds)
+        if trial.number in error_trials:
+            raise RuntimeError(f"benchmark objective told to fail trial {trial.number}")
+        values = [x * k, (1.0 - x) * (9 - k)] + [x + i for i in range(max(0, n_values - 2))]
+        if trial.number in nan_trials:
+            values[0] = float("nan")
+        if trial.number in inf_trials:
+            values[0] = float("inf")
+        return values[:n_values]
+
+    return objective

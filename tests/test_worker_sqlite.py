@@ -1,0 +1,112 @@
+"""Workers on file storages: one SQLite worker at a time (Ctrl-C, resume, second worker refused); journal."""
+
+from __future__ import annotations
+
+import signal
+import time
+from datetime import datetime
+from pathlib import Path
+
+import optuna
+import pytest
+from _pg import BENCH_OBJECTIVE, automtd, logs, poll, run, start, wait_all
+from optuna.trial import TrialState
+
+from automtd.search._storage import open_storage
+from automtd.search._study import (
+    OBJECTIVE_ARGS_ATTR,
+    OBJECTIVE_ATTR,
+    budget_status,
+    create_or_load_study,
+    set_study_budget,
+)
+
+pytestmark = pytest.mark.timeout(180)
+FAST = ("--heartbeat-interval", "1", "--grace-period", "3")
+
+
+def _create(url: str, name: str, budget: int, seconds: float) -> None:
+    create_or_load_study(
+        open_storage(url, create_schema=True),
+        name,
+        spec={"objective": "benchmark"},
+        directions=["minimize", "minimize"],
+        budget=budget,
+        user_attrs={OBJECTIVE_ATTR: BENCH_OBJECTIVE, OBJECTIVE_ARGS_ATTR: {"seconds": seconds}},
+    )
+
+
+def _trials(url: str, name: str) -> list[optuna.trial.FrozenTrial]:
+    return optuna.load_study(study_name=name, storage=url).get_trials(deepcopy=False)
+
+
+def test_sqlite_ctrl_c_resume_and_second_worker_refused(tmp_path: Path) -> None:
+    db = tmp_path / "s.db"
+    url = f"sqlite:///{db}"
+    _create(url, "s", 50, seconds=6.0)  # more than the first worker can run before it is interrupted
+    log = tmp_path / "w1.log"
+    first = start(automtd("worker", "--study", "s", "--storage", url, *FAST), {}, log)
+    mine = f":{first.pid}"
+
+    def fresh_trial() -> optuna.trial.FrozenTrial | None:  # inside the objective, >= 3 s of sleep left
+        for t in _trials(url, "s"):
+            if t.state == TrialState.RUNNING and t.params and t.datetime_start is not None:
+                if (datetime.now() - t.datetime_start).total_seconds() < 3.0:
+                    return t
+        return None
+
+    try:
+        poll(fresh_trial, 90, what="a running trial")
+        second = run(automtd("worker", "--study", "s", "--storage", url, *FAST), timeout=90)
+        assert second.returncode == 7, second.stderr
+        message = second.stderr.strip().splitlines()[-1]
+        assert message.startswith("error: SQLite storage") and "journal:///" in message and "postgresql" in message
+        assert all(t.user_attrs["worker"].endswith(mine) for t in _trials(url, "s")), "the refused worker wrote"
+        poll(fresh_trial, 90, what="a trial with time left")
+        first.send_signal(signal.SIGINT)
+        codes = wait_all([first], 30)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert codes == [130], logs([log])
+    trials = _trials(url, "s")
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    assert len(failed) == 1 and "SIGINT" in failed[0].user_attrs["fail_reason"], logs([log])
+    interrupted = failed[0]
+    waiting = [t for t in trials if t.state == TrialState.WAITING]
+    assert len(waiting) == 1 and waiting[0].params == interrupted.params
+
+    # the rerun finishes the study: the retry (always run) plus one new trial, and quickly
+    study = optuna.load_study(study_name="s", storage=url)
+    set_study_budget(study, budget_status(study).finished + 2)
+    study.set_user_attr(OBJECTIVE_ARGS_ATTR, {"seconds": 0.2})
+    again = run(automtd("worker", "--study", "s", "--storage", url, *FAST), timeout=120)
+    assert again.returncode == 0, again.stderr
+    study = optuna.load_study(study_name="s", storage=url)
+    trials = study.get_trials(deepcopy=False)
+    retry = next(t for t in trials if interrupted.number in (t.system_attrs.get("retry_history") or []))
+    assert retry.state == TrialState.COMPLETE and retry.params == interrupted.params
+    status = budget_status(study)
+    assert status.reached and status.superseded == 1 and status.running == status.waiting == 0
+
+
+def test_journal_file_several_workers(tmp_path: Path) -> None:
+    url = f"journal:///{tmp_path / 'j.log'}"
+    _create(url, "j", 5, seconds=0.3)
+    paths = [tmp_path / f"j{i}.log" for i in range(2)]
+    procs = [start(automtd("worker", "--study", "j", "--storage", url), {}, p) for p in paths]
+    codes = wait_all(procs, 150)
+    assert codes == [0, 0], logs(paths)
+    storage = open_storage(url)
+    status = budget_status(optuna.load_study(study_name="j", storage=storage))
+    assert 5 <= status.finished <= 6 and status.complete == status.finished
+    numbers = [t.number for t in optuna.load_study(study_name="j", storage=storage).get_trials()]
+    assert numbers == list(range(len(numbers)))
+
+
+def test_worker_refuses_missing_sqlite_file_and_creates_nothing(tmp_path: Path) -> None:
+    db = tmp_path / "missing.db"
+    t0 = time.monotonic()
+    out = run(automtd("worker", "--study", "s", "--storage", f"sqlite:///{db}"), timeout=90)
+    assert out.returncode == 7 and "does not exist" in out.stderr and "automtd search" in out.stderr
+    assert not db.exists() and not (tmp_path / "missing.db.lock").exists() and time.monotonic() - t0 < 80
