@@ -28,6 +28,13 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--lr", type=float, default=0.01, help="fine-tuning learning rate (default 0.01)")
     p.add_argument("--device", default="auto")
     p.add_argument(
+        "--deeptwist-interval",
+        type=int,
+        metavar="S_D",
+        help="DeepTwist: fine-tune the dense model, projecting each planned kernel to the plan's ranks every "
+        "S_D steps, then factorise exactly (plans with tucker2 / svd_channel layers only; paper: 200)",
+    )
+    p.add_argument(
         "--no-bn-recalibration",
         dest="recalibrate_bn",
         action="store_false",
@@ -47,6 +54,11 @@ def run(args: argparse.Namespace) -> int:
     plan = Plan.load(args.plan)
     if args.finetune_epochs < 0:
         raise ConfigError(f"--finetune-epochs {args.finetune_epochs} is negative; give 0 (no fine-tuning) or more")
+    if args.deeptwist_interval is not None and (args.deeptwist_interval < 1 or args.finetune_epochs <= 0):
+        raise ConfigError(
+            f"--deeptwist-interval {args.deeptwist_interval} needs a positive interval and --finetune-epochs > 0; "
+            "give e.g. --finetune-epochs 1 --deeptwist-interval 200"
+        )
     options = None
     if args.finetune_epochs > 0:
         options = FinetuneOptions(
@@ -60,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
             device=args.device,
             seed=args.seed,
             recalibrate_bn=args.recalibrate_bn,
+            deeptwist_interval=args.deeptwist_interval,
         )
     cache = FactorCache(args.cache) if args.cache else None
     result = compress_checkpoint(

@@ -37,4 +37,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"trained {cfg.model.name} for {summary['steps']} steps in {summary['seconds']:.1f} s "
           f"(final loss {summary['final_loss']:.4f}); top-1: {accs}")
     print(f"checkpoint saved to {summary['output']}")
+    if "deeptwist_plan" in summary:
+        print(f"DeepTwist: {summary['deeptwist_projections']} projections; the weights are exactly low-rank, "
+              f"factorise them with `automtd apply --plan {summary['deeptwist_plan']} "
+              f"--checkpoint {summary['output']}`")
     return 0

@@ -5,13 +5,13 @@ from __future__ import annotations
 import copy
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
-from automtd.plan._apply import apply_plan
+from automtd.plan._apply import apply_plan, check_plan
 from automtd.plan._cache import FactorCache
 from automtd.plan._schema import Plan
 
@@ -33,6 +33,9 @@ class FinetuneOptions:
     seed: int = 0
     progress: bool = True
     recalibrate_bn: bool = True  # re-estimate BatchNorm statistics (forward passes only) before fine-tuning
+    # DeepTwist (learned low-rank approximation): fine-tune the *dense* model, projecting every planned
+    # kernel onto the plan's ranks every ``deeptwist_interval`` steps, then factorise exactly.
+    deeptwist_interval: int | None = None
 
 
 @dataclass
@@ -44,7 +47,12 @@ class CompressResult:
 
 
 def finetune(
-    model: nn.Module, teacher: nn.Module, opts: FinetuneOptions, normalization: dict[str, Any]
+    model: nn.Module,
+    teacher: nn.Module,
+    opts: FinetuneOptions,
+    normalization: dict[str, Any],
+    *,
+    step_callback: Any = None,
 ) -> dict[str, Any]:
     """Fine-tune ``model`` in place (``automtd.train.fit`` with ``teacher``); returns a summary with val top-1."""
     from automtd.data import get_dataset, make_loader
@@ -67,6 +75,7 @@ def finetune(
         teacher=teacher,
         device=opts.device,
         progress=opts.progress,
+        step_callback=step_callback,
     )
     accuracy = evaluate(model, val_loader, device=opts.device)
     model.to("cpu")
@@ -105,12 +114,23 @@ def compress_checkpoint(
 
     model, meta = load_checkpoint(checkpoint, model_name=plan.architecture, model_kwargs=plan.arch_kwargs or None)
     original = copy.deepcopy(model)
-    apply_plan(model, plan, cache=cache, seed=seed)
     extra: dict[str, Any] = {"source_checkpoint": str(checkpoint), "seed": seed}
     accuracy: dict[str, float] | None = None
     dataset = meta.get("dataset")
-    if finetune_options is not None:
-        summary = finetune(model, original, finetune_options, meta["normalization"])
+    if finetune_options is not None and finetune_options.deeptwist_interval:
+        from automtd.training_methods import deeptwist_from_plan
+
+        check_plan(model, plan)  # refuse a foreign plan before training anything
+        twist = deeptwist_from_plan(plan, interval=finetune_options.deeptwist_interval)
+        opts = replace(finetune_options, recalibrate_bn=False)
+        summary = finetune(model, original, opts, meta["normalization"], step_callback=twist)
+        twist.finalize(model)  # the weights are now exactly of the plan's ranks
+        apply_plan(model, plan, seed=seed)
+        summary["deeptwist"] = {"interval": finetune_options.deeptwist_interval, "projections": twist.count}
+    else:
+        apply_plan(model, plan, cache=cache, seed=seed)
+        summary = finetune(model, original, finetune_options, meta["normalization"]) if finetune_options else None
+    if finetune_options is not None and summary is not None:
         extra["finetune"] = summary
         accuracy = {"val": summary["val_accuracy"]}
         dataset = finetune_options.dataset

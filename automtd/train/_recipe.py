@@ -10,6 +10,7 @@ from pydantic import Field
 
 from automtd._config import StrictModel, load_config
 from automtd.train._config import TrainConfig, TrainResult
+from automtd.training_methods._deeptwist import DeepTwistConfig
 
 __all__ = ["ModelSection", "DataSection", "TrainRunConfig", "load_train_config", "train_from_config"]
 
@@ -48,6 +49,9 @@ class TrainRunConfig(StrictModel):
     teacher_model: str | None = None
     evaluate_test: bool = True
     progress: bool = True
+    # learned low-rank approximation (DeepTwist): project the selected kernels every `interval` steps;
+    # the saved checkpoint is dense but exactly low-rank, with `deeptwist_plan.yaml` to factorise it
+    deeptwist: DeepTwistConfig | None = None
 
 
 def load_train_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> TrainRunConfig:
@@ -78,7 +82,16 @@ def train_from_config(cfg: TrainRunConfig) -> dict[str, Any]:
     loader = make_loader(train_ds, batch_size=d.batch_size, shuffle=True, seed=cfg.train.seed,
                          num_workers=d.num_workers, drop_last=len(train_ds) > d.batch_size)
     log.info("training %s on %s: %d images, %s", cfg.model.name, d.name, len(train_ds), cfg.train)
-    result: TrainResult = fit(model, loader, cfg.train, teacher=teacher, device=device, progress=cfg.progress)
+    twist = None
+    if cfg.deeptwist is not None:
+        from automtd.training_methods import deeptwist_callback
+
+        twist = deeptwist_callback(model, cfg.deeptwist)
+    result: TrainResult = fit(
+        model, loader, cfg.train, teacher=teacher, device=device, progress=cfg.progress, step_callback=twist
+    )
+    if twist is not None:
+        twist.finalize(model)
     accuracy: dict[str, float] = {}
     val_size = common["val_size"]
     if val_size is None or val_size > 0:
@@ -94,5 +107,15 @@ def train_from_config(cfg: TrainRunConfig) -> dict[str, Any]:
         normalization=spec.normalization, accuracy=accuracy,
         extra={"train": cfg.train.model_dump(), "steps": result.steps, "final_loss": result.final_loss},
     )
-    return {"output": str(out), "accuracy": accuracy, "steps": result.steps, "final_loss": result.final_loss,
-            "seconds": result.seconds}
+    summary = {"output": str(out), "accuracy": accuracy, "steps": result.steps, "final_loss": result.final_loss,
+               "seconds": result.seconds}
+    if twist is not None and cfg.deeptwist is not None and cfg.deeptwist.method != "tiled_svd":
+        from automtd.plan import make_plan
+
+        plan = make_plan(model, twist.plan_choices(), architecture=cfg.model.name, arch_kwargs=cfg.model.kwargs,
+                         input_size=spec.input_size)
+        plan_path = Path(out) / "deeptwist_plan.yaml"
+        plan.save(plan_path)
+        summary["deeptwist_plan"] = str(plan_path)
+        summary["deeptwist_projections"] = twist.count
+    return summary
