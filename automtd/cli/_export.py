@@ -1,0 +1,41 @@
+"""``automtd export``: write the plan of one trial of a study (by number, max drop or min ratio)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "export",
+        help="write the plan of a trial picked from the front",
+        description="Pick a trial of a study and write its plan (YAML or JSON by suffix); turn it into a "
+        "fine-tuned compressed model with `automtd apply --plan PLAN --checkpoint CK -o DIR`.",
+    )
+    p.add_argument("--study", required=True, help="study name")
+    p.add_argument("--storage", required=True, help="storage URL, e.g. sqlite:///studies/qs.db")
+    pick = p.add_mutually_exclusive_group(required=True)
+    pick.add_argument("--trial", type=int, help="this trial number")
+    pick.add_argument("--max-drop", type=float, help="the most compressed trial within this accuracy drop (points)")
+    pick.add_argument("--min-ratio", type=float, help="the most accurate trial with at least this params ratio")
+    p.add_argument("-o", "--output", required=True, help="plan file to write (.yaml or .json)")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    from automtd.search._export import export_plan
+    from automtd.search._run import load_search_study
+
+    study = load_search_study(args.storage, args.study)
+    plan, number = export_plan(study, args.output, trial=args.trial, max_drop=args.max_drop,
+                               min_ratio=args.min_ratio)
+    t = next(x for x in study.get_trials(deepcopy=False) if x.number == number)
+    acc = t.user_attrs.get("accuracy")
+    drop = t.user_attrs.get("drop")
+    print(f"trial {number}: accuracy {acc:.2f}% (drop {drop:.2f}), params ratio {plan.params_ratio:.2f}, "
+          f"MACs ratio {plan.macs_ratio:.2f}, {len(plan.layers)} layer(s) decomposed -> {args.output}")
+    return 0

@@ -1,0 +1,33 @@
+"""``automtd studies``: list the studies of a storage with their progress."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "studies",
+        help="list the studies of a storage with their progress",
+        description="One line per study: complete / pruned / fail / running / waiting trials and the budget.",
+    )
+    p.add_argument("--storage", required=True, help="storage URL, e.g. sqlite:///studies/qs.db")
+    p.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    from automtd.search._front import studies_dataframe
+
+    df = studies_dataframe(args.storage)
+    if args.format == "json":
+        print(df.to_json(orient="records", indent=2))
+    elif args.format == "csv":
+        print(df.to_csv(index=False), end="")
+    else:
+        print(df.to_string(index=False) if len(df) else "(no study)")
+    return 0

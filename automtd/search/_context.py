@@ -1,0 +1,155 @@
+"""What every trial of a study shares, loaded once per process: model, teacher, data, layers, space.
+
+The context is cached per (config, study directory) so a worker builds it once for all its trials;
+:func:`get_context` is the only entry point.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from automtd.search._config import SearchConfig
+from automtd.search._space import SpaceLayer, build_space
+
+__all__ = ["SearchContext", "get_context", "config_key", "checkpoint_sha256", "normal_tensors"]
+
+
+@dataclass
+class SearchContext:
+    """Loaded once per process and shared by the trials (the base model is never modified)."""
+
+    config: SearchConfig
+    study_dir: Path
+    device: torch.device
+    base_model: nn.Module
+    layers: list[Any]
+    space: list[SpaceLayer]
+    train_loader: DataLoader[Any]
+    val_loader: DataLoader[Any]
+    sens_loader: DataLoader[Any]
+    checkpoint_sha256: str
+    totals: tuple[int, int]
+    _base_accuracy: float | None = None
+
+    def fresh_model(self) -> nn.Module:
+        """A deep copy of the original model, in eval mode, with ordinary (trainable) tensors."""
+        model = copy.deepcopy(self.base_model)
+        return normal_tensors(model).eval()
+
+    @property
+    def base_accuracy(self) -> float:
+        """Validation accuracy (percent) of the original model on the validation subset."""
+        if self._base_accuracy is None:
+            from automtd.train import evaluate
+
+            self._base_accuracy = float(evaluate(self.base_model, self.val_loader, device=self.device))
+        return self._base_accuracy
+
+    def cache(self) -> Any:
+        from automtd.plan import FactorCache
+
+        return FactorCache(self.study_dir / "factors")
+
+
+_CACHE: dict[str, SearchContext] = {}
+_LOCK = threading.Lock()
+
+
+def normal_tensors(model: nn.Module) -> nn.Module:
+    """Turn inference-mode tensors (left by an evaluation under ``torch.inference_mode``) back into normal ones.
+
+    Done in place (``p.data``), so parameter identities, and an optimizer holding them, are kept.
+    Such tensors cannot take part in autograd, so a model evaluated that way could not be fine-tuned.
+    """
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.is_inference():
+                p.data = p.data.clone()
+        for module in model.modules():
+            for name, b in list(module._buffers.items()):
+                if b is not None and b.is_inference():
+                    module._buffers[name] = b.clone()
+    return model
+
+
+def config_key(config: SearchConfig, study_dir: Path) -> str:
+    text = json.dumps(config.model_dump(mode="json"), sort_keys=True) + str(Path(study_dir).resolve())
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def get_context(config: SearchConfig, study_dir: Path) -> SearchContext:
+    """The process-wide context of ``config`` (built on first use)."""
+    key = config_key(config, study_dir)
+    with _LOCK:
+        if key not in _CACHE:
+            _CACHE.clear()  # one study per process at a time; free the previous one
+            _CACHE[key] = _build(config, Path(study_dir))
+        return _CACHE[key]
+
+
+def _build(config: SearchConfig, study_dir: Path) -> SearchContext:
+    from automtd._download import resolve_checkpoint, resolve_data
+    from automtd.checkpoints import load_checkpoint
+    from automtd.data import get_dataset, make_loader
+    from automtd.models import get_model_spec
+    from automtd.plan import decomposable_layers
+    from automtd.plan._make import model_totals
+    from automtd.train import resolve_device
+
+    device = resolve_device(config.device)
+    ckpt = resolve_checkpoint(config.model.checkpoint, download=config.data.download)
+    model, _meta = load_checkpoint(ckpt, model_name=config.model.name, model_kwargs=config.model.kwargs or None)
+    model = model.to(device).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    spec = get_model_spec(config.model.name)
+    root = resolve_data(config.data.root, config.data.dataset, download=config.data.download)
+    common: dict[str, Any] = {
+        "root": root,
+        "mean": spec.mean,
+        "std": spec.std,
+        "val_size": config.data.val_size,
+        "seed": config.seed,
+    }
+    train = get_dataset(config.data.dataset, "train", train_transform=True, subset=config.data.train_subset, **common)
+    val = get_dataset(config.data.dataset, "val", subset=config.data.val_subset, **common)
+    sens_n = min(config.sensitivity.val_subset, config.data.val_subset or config.data.val_size)
+    sens = get_dataset(config.data.dataset, "val", subset=sens_n, **common)
+    bs, ebs = config.data.batch_size, config.data.eval_batch_size
+    layers = decomposable_layers(model, config.model.input_size)
+    study_dir.mkdir(parents=True, exist_ok=True)
+    return SearchContext(
+        config=config,
+        study_dir=study_dir,
+        device=device,
+        base_model=model,
+        layers=layers,
+        space=build_space(layers, config),
+        train_loader=make_loader(train, batch_size=bs, shuffle=True, seed=config.seed),
+        val_loader=make_loader(val, batch_size=ebs, shuffle=False),
+        sens_loader=make_loader(sens, batch_size=ebs, shuffle=False),
+        checkpoint_sha256=checkpoint_sha256(ckpt),
+        totals=model_totals(model, config.model.input_size),
+    )
+
+
+def checkpoint_sha256(path: Path) -> str:
+    """SHA-256 of a weights file, or of the sorted files of a checkpoint directory."""
+    h = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for f in files:
+        h.update(f.name.encode())
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()

@@ -1,0 +1,183 @@
+"""``run_search``: create or resume a study from a config and run its trials in this process.
+
+The validated config is stored in the study's user attrs (``config``) together with its spec
+(``study_spec``: what every worker must agree on), so ``automtd worker --study S --storage URL``
+needs nothing else (:func:`config_from_study`).  The sensitivity table is computed once and stored
+with the study; the warm-start trials are enqueued only when the study is new.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+
+from automtd.search._config import SearchConfig, search_config_from_dict
+from automtd.search._objective import (
+    CONFIG_ATTR,
+    config_from_study,
+    directions,
+    make_sampler,
+    objective_names,
+    study_spec,
+)
+
+__all__ = [
+    "CONFIG_ATTR",
+    "study_spec",
+    "config_from_study",
+    "make_sampler",
+    "study_dir_for",
+    "front_plot_path",
+    "prepare_study",
+    "run_search",
+    "SearchResult",
+    "load_search_study",
+]
+
+log = logging.getLogger(__name__)
+
+
+def study_dir_for(storage_url: str, study_name: str, config: SearchConfig | None = None) -> Path:
+    """Where the factor cache of a study lives: ``<db>.cache/`` beside a file storage, else ``studies/<name>.cache``."""
+    if config is not None and config.study.cache_dir:
+        from automtd.search._config import expand_path
+
+        return Path(expand_path(config.study.cache_dir))
+    from automtd.search._storage import parse_storage_url
+
+    parsed = parse_storage_url(storage_url)
+    if parsed.path is not None:
+        return parsed.path.parent / f"{parsed.path.stem}.cache"
+    return Path("studies") / f"{study_name}.cache"
+
+
+def front_plot_path(storage_url: str, study_name: str) -> Path:
+    """``<db folder>/<study>_front.png`` for file storages, else ``studies/<study>_front.png``."""
+    from automtd.search._storage import parse_storage_url
+
+    parsed = parse_storage_url(storage_url)
+    folder = parsed.path.parent if parsed.path is not None else Path("studies")
+    return folder / f"{study_name}_front.png"
+
+
+def _with_overrides(config: SearchConfig, study: str | None, storage: str | None, n_trials: int | None) -> SearchConfig:
+    data = config.model_dump(mode="json")
+    if study is not None:
+        data["study"]["name"] = study
+    if storage is not None:
+        data["study"]["storage"] = storage
+    if n_trials is not None:
+        data["study"]["n_trials"] = n_trials
+    return search_config_from_dict(data)
+
+
+def prepare_study(config: SearchConfig, *, progress: bool = True) -> tuple[optuna.Study, Path, bool]:
+    """Create (or load and check) the study, store the config, run the sensitivity pass, warm-start.
+
+    Holds the SQLite single-writer lock meanwhile.  Returns ``(study, study_dir, created)``.
+    """
+    from automtd.search._context import get_context
+    from automtd.search._sensitivity import ensure_sensitivity
+    from automtd.search._storage import SingleWriterLock, open_storage
+    from automtd.search._study import create_or_load_study
+    from automtd.search._warmstart import WARMSTART_ATTR, enqueue_warmstart
+
+    url = config.storage_url()
+    with SingleWriterLock(url):
+        storage = open_storage(url, create_schema=True)
+        study, created = create_or_load_study(
+            storage,
+            config.study.name,
+            spec=study_spec(config),
+            directions=[d.name.lower() for d in directions(config)],
+            budget=config.study.n_trials,
+            user_attrs={CONFIG_ATTR: config.model_dump(mode="json")},
+            sampler=make_sampler(config),
+        )
+        if created:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                study.set_metric_names(objective_names(config))
+        study_dir = study_dir_for(url, config.study.name, config)
+        ctx = get_context(config, study_dir)
+        if study.user_attrs.get("base_accuracy") is None:
+            study.set_user_attr("base_accuracy", ctx.base_accuracy)
+        table = ensure_sensitivity(study, ctx, progress=progress) if config.sensitivity.enabled else None
+        # a study is new until it has trials or its warm start was enqueued (creation may have been interrupted)
+        if created or (not study.user_attrs.get(WARMSTART_ATTR) and not study.get_trials(deepcopy=False)):
+            n = enqueue_warmstart(study, ctx, table)
+            log.info("study %r created; %d warm-start trial(s) enqueued", config.study.name, n)
+    return study, study_dir, created
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """What :func:`run_search` did: the study, the worker's exit code (0, or 130/143 when interrupted)."""
+
+    study: optuna.Study
+    exit_code: int
+    reason: str
+    trials_run: int
+
+
+def run_search(
+    config: SearchConfig,
+    *,
+    study: str | None = None,
+    storage: str | None = None,
+    n_trials: int | None = None,
+    progress: bool = True,
+    create_only: bool = False,
+) -> SearchResult:
+    """Create or resume the study and run trials here until it holds ``study.n_trials`` finished trials.
+
+    The trials run through the supervised worker loop (heartbeat, retries, signals): Ctrl-C fails
+    the running trial (it is re-queued) and returns exit code 130; the next run resumes.
+    ``create_only`` stops after creating the study (sensitivity pass and warm start included), for
+    ``automtd worker`` processes to run the trials.
+    """
+    from tqdm.auto import tqdm
+
+    from automtd.search._objective import set_trial_listener
+    from automtd.search._study import budget_status
+    from automtd.search._worker import WorkerOptions, run_worker
+
+    config = _with_overrides(config, study, storage, n_trials)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    opt_study, study_dir, created = prepare_study(config, progress=progress)
+    if create_only:
+        return SearchResult(opt_study, 0, "study created" if created else "study exists", 0)
+    status = budget_status(opt_study)
+    bar = tqdm(total=config.study.n_trials, initial=min(status.finished, config.study.n_trials), desc="trials",
+               unit="trial", disable=not progress, dynamic_ncols=True)
+    counts = {"complete": 0, "pruned": 0, "fail": 0}
+
+    def listener(trial: optuna.trial.Trial, outcome: str) -> None:
+        counts[outcome] = counts.get(outcome, 0) + 1
+        bar.update(1)
+        bar.set_postfix(counts)
+
+    set_trial_listener(listener)
+    try:
+        result = run_worker(
+            config.storage_url(),
+            config.study.name,
+            options=WorkerOptions(study_dir=study_dir, spec=study_spec(config), sampler_seed_offset=0),
+        )
+    finally:
+        set_trial_listener(None)
+        bar.close()
+    final = load_search_study(config.storage_url(), config.study.name)
+    return SearchResult(final, result.exit_code, result.reason, result.trials_run)
+
+
+def load_search_study(storage_url: str, study_name: str) -> optuna.Study:
+    """Open an existing study for reading (front, export); a missing study is a :class:`StudyError`."""
+    from automtd.search._storage import open_storage
+    from automtd.search._study import open_study
+
+    return open_study(open_storage(storage_url), study_name)

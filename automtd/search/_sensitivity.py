@@ -1,0 +1,89 @@
+"""The sensitivity pass (MTD step 1-2): every layer x method x fraction, alone, without fine-tuning.
+
+Each candidate replaces only one layer of the original model (through the factor cache, so the
+trials that later pick the same ranks get the factors for free) and is scored on a validation
+subset.  The table is stored in the study's user attrs (``sensitivity``) as plain JSON, so every
+worker on every machine reads it instead of computing it again.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import optuna
+
+from automtd._errors import AutomtdError
+from automtd.search._context import SearchContext
+from automtd.search._space import NONE, Choice, SpaceLayer, _choice
+
+__all__ = ["SENSITIVITY_ATTR", "compute_sensitivity", "ensure_sensitivity", "sensitivity_table"]
+
+SENSITIVITY_ATTR = "sensitivity"
+
+
+def _candidates(space: Sequence[SpaceLayer], fractions: Sequence[float]) -> list[tuple[SpaceLayer, Choice]]:
+    out: list[tuple[SpaceLayer, Choice]] = []
+    for layer in space:
+        for method in layer.methods:
+            if method == NONE:
+                continue
+            seen: set[tuple[int, ...]] = set()
+            for fraction in fractions:
+                choice = _choice(layer, method, fraction)
+                if choice.ranks in seen:  # two fractions mapping to the same ranks are one candidate
+                    continue
+                seen.add(choice.ranks)
+                out.append((layer, choice))
+    return out
+
+
+def compute_sensitivity(ctx: SearchContext, *, progress: bool = True) -> dict[str, Any]:
+    """Score each single-layer replacement on the sensitivity subset; returns the JSON-able table."""
+    from tqdm.auto import tqdm
+
+    from automtd.search._objective import build_plan, compress
+    from automtd.train import evaluate
+
+    start, cpu = time.perf_counter(), time.process_time()
+    base = float(evaluate(ctx.base_model, ctx.sens_loader, device=ctx.device))
+    rows: list[dict[str, Any]] = []
+    candidates = _candidates(ctx.space, ctx.config.sensitivity.fractions)
+    for layer, choice in tqdm(candidates, desc="sensitivity", disable=not progress, leave=False):
+        row: dict[str, Any] = {"layer": layer.name, **choice.as_dict()}
+        try:
+            plan = build_plan(ctx, {layer.name: choice})
+            model, _, _ = compress(ctx, plan)
+            acc = float(evaluate(model, ctx.sens_loader, device=ctx.device))
+            lp = plan.layers[0]
+            row.update(accuracy=acc, drop=base - acc, layer_ratio=lp.params_after / max(lp.params_before, 1))
+        except AutomtdError as exc:
+            row.update(accuracy=None, drop=None, layer_ratio=None, error=str(exc))
+        rows.append(row)
+    return {
+        "base_accuracy": base,
+        "n_images": len(ctx.sens_loader.dataset),  # type: ignore[arg-type]
+        "fractions": list(ctx.config.sensitivity.fractions),
+        "seconds": round(time.perf_counter() - start, 1),
+        "cpu_seconds": round(time.process_time() - cpu, 1),
+        "rows": rows,
+    }
+
+
+def ensure_sensitivity(study: optuna.Study, ctx: SearchContext, *, progress: bool = True) -> dict[str, Any]:
+    """The study's sensitivity table, computed and stored on first use, read back afterwards."""
+    stored = study.user_attrs.get(SENSITIVITY_ATTR)
+    if isinstance(stored, dict) and stored.get("rows") is not None:
+        return stored
+    table = compute_sensitivity(ctx, progress=progress)
+    study.set_user_attr(SENSITIVITY_ATTR, table)
+    return table
+
+
+def sensitivity_table(study: optuna.Study) -> Any:
+    """The stored table as a pandas DataFrame (empty if the pass has not run)."""
+    import pandas as pd
+
+    stored = study.user_attrs.get(SENSITIVITY_ATTR) or {}
+    return pd.DataFrame(stored.get("rows", []))

@@ -1,0 +1,224 @@
+"""End to end on a tiny budget: real CIFAR-10 subsets, the real ResNet-20 weights, a SQLite study.
+
+One study (``tiny``) is run once for the module: a sensitivity pass over the last stage, warm-start
+trials, a trial poisoned with a NaN weight (``debug.nan_trials``), then sampled trials.  The tests
+read it back through the library and the CLI, export a plan and apply it, resume it, and add a
+second study to the same database.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from automtd._errors import StudyError
+from automtd.cli.main import main
+from automtd.search._config import SearchConfig, search_config_from_dict
+from automtd.search._front import front_dataframe, pareto_mask, trials_dataframe
+from automtd.search._run import load_search_study, run_search
+
+N_TRIALS = 4
+
+
+def tiny_config(data_root: Path, checkpoint: Path, storage: str, **changes: Any) -> SearchConfig:
+    data: dict[str, Any] = {
+        "model": {"name": "cifar_resnet20", "checkpoint": str(checkpoint)},
+        "data": {"root": str(data_root), "train_subset": 256, "val_subset": 256, "batch_size": 32},
+        "space": {
+            "conv": ["tucker2", "svd_channel", "none"],
+            "skip": ["conv1", "layer1.*", "layer2.*"],
+            "fraction_low": 0.1,
+            "fraction_high": 0.6,
+        },
+        "finetune": {"steps": 3, "lr": 0.001, "early_stop": {"enabled": False}},
+        "sampler": {"name": "tpe", "n_startup_trials": 2},
+        "sensitivity": {"fractions": [0.3], "val_subset": 64},
+        "warmstart": {"tolerances": [100.0], "baselines": ["uniform"], "uniform_fraction": 0.3},
+        "study": {"name": "tiny", "storage": storage, "n_trials": N_TRIALS},
+        "debug": {"nan_trials": [1]},
+        "device": "cpu",
+    }
+    for key, value in changes.items():
+        node = data
+        *head, last = key.split(".")
+        for part in head:
+            node = node.setdefault(part, {})
+        node[last] = value
+    return search_config_from_dict(data)
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory: pytest.TempPathFactory, data_root: Path, resnet20_checkpoint: Path) -> dict[str, Any]:
+    folder = tmp_path_factory.mktemp("studies")
+    storage = f"sqlite:///{folder / 'tiny.db'}"
+    cfg = tiny_config(data_root, resnet20_checkpoint, storage)
+    result = run_search(cfg, progress=False)
+    return {"folder": folder, "storage": storage, "config": cfg, "result": result}
+
+
+def _states(study: optuna.Study) -> list[TrialState]:
+    return [t.state for t in study.get_trials(deepcopy=False)]
+
+
+def test_study_created_with_config_sensitivity_and_warm_start(searched: dict[str, Any]) -> None:
+    study = searched["result"].study
+    assert searched["result"].exit_code == 0
+    assert len(study.trials) == N_TRIALS
+    assert study.user_attrs["config"]["study"]["name"] == "tiny"
+    table = study.user_attrs["sensitivity"]
+    # last stage: 6 convs x (tucker2, svd_channel) + linear x svd_linear, one fraction each
+    assert {r["layer"] for r in table["rows"]} >= {"layer3.0.conv1", "layer3.2.conv2", "linear"}
+    assert all(r["accuracy"] is not None for r in table["rows"])
+    warm = [t.user_attrs.get("warmstart") for t in study.trials[:2]]
+    assert warm == ["mtd_tol100", "uniform"]
+
+
+def test_trials_record_what_they_did(searched: dict[str, Any]) -> None:
+    study = searched["result"].study
+    done = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert len(done) >= 2
+    for t in done:
+        ua = t.user_attrs
+        for key in ("plan", "choices", "accuracy_before", "accuracy", "params", "macs", "params_ratio",
+                    "macs_ratio", "time_decompose", "time_finetune", "time_evaluate", "cache_hits"):
+            assert key in ua, key
+        assert t.values[0] == pytest.approx(ua["accuracy"])
+        assert t.values[1] == pytest.approx(ua["params_ratio"]) and ua["params_ratio"] > 1.0
+        assert set(ua["choices"]) >= {"layer3.0.conv1", "linear"}
+    # the warm-start trial reuses the sensitivity pass's factors through the cache
+    assert done[0].user_attrs["cache_hits"] > 0
+
+
+def test_nan_trial_fails_with_reason_and_study_goes_on(searched: dict[str, Any]) -> None:
+    study = searched["result"].study
+    bad = study.trials[1]
+    assert bad.state == TrialState.FAIL
+    assert "non-finite" in bad.user_attrs["fail_reason"]
+    assert any(t.state == TrialState.COMPLETE for t in study.trials[2:])
+
+
+def test_front_is_non_empty_and_non_dominated(searched: dict[str, Any]) -> None:
+    study = load_search_study(searched["storage"], "tiny")
+    front = front_dataframe(study)
+    everything = trials_dataframe(study)
+    assert len(front) >= 1
+    assert set(front["trial"]) <= set(everything["trial"])
+    values = [list(v) for v in everything["_values"]]
+    mask = pareto_mask(values, list(study.directions))
+    assert set(front["trial"]) == {int(n) for n, m in zip(everything["trial"], mask, strict=True) if m}
+    assert all(math.isfinite(v) for v in front["accuracy"])
+
+
+def test_front_cli_json_and_plot(searched: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
+    plot = searched["folder"] / "front.png"
+    code = main(["front", "--study", "tiny", "--storage", searched["storage"], "--format", "json",
+                 "--plot", str(plot)])
+    out = capsys.readouterr().out
+    assert code == 0
+    rows = json.loads(out[: out.rindex("]") + 1])
+    assert rows and {"trial", "accuracy", "params_ratio", "macs_ratio", "drop"} <= set(rows[0])
+    assert plot.stat().st_size > 1000
+
+
+def test_export_gives_a_plan_that_applies(searched: dict[str, Any], resnet20_checkpoint: Path) -> None:
+    import torch
+
+    from automtd.checkpoints import load_checkpoint
+    from automtd.plan import Plan, apply_plan
+
+    out = searched["folder"] / "plan.yaml"
+    code = main(["export", "--study", "tiny", "--storage", searched["storage"], "--max-drop", "100", "-o", str(out)])
+    assert code == 0
+    plan = Plan.load(out)
+    front = front_dataframe(load_search_study(searched["storage"], "tiny"))
+    assert plan.params_ratio == pytest.approx(front["params_ratio"].max(), rel=1e-3)
+    model, _ = load_checkpoint(resnet20_checkpoint, model_name="cifar_resnet20")
+    model = apply_plan(model, plan)
+    assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_export_impossible_constraint_names_best_value(
+    searched: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["export", "--study", "tiny", "--storage", searched["storage"], "--min-ratio", "1e6",
+                 "-o", str(searched["folder"] / "never.yaml")])
+    err = capsys.readouterr().err
+    assert code == StudyError.exit_code
+    assert "the highest is" in err and "\n" not in err.strip()
+
+
+def test_resume_continues_the_trial_count(searched: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    from automtd.search import _sensitivity
+
+    def no_recompute(*_: Any, **__: Any) -> Any:
+        raise AssertionError("the stored sensitivity table must be reused")
+
+    monkeypatch.setattr(_sensitivity, "compute_sensitivity", no_recompute)
+    result = run_search(searched["config"], n_trials=N_TRIALS + 1, progress=False)
+    numbers = [t.number for t in result.study.trials]
+    assert numbers == list(range(N_TRIALS + 1))
+    assert result.trials_run == 1
+    assert result.study.trials[-1].user_attrs.get("warmstart") is None  # no warm start on resume
+
+
+def test_other_config_on_existing_study_is_refused(searched: dict[str, Any]) -> None:
+    data = searched["config"].model_dump(mode="json")
+    data["finetune"]["steps"] = 7
+    with pytest.raises(StudyError, match="finetune.steps"):
+        run_search(search_config_from_dict(data), progress=False)
+
+
+def test_two_studies_in_one_database_stay_separate(
+    searched: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # runs after the resume test: 'tiny' then holds N_TRIALS + 1 trials
+    cfg = tiny_config(
+        Path(searched["config"].data.root or ""),
+        Path(searched["config"].model.checkpoint),
+        searched["storage"],
+        **{
+            "study.name": "strict",
+            "study.n_trials": 1,
+            "sensitivity.enabled": False,
+            "warmstart.enabled": False,
+            "debug.nan_trials": [],
+            "constraints.max_drop": 0.0,
+            "finetune.steps": 4,
+            "finetune.early_stop": {"enabled": True, "at": 0.5, "margin": 0.0},
+        },
+    )
+    result = run_search(cfg, progress=False)
+    other = result.study
+    assert len(other.trials) == 1
+    t = other.trials[0]
+    # accuracy 100% on the validation subset cannot survive a compressed model at step 2: pruned, with reason
+    assert t.state in (TrialState.PRUNED, TrialState.COMPLETE)
+    if t.state == TrialState.PRUNED:
+        assert "early stop" in t.user_attrs["prune_reason"]
+    assert "sensitivity" not in other.user_attrs
+    tiny = load_search_study(searched["storage"], "tiny")
+    assert len(tiny.trials) == N_TRIALS + 1
+    assert main(["studies", "--storage", searched["storage"], "--format", "json"]) == 0
+    rows = {r["study"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["tiny"]["budget"] == N_TRIALS + 1 and rows["strict"]["budget"] == 1
+    assert rows["tiny"]["fail"] == 1
+
+
+def test_create_only_stores_the_config_workers_need(searched: dict[str, Any]) -> None:
+    from automtd.search._objective import config_from_study, study_spec
+
+    data = searched["config"].model_dump(mode="json")
+    data["study"]["name"] = "created"
+    data["sensitivity"]["enabled"] = False
+    data["warmstart"]["enabled"] = False
+    cfg = search_config_from_dict(data)
+    result = run_search(cfg, create_only=True, progress=False)
+    assert result.trials_run == 0 and result.study.trials == []
+    stored = config_from_study(load_search_study(searched["storage"], "created"))
+    assert study_spec(stored) == study_spec(cfg)
