@@ -130,6 +130,9 @@ class FinetuneSection(StrictModel):
     kd: bool = True
     kd_alpha: float = Field(0.9, ge=0, le=1)
     kd_temperature: float = Field(4.0, gt=0)
+    # re-estimate BatchNorm statistics on this many training images (forward passes only) right after
+    # decomposing, before `accuracy_before` and the fine-tune; 0 turns it off
+    bn_recalibration_images: int = Field(512, ge=0)
     early_stop: EarlyStopSection = Field(default_factory=EarlyStopSection)  # type: ignore[arg-type]
 
     @model_validator(mode="after")

@@ -179,7 +179,7 @@ def _early_stop(ctx: SearchContext, trial: optuna.trial.Trial) -> Callable[[int,
 
 def run_trial(ctx: SearchContext, trial: optuna.trial.Trial) -> list[float]:
     """The body of the objective (see the module docstring)."""
-    from automtd.train import evaluate, fit
+    from automtd.train import evaluate, fit, recalibrate_batchnorm
 
     cfg = ctx.config
     times: dict[str, float] = {}
@@ -202,6 +202,10 @@ def run_trial(ctx: SearchContext, trial: optuna.trial.Trial) -> list[float]:
         model, hits, misses = compress(ctx, plan, poison=trial.number in cfg.debug.nan_trials)
     trial.set_user_attr("cache_hits", hits)
     trial.set_user_attr("cache_misses", misses)
+    if cfg.finetune.bn_recalibration_images:
+        with _timed(times, "time_bn_recalibration"):
+            batches = max(1, cfg.finetune.bn_recalibration_images // cfg.data.batch_size)
+            recalibrate_batchnorm(model, ctx.train_loader, max_batches=batches, device=ctx.device)
     with _timed(times, "time_evaluate"):
         acc_before = float(evaluate(model, ctx.val_loader, device=ctx.device))
     trial.set_user_attr("accuracy_before", acc_before)

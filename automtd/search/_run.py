@@ -86,6 +86,11 @@ def prepare_study(config: SearchConfig, *, progress: bool = True) -> tuple[optun
     from automtd.search._study import create_or_load_study
     from automtd.search._warmstart import WARMSTART_ATTR, enqueue_warmstart
 
+    from automtd._download import resolve_checkpoint, resolve_data
+
+    # fail on a missing checkpoint or data root before anything is written (no study, lock or cache left)
+    resolve_checkpoint(config.model.checkpoint, download=config.data.download)
+    resolve_data(config.data.root, config.data.dataset, download=config.data.download)
     url = config.storage_url()
     with SingleWriterLock(url):
         storage = open_storage(url, create_schema=True)
