@@ -1,0 +1,168 @@
+"""Shared plumbing of the benchmark suites: machine record, result files, paths, pretrained models.
+
+Every result file is JSON with the same envelope (:func:`envelope`): the suite, the command that
+wrote it, the machine (``nproc``, CPU model, torch version and threads) and the UTC date, so each
+number in ``BENCHMARKS.md`` can be traced to a command and a machine.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "REPO",
+    "RESULTS",
+    "CHECKPOINTS",
+    "machine_info",
+    "envelope",
+    "write_json",
+    "read_json",
+    "write_csv",
+    "data_root",
+    "weights_dir",
+    "load_pretrained",
+    "log",
+]
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+
+# model name -> checkpoint file under <weights>/cifar10_resnet_akamaster (see ../shared/weights/README.md)
+CHECKPOINTS: dict[str, str] = {
+    "cifar_resnet20": "resnet20-12fca82f.th",
+    "cifar_resnet32": "resnet32-d509ac18.th",
+    "cifar_resnet56": "resnet56-4bfd9763.th",
+}
+
+
+def log(message: str) -> None:
+    """Progress line on stderr (results go to files, never to stdout)."""
+    print(f"[bench {_dt.datetime.now().strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def machine_info(*, shared_cpu: bool = False) -> dict[str, Any]:
+    """What a reader needs to judge a timing: cores, CPU model, torch, threads, date and CPU sharing."""
+    import torch
+
+    return {
+        "nproc": os.cpu_count(),
+        "cpu_model": _cpu_model(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "date_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "git_commit": _git_commit(),
+        "shared_cpu": shared_cpu,
+        "note": "measured while the CPU was shared with other jobs" if shared_cpu else "",
+    }
+
+
+def envelope(suite: str, *, quick: bool, shared_cpu: bool, argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """The common header of a result file."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    return {
+        "suite": suite,
+        "command": "python -m benchmarks " + " ".join(shlex.quote(a) for a in args),
+        "quick": quick,
+        "machine": machine_info(shared_cpu=shared_cpu),
+    }
+
+
+def write_json(path: Path, payload: Mapping[str, Any]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=1, sort_keys=False, default=_jsonable) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, tuple):
+        return list(value)
+    if hasattr(value, "item"):
+        return value.item()
+    raise TypeError(f"cannot write {type(value).__name__} to JSON")
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text())
+
+
+def write_csv(path: Path, rows: Iterable[Mapping[str, Any]]) -> Path:
+    """Write dict rows as CSV; the header is the union of keys in first-seen order."""
+    rows = list(rows)
+    keys: list[str] = []
+    for row in rows:
+        keys.extend(k for k in row if k not in keys)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=keys)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: _cell(row.get(k)) for k in keys})
+    return path
+
+
+def _cell(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        return " ".join(str(v) for v in value)
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return value
+
+
+def data_root() -> Path:
+    """``AUTOMTD_DATA`` or ``../shared/datasets`` (the folder holding ``cifar-10-batches-py``)."""
+    return Path(os.environ.get("AUTOMTD_DATA", REPO.parent / "shared" / "datasets"))
+
+
+def weights_dir() -> Path:
+    """``$AUTOMTD_WEIGHTS/cifar10_resnet_akamaster`` or ``../shared/weights/cifar10_resnet_akamaster``."""
+    return Path(os.environ.get("AUTOMTD_WEIGHTS", REPO.parent / "shared" / "weights")) / "cifar10_resnet_akamaster"
+
+
+def load_pretrained(model_name: str) -> Any:
+    """The pretrained CIFAR-10 ResNet ``model_name`` in eval mode, through ``automtd.checkpoints``."""
+    from automtd.checkpoints import load_checkpoint
+
+    try:
+        filename = CHECKPOINTS[model_name]
+    except KeyError:
+        raise SystemExit(f"no pretrained weights for {model_name!r}; allowed: {', '.join(CHECKPOINTS)}") from None
+    path = weights_dir() / filename
+    if not path.is_file():
+        raise SystemExit(f"{path} not found; set AUTOMTD_WEIGHTS to the folder holding cifar10_resnet_akamaster")
+    model, _meta = load_checkpoint(path, model_name=model_name)
+    return model.eval()

@@ -1,0 +1,409 @@
+"""Suite ``report``: regenerate ``BENCHMARKS.md`` (tables + plots) from the result files.
+
+Reads only what the suites wrote into the results folder (``fronts*.json``, ``speed.json``,
+``search_cost.json``, ``fronts_hypervolume.csv``) and the other helpers' ``*.md`` result sections
+(``decompose``, ``storage``, ``deeptwist``, ``funnel``), so the report never contains a number that
+a command did not write.  A missing result file becomes a "not run" line with the command to run.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from benchmarks._common import read_json
+
+__all__ = ["run_report", "md_table"]
+
+OTHER_SECTIONS = (
+    ("decompose", "Decomposition accuracy and time per method (methods helper, `bench_decompose.py`)"),
+    ("storage", "Storage throughput and overhead per trial (distributed helper, `bench_storage.py`)"),
+    ("deeptwist", "DeepTwist (training-methods helper, `bench_deeptwist.py`)"),
+    ("funnel", "Funnel regularization (training-methods helper, `bench_funnel.py`)"),
+)
+
+
+def _fmt(value: Any, digits: int = 2) -> str:
+    if value is None or value == "":
+        return "–"
+    if isinstance(value, float):
+        if value != value:  # NaN
+            return "–"
+        return f"{value:.{digits}f}"
+    if isinstance(value, (list, tuple)):
+        return "(" + ", ".join(str(v) for v in value) + ")"
+    return str(value)
+
+
+def md_table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str]],
+             fmt: Callable[[Any], str] = _fmt) -> str:
+    """A markdown table of ``rows`` with ``(key, header)`` columns."""
+    if not rows:
+        return "_(no rows)_\n"
+    head = "| " + " | ".join(h for _, h in columns) + " |"
+    sep = "|" + "|".join("---" for _ in columns) + "|"
+    body = ["| " + " | ".join(fmt(r.get(k)) for k, _ in columns) + " |" for r in rows]
+    return "\n".join([head, sep, *body]) + "\n"
+
+
+def _machine_line(payload: dict[str, Any]) -> str:
+    m = payload.get("machine", {})
+    shared = f" — **{m['note']}**" if m.get("note") else ""
+    threads = f", {payload['threads']} torch thread(s)" if "threads" in payload else ""
+    return (f"_Command `{payload.get('command', '?')}`; {m.get('nproc', '?')} CPU(s) `{m.get('cpu_model', '?')}`, "
+            f"torch {m.get('torch', '?')}{threads}, {m.get('date_utc', '?')}, commit {m.get('git_commit') or '?'}"
+            f"{' (quick mode)' if payload.get('quick') else ''}{shared}._\n")
+
+
+def _load(out: Path, name: str) -> dict[str, Any] | None:
+    path = out / name
+    return read_json(path) if path.is_file() else None
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    if not path.is_file():
+        return []
+    with path.open(newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _rel(path: Path, md: Path) -> str:
+    return os.path.relpath(path, md.parent).replace(os.sep, "/")
+
+
+# ----------------------------------------------------------------------------- plots
+def _plot_fronts(final: list[dict[str, Any]], ht2: dict[str, Any], path: Path) -> Path | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = sorted({r["model"] for r in final})
+    if not models:
+        return None
+    fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4.5), squeeze=False)
+    for ax, model in zip(axes[0], models, strict=True):
+        rows = [r for r in final if r["model"] == model]
+        for source in sorted({r["source"] for r in rows}):
+            pts = [r for r in rows if r["source"] == source]
+            ax.scatter([r["params_ratio"] for r in pts], [-r["drop"] for r in pts], label=source, s=30)
+        paper = ht2.get(model, [])
+        if paper:
+            ax.plot([p[1] for p in paper], [p[2] for p in paper], "k--", marker="x", label="HT-2 paper (plots)")
+        ax.axhline(-1.0, color="grey", lw=0.8, ls=":")
+        ax.axhline(-0.5, color="grey", lw=0.8, ls=":")
+        ax.set_xscale("log")
+        ax.set_xlabel("params ratio (original / compressed)")
+        ax.set_ylabel("test accuracy change (points)")
+        ax.set_title(model)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _plot_hv(rows: list[dict[str, str]], path: Path) -> Path | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not rows:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 4))
+    keys = sorted({(r["model"], r["variant"], r["sampler"]) for r in rows})
+    for key in keys:
+        pts = [r for r in rows if (r["model"], r["variant"], r["sampler"]) == key]
+        ax.plot([int(r["n_trials"]) for r in pts], [float(r["hypervolume"]) for r in pts], marker=".",
+                label=" / ".join(key))
+    ax.set_xlabel("trials")
+    ax.set_ylabel("hypervolume (val acc x params ratio)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _plot_layer_efficiency(layers: list[dict[str, Any]], batch: int, path: Path) -> Path | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in layers if r["batch"] == batch]
+    if not rows:
+        return None
+    shapes = list(dict.fromkeys(r["shape"] for r in rows))
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(shapes) + 2), 4.5))
+    width = 0.8 / max(1, len(methods))
+    for j, m in enumerate(methods):
+        vals = [next((r["efficiency"] for r in rows if r["shape"] == s and r["method"] == m), 0.0) for s in shapes]
+        ax.bar([i + j * width for i in range(len(shapes))], vals, width, label=m)
+    ax.axhline(0.7, color="k", lw=0.8, ls="--", label="target 0.7")
+    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(shapes))], shapes, rotation=60, ha="right", fontsize=7)
+    ax.set_ylabel(f"measured speed-up / MAC ratio (batch {batch})")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+# ----------------------------------------------------------------------------- sections
+def _fronts_section(out: Path, md: Path) -> list[str]:
+    lines = ["## 1. Compression fronts (same base weights, same fine-tune budget)\n"]
+    summary = _load(out, "fronts.json")
+    final = _load(out, "fronts_final.json")
+    searches = _load(out, "fronts_searches.json")
+    if final is None and searches is None:
+        lines.append("**Not run.** Command: `python -m benchmarks fronts` (config `configs/bench_fronts.yaml`).\n")
+        return lines
+    if final is not None:
+        lines.append(_machine_line(final))
+        b = final.get("final_budget", {})
+        lines.append(f"Final fine-tune of every plan: {b.get('steps')} SGD steps, batch {b.get('batch_size')}, "
+                     f"lr {b.get('lr')} {b.get('schedule')}, KD alpha {b.get('kd_alpha')} from the original, "
+                     f"train subset {b.get('train_subset') or 'all 45,000'}; test set "
+                     f"{b.get('test_subset') or 'all 10,000'} images.\n")
+    if summary is not None:
+        lines.append("### Best compression within a test-accuracy drop\n")
+        lines.append("Ratios are original / compressed (params, MACs). The HT-2 paper rows are the authors' "
+                     "published CIFAR-10 points (methods.md section 4, values read off their plots, after their "
+                     "full fine-tune); they are literature, not measured here.\n")
+        lines.append(md_table(summary["summary"], [
+            ("model", "model"), ("source", "source"), ("n_plans", "plans"),
+            ("best_params_ratio_drop<=0.5", "params x @ <=0.5"), ("best_macs_ratio_drop<=0.5", "MACs x @ <=0.5"),
+            ("best_params_ratio_drop<=1", "params x @ <=1.0"), ("best_macs_ratio_drop<=1", "MACs x @ <=1.0"),
+            ("best_params_ratio_drop<=2", "params x @ <=2.0"), ("best_params_ratio_drop<=5", "params x @ <=5.0"),
+        ]))
+        lines.append("Target (issue 8): the mixed search reaches >= 1.5x the params ratio of the best single "
+                     "method at <= 1.0 pt drop.\n")
+        lines.append(md_table(summary.get("target", []), [
+            ("model", "model"), ("mixed", "mixed params x"), ("best_single", "best single-method params x"),
+            ("ratio", "mixed / best single"), ("met", "target met"),
+        ]))
+    if final is not None:
+        lines.append("### Every plan after the final fine-tune (test set)\n")
+        lines.append(md_table(final["final"], [
+            ("model", "model"), ("source", "source"), ("plan", "plan"), ("methods", "methods"),
+            ("params_ratio", "params x"), ("macs_ratio", "MACs x"), ("test_acc_no_ft", "test % before FT"),
+            ("test_acc", "test % after FT"), ("drop", "drop (pts)"), ("finetune_s", "FT s"),
+        ]))
+        plot = _plot_fronts(final["final"], (summary or {}).get("ht2_paper", {}), out / "plots" / "fronts.png")
+        if plot:
+            lines.append(f"![fronts]({_rel(plot, md)})\n")
+    long_run = _load(out / "fronts_long", "fronts_final.json")
+    if long_run is not None and long_run.get("final"):
+        b = long_run.get("final_budget", {})
+        lines.append(f"### Final fine-tune budget check ({b.get('steps')} instead of the steps above)\n")
+        lines.append(_machine_line(long_run))
+        lines.append("The same plans (copied from the run above; config `configs/bench_fronts_long.yaml`), with a "
+                     "longer final fine-tune, same everything else:\n")
+        lines.append(md_table(long_run["final"], [
+            ("model", "model"), ("source", "source"), ("plan", "plan"), ("params_ratio", "params x"),
+            ("macs_ratio", "MACs x"), ("test_acc", "test % after FT"), ("drop", "drop (pts)"),
+            ("finetune_s", "FT s"),
+        ]))
+    if searches is not None:
+        lines.append("### Searches\n")
+        lines.append(_machine_line(searches))
+        lines.append("The validation split is carved from the CIFAR-10 training set, on which the pretrained "
+                     "akamaster models were trained, so the original scores about 100% there; the search ranks "
+                     "trials by how much of that they keep, and only the final test-set scores above are "
+                     "comparable with the papers.\n")
+        cfg = searches.get("config", {})
+        lines.append(f"{cfg.get('n_trials')} trials per search; search configs: "
+                     f"{', '.join('`' + m['search_config'] + '`' for m in cfg.get('models', []))} with `space.conv` "
+                     f"set per variant ({'; '.join(f'{k}: {v}' for k, v in cfg.get('variants', {}).items())}).\n")
+        studies = [{**st, "picked": ", ".join(f"trial {p['trial']} ({p.get('rule', '')})"
+                                              for p in st.get("selected", []))} for st in searches["studies"]]
+        lines.append(md_table(studies, [
+            ("model", "model"), ("variant", "space"), ("sampler", "sampler"), ("n_complete", "complete trials"),
+            ("base_val_accuracy", "original val %"), ("wall_s", "wall s"), ("picked", "plans to final fine-tune"),
+        ]))
+        hv_rows = _read_csv(out / "fronts_hypervolume.csv")
+        last: dict[tuple[str, str, str], dict[str, str]] = {}
+        for r in hv_rows:
+            last[(r["model"], r["variant"], r["sampler"])] = r
+        hv_ref = (summary or {}).get("hv_ref_drop", cfg.get("hv_ref_drop"))
+        lines.append("Hypervolume of (validation accuracy, params ratio) after the last trial, reference point "
+                     f"(original val accuracy - {hv_ref} pts, ratio 1); the plot shows it after every trial:\n")
+        lines.append(md_table(
+            [{"model": k[0], "variant": k[1], "sampler": k[2], "n": v["n_trials"], "hv": float(v["hypervolume"])}
+             for k, v in sorted(last.items())],
+            [("model", "model"), ("variant", "space"), ("sampler", "sampler"), ("n", "trials"), ("hv", "hypervolume")],
+        ))
+        plot = _plot_hv(hv_rows, out / "plots" / "hypervolume.png")
+        if plot:
+            lines.append(f"![hypervolume]({_rel(plot, md)})\n")
+    return lines
+
+
+def _speed_section(out: Path, md: Path) -> list[str]:
+    lines = ["## 2. Real speed (CPU)\n"]
+    speed = _load(out, "speed.json")
+    if speed is None:
+        lines.append("**Not run.** Command: `python -m benchmarks speed`.\n")
+        return lines
+    lines.append(_machine_line(speed))
+    prev = speed.get("previous")
+    while prev:
+        lines.append(f"Kept from an earlier run ({', '.join(prev.get('kept', []))}): "
+                     + _machine_line({"command": prev.get("command"), "machine": prev.get("machine") or {}}))
+        prev = prev.get("previous")
+    lines.append(f"Original and compressed modules timed in turn in one process ({speed['rounds']} rounds, median; "
+                 "`automtd.metrics.measure_latency`). Efficiency = measured speed-up / MAC ratio "
+                 "(target >= 0.7 at batch 64).\n")
+    lines.append("### Whole models\n")
+    lines.append(md_table(speed["models"], [
+        ("model", "model"), ("plan", "plan"), ("method", "methods"), ("batch", "batch"),
+        ("params_ratio", "params x"), ("macs_ratio", "MACs x"), ("orig_ms", "original ms"),
+        ("comp_ms", "compressed ms"), ("speedup", "speed-up"), ("efficiency", "speed-up / MACs x"),
+    ]))
+    lines.append(f"### Per layer shape (each method at parameter fraction {speed.get('layer_fraction')})\n")
+    lines.append("Summary per method: median of speed-up / MAC ratio over the layer shapes, and the worst shape.\n")
+    lines.append(md_table(_method_summary(speed["layers"]), [
+        ("method", "method"), ("batch", "batch"), ("median", "median speed-up / MACs x"),
+        ("below", "shapes below 0.7"), ("worst", "worst shape"), ("worst_eff", "its speed-up / MACs x"),
+    ]))
+    lines.append("Where a method is slower than its MACs promise, these rows show which layer shapes cause it.\n")
+    lines.append(md_table(speed["layers"], [
+        ("shape", "layer"), ("method", "method"), ("ranks", "ranks"), ("batch", "batch"), ("mac_ratio", "MACs x"),
+        ("dense_ms", "dense ms"), ("method_ms", "method ms"), ("speedup", "speed-up"),
+        ("efficiency", "speed-up / MACs x"),
+    ]))
+    for batch in speed.get("batches", []):
+        plot = _plot_layer_efficiency(speed["layers"], batch, out / "plots" / f"layer_efficiency_b{batch}.png")
+        if plot:
+            lines.append(f"![layer efficiency batch {batch}]({_rel(plot, md)})\n")
+    return lines
+
+
+def _method_summary(layers: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    import statistics
+
+    out = []
+    for method in dict.fromkeys(r["method"] for r in layers):
+        for batch in sorted({r["batch"] for r in layers}):
+            rows = [r for r in layers if r["method"] == method and r["batch"] == batch]
+            if not rows:
+                continue
+            worst = min(rows, key=lambda r: r["efficiency"])
+            out.append({"method": method, "batch": batch, "median": statistics.median(r["efficiency"] for r in rows),
+                        "below": f"{sum(r['efficiency'] < 0.7 for r in rows)} of {len(rows)}",
+                        "worst": worst["shape"], "worst_eff": worst["efficiency"]})
+    return out
+
+
+def _cost_section(out: Path) -> list[str]:
+    lines = ["## 3. Search cost and scale\n"]
+    cost = _load(out, "search_cost.json")
+    if cost is None:
+        lines.append("**Not run.** Command: `python -m benchmarks search-cost` (after `fronts`).\n")
+    else:
+        lines.append(_machine_line(cost))
+        if cost.get("note"):
+            lines.append(f"_{cost['note']}_\n")
+        lines.append("Mean seconds per trial, from the user attrs each trial records (`time_decompose`, "
+                     "`time_finetune`, `time_evaluate`); `other` = trial wall time minus those (sampling, plan "
+                     "building, storage writes).\n")
+        lines.append(md_table(cost["studies"], [
+            ("model", "model"), ("variant", "space"), ("sampler", "sampler"), ("n_trials", "trials"),
+            ("mean_total_s", "total s"), ("mean_decompose_s", "decompose s"), ("mean_finetune_s", "fine-tune s"),
+            ("mean_evaluate_s", "evaluate s"), ("mean_storage_s", "storage s"), ("mean_other_s", "other s"),
+            ("cache_hit_rate", "cache hit rate"),
+        ]))
+        if cost.get("cache_saving"):
+            lines.append("Factor cache, measured directly: the same plan applied with an empty cache (cold) and "
+                         "again with the filled one (warm).\n")
+            saving = [{**r, "plan": Path(r["plan"]).name} for r in cost["cache_saving"]]
+            lines.append(md_table(saving, [
+                ("model", "model"), ("plan", "plan"), ("layers", "layers"), ("cold_s", "cold s"),
+                ("warm_s", "warm s"), ("saving_s", "saved s"), ("speedup", "cold / warm"),
+            ]))
+    lines.append("Storage overhead per trial and throughput for 1, 2, 4, 8 worker processes: see "
+                 "the storage section below (`python -m benchmarks storage`, the distributed helper's "
+                 "`benchmarks/bench_storage.py`).\n")
+    return lines
+
+
+def _others_section(out: Path, md: Path) -> list[str]:
+    lines = ["## 4. Other benchmarks (their own scripts; results included as written)\n"]
+    results = Path(__file__).resolve().parent / "results"
+    known = [suite for suite, _ in OTHER_SECTIONS]
+    extra = sorted({p for folder in (out, results) for p in folder.glob("*.md")
+                    if p.name != "BENCHMARKS.md" and not any(k in p.name for k in known)})
+    sections = [*OTHER_SECTIONS, *((p.stem, f"{p.stem} (`{p.name}`)") for p in extra)]
+    for suite, title in sections:
+        found = sorted({p for folder in (out, results) for p in folder.glob(f"*{suite}*.md")})
+        lines.append(f"### {title}\n")
+        if not found:
+            lines.append(f"**Not run / not present.** Command: `python -m benchmarks {suite}`.\n")
+            continue
+        for p in found:
+            text = p.read_text().strip()
+            # demote the file's own headings below this section's
+            text = "\n".join("###" + ln if ln.startswith("#") else ln for ln in text.splitlines())
+            lines.append(f"_From `{_rel(p, md)}`:_\n\n{text}\n")
+    return lines
+
+
+GPU_SECTION = """## 5. GPU-scale reproductions (configs ready, **not run** here)
+
+These need a GPU (and ImageNet for the funnel run); they do not fit the 2-core CPU of this project.
+The configs are in `configs/gpu/` and `tests/test_benchmarks_quick.py` validates each of them against
+the real config classes (`TrainRunConfig`, `SearchConfig`, `FunnelConfig`).  One command each, from
+the repository root:
+
+* **MTD, VGG-11-BN, CIFAR-10** (paper: 32x parameters at < 1% drop), base training + search + final:
+
+  ```
+  automtd train configs/gpu/train_vgg11_cifar10.yaml && automtd search configs/gpu/mtd_vgg11_cifar10.yaml \\
+  && automtd export --study mtd_vgg11 --storage sqlite:///studies/mtd_vgg11.db --max-drop 1.0 \\
+       -o runs/gpu/mtd_vgg11_plan.yaml \\
+  && automtd apply --plan runs/gpu/mtd_vgg11_plan.yaml --checkpoint runs/gpu/cifar_vgg11_bn_cifar10 \\
+       -o runs/gpu/mtd_vgg11_compressed --finetune-epochs 30 --device cuda --measure
+  ```
+* **MTD, VGG-16-BN, CIFAR-10** (paper: 37x at < 1% drop): the same with `vgg16` in every name.
+* **Funnel, ResNet-18, ImageNet** (paper: > 2x fewer MACs at 0.7% top-1 drop), from torchvision's
+  pretrained weights (see the header of the config for fetching them and the ImageNet folder layout):
+
+  ```
+  AUTOMTD_DATA=/data/imagenet automtd funnel configs/gpu/funnel_resnet18_imagenet.yaml \\
+    --set model.checkpoint=$HOME/.cache/torch/hub/checkpoints/resnet18-f37072fd.pth
+  ```
+* **Fronts on ResNet-56 (and ResNet-20 at a larger budget)**, CPU-feasible but hours long:
+  `python -m benchmarks fronts --config configs/bench_fronts_resnet56.yaml`.
+"""
+
+
+def run_report(out_dir: Path, markdown: Path) -> Path:
+    """Write ``markdown`` (and ``out_dir/plots/*.png``) from the results in ``out_dir``."""
+    md = markdown.resolve()
+    out = out_dir.resolve()
+    parts = [
+        "# automtd benchmarks\n",
+        "Generated by `python -m benchmarks report` from the machine-readable results in "
+        f"`{_rel(out, md)}/` (JSON/CSV). Every number below was written by the command quoted above its "
+        "table, on the machine named there; nothing is estimated. Regenerate everything with "
+        "`python -m benchmarks all` (hours on a 2-core CPU) or one suite at a time "
+        "(`python -m benchmarks {fronts,speed,search-cost,report,decompose,storage,deeptwist,funnel}`); "
+        "`--quick` runs a smoke version in about a minute.\n",
+    ]
+    parts += _fronts_section(out, md)
+    parts += _speed_section(out, md)
+    parts += _cost_section(out)
+    parts += _others_section(out, md)
+    parts.append(GPU_SECTION)
+    md.parent.mkdir(parents=True, exist_ok=True)
+    md.write_text("\n".join(parts))
+    return md

@@ -1,0 +1,129 @@
+"""Smoke tests of ``python -m benchmarks``: the quick suites run and write well-formed results; every
+benchmark and GPU-scale config validates against the real config classes.  No timing is asserted."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "configs"
+
+
+def _loader(path: Path) -> Callable[[Path], Any]:
+    name = path.name
+    if name.startswith("train_"):
+        from automtd.train._recipe import load_train_config
+
+        return load_train_config
+    if name.startswith("funnel_"):
+        from automtd.training_methods._pipeline import load_funnel_config
+
+        return load_funnel_config
+    if name.startswith(("mtd_", "bench_search_")):
+        from automtd.search._config import load_search_config
+
+        return load_search_config
+    if name.startswith("bench_fronts"):
+        sys.path.insert(0, str(REPO))
+        from benchmarks._fronts import load_fronts_config
+
+        return load_fronts_config
+    raise AssertionError(f"no loader known for {path}; name it train_/funnel_/mtd_/bench_search_/bench_fronts*")
+
+
+BENCH_CONFIGS = sorted(CONFIGS.glob("gpu/*.yaml")) + sorted(CONFIGS.glob("bench_*.yaml"))
+
+
+def test_gpu_configs_exist() -> None:
+    names = {p.name for p in CONFIGS.glob("gpu/*.yaml")}
+    assert {"train_vgg11_cifar10.yaml", "train_vgg16_cifar10.yaml", "mtd_vgg11_cifar10.yaml",
+            "mtd_vgg16_cifar10.yaml", "funnel_resnet18_imagenet.yaml"} <= names
+
+
+@pytest.mark.parametrize("path", BENCH_CONFIGS, ids=lambda p: str(p.relative_to(CONFIGS)))
+def test_config_validates(path: Path) -> None:
+    cfg = _loader(path)(path)
+    assert cfg is not None
+
+
+def test_hypervolume_2d() -> None:
+    sys.path.insert(0, str(REPO))
+    from benchmarks._fronts import hypervolume_2d
+
+    ref = (80.0, 1.0)
+    assert hypervolume_2d([], ref) == 0.0
+    assert hypervolume_2d([(90.0, 3.0)], ref) == pytest.approx(20.0)
+    # a dominated point adds nothing; two staircase points add their union
+    assert hypervolume_2d([(90.0, 3.0), (85.0, 2.0)], ref) == pytest.approx(20.0)
+    assert hypervolume_2d([(90.0, 2.0), (85.0, 4.0)], ref) == pytest.approx(10.0 + 5.0 * 2.0)
+
+
+def test_report_without_results_says_not_run(tmp_path: Path) -> None:
+    sys.path.insert(0, str(REPO))
+    from benchmarks._report import run_report
+
+    md = run_report(tmp_path, tmp_path / "BENCHMARKS.md").read_text()
+    assert "## 1. Compression fronts" in md and "**Not run.**" in md and "configs/gpu/" in md
+
+
+def test_unknown_argument_is_an_error() -> None:
+    out = subprocess.run([sys.executable, "-m", "benchmarks", "speed", "--bogus"], cwd=REPO,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "--bogus" in out.stderr
+
+
+def _check_envelope(payload: dict[str, Any], suite: str) -> None:
+    assert payload["suite"] == suite and payload["quick"] is True
+    machine = payload["machine"]
+    assert machine["nproc"] >= 1 and machine["cpu_model"] and machine["date_utc"]
+    assert payload["command"].startswith("python -m benchmarks")
+
+
+def _csv_rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_quick_suites_write_results(tmp_path: Path, data_root: Path, weights_dir: Path) -> None:
+    env = {**os.environ, "AUTOMTD_DATA": str(data_root), "AUTOMTD_WEIGHTS": str(weights_dir.parent)}
+    out = subprocess.run([sys.executable, "-m", "benchmarks", "all", "--quick", "--out", str(tmp_path)],
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+
+    fronts = json.loads((tmp_path / "fronts.json").read_text())
+    _check_envelope(fronts, "fronts")
+    assert fronts["summary"] and {"model", "source"} <= set(fronts["summary"][0])
+    final = json.loads((tmp_path / "fronts_final.json").read_text())
+    assert final["final"], "no plan got the final fine-tune"
+    for row in final["final"]:
+        assert row["params_ratio"] > 1.0 and 0.0 <= row["test_acc"] <= 100.0
+    searches = json.loads((tmp_path / "fronts_searches.json").read_text())
+    assert {(s["variant"], s["sampler"]) for s in searches["studies"]} >= {("mixed", "tpe"), ("mixed", "random")}
+    hv = _csv_rows(tmp_path / "fronts_hypervolume.csv")
+    assert hv and all(float(r["hypervolume"]) >= 0.0 for r in hv)
+
+    speed = json.loads((tmp_path / "speed.json").read_text())
+    _check_envelope(speed, "speed")
+    assert speed["layers"] and speed["models"] and speed["threads"] >= 1
+    for row in speed["layers"] + speed["models"]:
+        assert row["speedup"] > 0 and row["efficiency"] > 0
+    assert _csv_rows(tmp_path / "speed_models.csv")
+
+    cost = json.loads((tmp_path / "search_cost.json").read_text())
+    _check_envelope(cost, "search-cost")
+    assert cost["studies"] and cost["studies"][0]["n_trials"] >= 1
+    assert cost["cache_saving"] and cost["cache_saving"][0]["cold_s"] > 0
+
+    md = (tmp_path / "BENCHMARKS.md").read_text()
+    for heading in ("## 1. Compression fronts", "## 2. Real speed", "## 3. Search cost", "## 5. GPU-scale"):
+        assert heading in md
+    assert (tmp_path / "plots" / "fronts.png").is_file()
