@@ -21,8 +21,10 @@ def test_recalibration_recovers_accuracy_and_touches_only_bn_buffers(
     apply_plan(model, ht2_energy_plan(model, 0.7, architecture="cifar_resnet20"))
     spec = get_model_spec("cifar_resnet20")
     norm = {"mean": spec.mean, "std": spec.std}
-    calib = make_loader(get_dataset("cifar10", "train", root=data_root, subset=512, **norm), batch_size=128, shuffle=False)
-    test = make_loader(get_dataset("cifar10", "test", root=data_root, subset=500, **norm), batch_size=250, shuffle=False)
+    calib_set = get_dataset("cifar10", "train", root=data_root, subset=512, **norm)
+    test_set = get_dataset("cifar10", "test", root=data_root, subset=500, **norm)
+    calib = make_loader(calib_set, batch_size=128, shuffle=False)
+    test = make_loader(test_set, batch_size=250, shuffle=False)
     before = evaluate(model, test)
     weights = {k: v.clone() for k, v in model.state_dict().items() if not k.endswith(("running_mean", "running_var"))}
     seen = recalibrate_batchnorm(model, calib, max_batches=3)

@@ -117,6 +117,7 @@ def compress_checkpoint(
     extra: dict[str, Any] = {"source_checkpoint": str(checkpoint), "seed": seed}
     accuracy: dict[str, float] | None = None
     dataset = meta.get("dataset")
+    summary: dict[str, Any] | None = None
     if finetune_options is not None and finetune_options.deeptwist_interval:
         from automtd.training_methods import deeptwist_from_plan
 

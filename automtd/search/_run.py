@@ -80,13 +80,12 @@ def prepare_study(config: SearchConfig, *, progress: bool = True) -> tuple[optun
 
     Holds the SQLite single-writer lock meanwhile.  Returns ``(study, study_dir, created)``.
     """
+    from automtd._download import resolve_checkpoint, resolve_data
     from automtd.search._context import get_context
     from automtd.search._sensitivity import ensure_sensitivity
     from automtd.search._storage import SingleWriterLock, open_storage
     from automtd.search._study import create_or_load_study
     from automtd.search._warmstart import WARMSTART_ATTR, enqueue_warmstart
-
-    from automtd._download import resolve_checkpoint, resolve_data
 
     # fail on a missing checkpoint or data root before anything is written (no study, lock or cache left)
     resolve_checkpoint(config.model.checkpoint, download=config.data.download)
