@@ -14,6 +14,9 @@ fi
 bash scripts/setup.sh test
 export AUTOMTD_DATA="${AUTOMTD_DATA:-$(cd .. && pwd)/shared/datasets}"
 export AUTOMTD_WEIGHTS="${AUTOMTD_WEIGHTS:-$(cd .. && pwd)/shared/weights}"
+# static checks first (seconds): lint and types
+.venv/bin/ruff check automtd tests benchmarks
+.venv/bin/mypy automtd
 set +e
 .venv/bin/python -m pytest "$@"
 rc=$?
