@@ -168,6 +168,10 @@ class WarmstartSection(StrictModel):
         default_factory=lambda: [0.5, 2.0, 5.0],
         description="per-layer accuracy drop (points) allowed by each sensitivity-built trial",
     )
+    top_layers: list[int] = Field(
+        default_factory=list,
+        description="also enqueue, at the smallest tolerance, plans decomposing only the k layers that save most",
+    )
     baselines: list[Literal["vbmf_tucker2", "ht2_energy", "uniform"]] = Field(
         default_factory=lambda: ["vbmf_tucker2", "ht2_energy", "uniform"]  # type: ignore[arg-type]
     )

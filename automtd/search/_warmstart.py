@@ -19,6 +19,7 @@ from typing import Any
 import optuna
 
 from automtd._errors import AutomtdError
+from automtd.methods import get_method
 from automtd.search._context import SearchContext
 from automtd.search._objective import WARM_PLAN_ATTR, build_plan
 from automtd.search._space import NONE, Choice, SpaceLayer, params_for_choice
@@ -29,8 +30,19 @@ WARMSTART_ATTR = "warmstart_done"
 log = logging.getLogger(__name__)
 
 
-def mtd_params(table: Mapping[str, Any], space: Sequence[SpaceLayer], tolerance: float, config: Any) -> dict[str, Any]:
-    """Trial params choosing, per layer, the smallest candidate within ``tolerance`` points of drop."""
+def mtd_params(
+    table: Mapping[str, Any],
+    space: Sequence[SpaceLayer],
+    tolerance: float,
+    config: Any,
+    *,
+    max_layers: int | None = None,
+) -> dict[str, Any]:
+    """Trial params choosing, per layer, the smallest candidate within ``tolerance`` points of drop.
+
+    With ``max_layers`` only that many layers are decomposed: those whose chosen candidate saves the most
+    parameters (a gentle start that stays close to the original's accuracy).
+    """
     best: dict[str, dict[str, Any]] = {}
     for row in table.get("rows", []):
         if row.get("drop") is None or row["drop"] > tolerance:
@@ -39,6 +51,15 @@ def mtd_params(table: Mapping[str, Any], space: Sequence[SpaceLayer], tolerance:
         key = (row["layer_ratio"], -row["accuracy"])
         if cur is None or key < (cur["layer_ratio"], -cur["accuracy"]):
             best[row["layer"]] = row
+    if max_layers is not None:
+        shapes = {layer.name: layer.shape for layer in space}
+
+        def saved(row: Mapping[str, Any]) -> int:
+            shape = shapes[row["layer"]]
+            return shape.dense_params - get_method(row["method"]).params(shape, tuple(row["ranks"]))
+
+        keep = sorted((r for r in best.values() if r["layer"] in shapes), key=saved, reverse=True)[:max_layers]
+        best = {r["layer"]: r for r in keep}
     params: dict[str, Any] = {}
     for layer in space:
         row = best.get(layer.name)
@@ -107,6 +128,14 @@ def enqueue_warmstart(study: optuna.Study, ctx: SearchContext, table: Mapping[st
                 continue
             seen.append(params)
             study.enqueue_trial(params, user_attrs={"warmstart": f"mtd_tol{tol:g}"}, skip_if_exists=True)
+            n += 1
+        gentlest = min(ctx.config.warmstart.tolerances, default=0.0)
+        for k in ctx.config.warmstart.top_layers:
+            params = mtd_params(table, ctx.space, gentlest, ctx.config, max_layers=k)
+            if params in seen:
+                continue
+            seen.append(params)
+            study.enqueue_trial(params, user_attrs={"warmstart": f"mtd_top{k}"}, skip_if_exists=True)
             n += 1
     for name, plan in baseline_plans(ctx).items():
         params = _params_of_plan(plan, ctx.space, ctx.config)
