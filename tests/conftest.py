@@ -7,6 +7,7 @@ with a reason elsewhere.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,18 @@ def _require(path: Path, what: str, how: str) -> Path:
 def _few_threads() -> None:
     # The CI machine has 2 cores; keep tests from oversubscribing them.
     torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_blas_thread() -> Iterator[None]:
+    # numpy/scipy BLAS threads thrash on the 2-core CI machine; the reference matrices in tests are small.
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - installed with scikit-learn
+        yield
+        return
+    with threadpool_limits(limits=1):
+        yield
 
 
 @pytest.fixture(scope="session")

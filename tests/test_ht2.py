@@ -6,7 +6,6 @@ eigendecompositions), and runs on real pretrained ResNet-20 kernels.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -24,16 +23,6 @@ KERNELS = {
 TUCKER_RANKS = [(8, 8), (16, 24), (32, 16)]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_blas_thread() -> Iterator[None]:
-    # numpy's BLAS threads thrash on the shared 2-core CI machine; the reference SVDs are tiny.
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - installed with scikit-learn
-        yield
-        return
-    with threadpool_limits(limits=1):
-        yield
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -11,18 +10,6 @@ import torch
 
 from automtd import RankError, get_method
 from automtd.ranks import energy_rank, evbmf, evbmf_details, largest_step, proportional_ranks, unfold
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_blas_thread() -> Iterator[None]:
-    # numpy/scipy BLAS threads thrash on the shared 2-core CI machine; the matrices here are tiny.
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - installed with scikit-learn
-        yield
-        return
-    with threadpool_limits(limits=1):
-        yield
 
 
 def _low_rank_plus_noise(rows: int, cols: int, rank: int, sigma: float, seed: int) -> torch.Tensor:
