@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader
 from automtd.search._config import SearchConfig
 from automtd.search._space import SpaceLayer, build_space
 
-__all__ = ["SearchContext", "get_context", "config_key", "checkpoint_sha256", "normal_tensors"]
+__all__ = ["SearchContext", "get_context", "config_key", "checkpoint_sha256"]
 
 
 @dataclass
@@ -42,9 +42,8 @@ class SearchContext:
     _base_accuracy: float | None = None
 
     def fresh_model(self) -> nn.Module:
-        """A deep copy of the original model, in eval mode, with ordinary (trainable) tensors."""
-        model = copy.deepcopy(self.base_model)
-        return normal_tensors(model).eval()
+        """A deep copy of the original model, in eval mode."""
+        return copy.deepcopy(self.base_model).eval()
 
     @property
     def base_accuracy(self) -> float:
@@ -63,23 +62,6 @@ class SearchContext:
 
 _CACHE: dict[str, SearchContext] = {}
 _LOCK = threading.Lock()
-
-
-def normal_tensors(model: nn.Module) -> nn.Module:
-    """Turn inference-mode tensors (left by an evaluation under ``torch.inference_mode``) back into normal ones.
-
-    Done in place (``p.data``), so parameter identities, and an optimizer holding them, are kept.
-    Such tensors cannot take part in autograd, so a model evaluated that way could not be fine-tuned.
-    """
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.is_inference():
-                p.data = p.data.clone()
-        for module in model.modules():
-            for name, b in list(module._buffers.items()):
-                if b is not None and b.is_inference():
-                    module._buffers[name] = b.clone()
-    return model
 
 
 def config_key(config: SearchConfig, study_dir: Path) -> str:

@@ -24,7 +24,7 @@ from torch import nn
 
 from automtd._errors import AutomtdError, DecompositionError, StudyError
 from automtd.search._config import SearchConfig, search_config_from_dict
-from automtd.search._context import SearchContext, get_context, normal_tensors
+from automtd.search._context import SearchContext, get_context
 from automtd.search._space import NONE, Choice, sample_choices
 
 __all__ = [
@@ -166,7 +166,6 @@ def _early_stop(ctx: SearchContext, trial: optuna.trial.Trial) -> Callable[[int,
 
         was_training = model.training
         acc = float(evaluate(model, ctx.sens_loader, device=ctx.device))
-        normal_tensors(model)
         model.train(was_training)
         trial.set_user_attr("accuracy_midway", acc)
         if acc < floor:
@@ -212,8 +211,7 @@ def run_trial(ctx: SearchContext, trial: optuna.trial.Trial) -> list[float]:
     try:
         with _timed(times, "time_finetune"):
             if cfg.finetune.epochs is not None or cfg.finetune.steps:
-                normal_tensors(model)
-                for p in model.parameters():
+                for p in model.parameters():  # the copy of the frozen teacher is trained
                     p.requires_grad_(True)
                 teacher = ctx.base_model if cfg.finetune.kd else None
                 fit(model, ctx.train_loader, _train_config(cfg), teacher=teacher, device=ctx.device,
