@@ -65,9 +65,14 @@ def _git_commit() -> str | None:
         out = subprocess.run(
             ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10
         )
+        dirty = subprocess.run(
+            ["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no", "--", "automtd", "benchmarks"],
+            capture_output=True, text=True, timeout=10,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
-    return out.stdout.strip() or None
+    commit = out.stdout.strip()
+    return (commit + ("+local changes" if dirty else "")) or None
 
 
 def machine_info(*, shared_cpu: bool = False) -> dict[str, Any]:

@@ -90,6 +90,9 @@ class FrontsConfig(StrictModel):
     sampler_variant: str = "mixed"
     select_drops: list[float] = Field(default_factory=lambda: [0.5, 1.0, 2.0])
     hv_ref_drop: float = Field(10.0, gt=0, description="hypervolume reference: accuracy = base - this, ratio = 1")
+    search_overrides: list[str] = Field(
+        default_factory=list, description="`--set`-style overrides applied to every search config of the suite"
+    )
     final: FinalSection = Field(default_factory=FinalSection)
     baselines: BaselinesSection = Field(default_factory=BaselinesSection)
 
@@ -139,6 +142,7 @@ def _search_config(cfg: FrontsConfig, model: FrontsModel, variant: str, sampler:
     name = _study_name(model.name, variant, sampler)
     db = (out / "fronts" / "studies" / f"{name}.db").resolve()
     overrides = [
+        *cfg.search_overrides,
         f"space.conv={methods}",
         f"sampler.name={sampler}",
         f"study.name={name}",

@@ -313,12 +313,15 @@ def _cost_section(out: Path) -> list[str]:
         lines.append(_machine_line(cost))
         if cost.get("note"):
             lines.append(f"_{cost['note']}_\n")
-        lines.append("Mean seconds per trial, from the user attrs each trial records (`time_decompose`, "
-                     "`time_finetune`, `time_evaluate`); `other` = trial wall time minus those (sampling, plan "
-                     "building, storage writes).\n")
+        lines.append("Mean seconds per trial, from the user attrs each trial records: `time_sample` (the "
+                     "sampler and the storage writes of the suggested parameters), `time_decompose`, "
+                     "`time_bn_recalibration`, `time_finetune`, `time_evaluate` and `time_storage` (every user-attr "
+                     "write of the trial, each a storage round trip); `other` = trial wall time minus those (plan "
+                     "building, Optuna's trial start and finish). A dash: the study predates that attr.\n")
         lines.append(md_table(cost["studies"], [
             ("model", "model"), ("variant", "space"), ("sampler", "sampler"), ("n_trials", "trials"),
-            ("mean_total_s", "total s"), ("mean_decompose_s", "decompose s"), ("mean_finetune_s", "fine-tune s"),
+            ("mean_total_s", "total s"), ("mean_sample_s", "sample s"), ("mean_decompose_s", "decompose s"),
+            ("mean_bn_recalibration_s", "BN recal. s"), ("mean_finetune_s", "fine-tune s"),
             ("mean_evaluate_s", "evaluate s"), ("mean_storage_s", "storage s"), ("mean_other_s", "other s"),
             ("cache_hit_rate", "cache hit rate"),
         ]))

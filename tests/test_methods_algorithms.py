@@ -90,3 +90,35 @@ def test_built_modules_script_copy_and_pickle(name: str) -> None:
         clone = method.from_layer(layer, (2,) * len(method.rank_names))
         clone.load_state_dict(torch.load(buffer, weights_only=True))
         assert torch.allclose(clone(x), ref)
+
+
+@pytest.mark.parametrize("shape", [(400, 900), (900, 400)])
+def test_fast_gram_path_matches_the_exact_truncation(shape: tuple[int, int], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Grams of FAST_GRAM_SIZE or more go through float32 + LAPACK's subset solver: same answer to float32 accuracy."""
+    from automtd.methods import _layers
+
+    assert min(shape) >= _layers.FAST_GRAM_SIZE  # this test exercises the fast path
+    gen = torch.Generator().manual_seed(4)
+    q1 = torch.linalg.qr(torch.randn(shape[0], min(shape), generator=gen, dtype=torch.float64)).Q
+    q2 = torch.linalg.qr(torch.randn(shape[1], min(shape), generator=gen, dtype=torch.float64)).Q
+    spectrum = torch.exp(-torch.arange(min(shape), dtype=torch.float64) / 60.0)  # decaying, like trained kernels
+    mat = (q1 * spectrum) @ q2.T
+    k = 50
+    left, right, sv = low_rank(mat, k)
+    basis = leading_left(mat, k)
+    monkeypatch.setattr(_layers, "FAST_GRAM_SIZE", 10**9)  # the exact float64 path, for reference
+    exact_left, exact_right, exact_sv = low_rank(mat, k)
+    best = exact_left @ exact_right
+    assert _rel(left @ right, best) < 1e-4
+    assert torch.allclose(sv, exact_sv, rtol=1e-4, atol=1e-6)
+    assert torch.allclose(basis.T @ basis, torch.eye(k, dtype=torch.float64), atol=1e-5)
+    assert abs(_rel(basis @ (basis.T @ mat), mat) - _rel(best, mat)) < 1e-6
+
+
+def test_cp_line_search_needs_fewer_sweeps_for_the_same_error() -> None:
+    w = torch.randn(16, 16, 3, 3, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    _, _, plain = cp_als(w, 15, max_iter=60, tol=0.0, line_search=False)
+    _, _, searched = cp_als(w, 15, max_iter=60, tol=0.0)
+    hit = next(i for i, e in enumerate(searched) if e <= plain[-1])
+    assert hit + 1 <= 40  # plain ALS needs all 60 sweeps for this error
+    assert all(b <= a + 1e-10 for a, b in zip(searched, searched[1:], strict=False))

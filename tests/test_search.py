@@ -86,8 +86,12 @@ def test_trials_record_what_they_did(searched: dict[str, Any]) -> None:
     for t in done:
         ua = t.user_attrs
         for key in ("plan", "choices", "accuracy_before", "accuracy", "params", "macs", "params_ratio",
-                    "macs_ratio", "time_decompose", "time_finetune", "time_evaluate", "cache_hits"):
+                    "macs_ratio", "time_sample", "time_decompose", "time_finetune", "time_evaluate",
+                    "time_storage", "cache_hits"):
             assert key in ua, key
+        assert 0 < ua["time_storage"] < t.duration.total_seconds()  # the user-attr writes, timed
+        parts = sum(ua[k] for k in ("time_sample", "time_decompose", "time_finetune", "time_evaluate", "time_storage"))
+        assert parts <= t.duration.total_seconds()
         assert t.values[0] == pytest.approx(ua["accuracy"])
         assert t.values[1] == pytest.approx(ua["params_ratio"]) and ua["params_ratio"] > 1.0
         assert set(ua["choices"]) >= {"layer3.0.conv1", "linear"}

@@ -183,7 +183,13 @@ def run_trial(ctx: SearchContext, trial: optuna.trial.Trial) -> list[float]:
     cfg = ctx.config
     times: dict[str, float] = {}
     cpu_start = time.process_time()
-    choices = sample_choices(trial, ctx.space, cfg)
+
+    def put(key: str, value: Any) -> None:  # a user attr is one storage round trip: timed as time_storage
+        with _timed(times, "time_storage"):
+            trial.set_user_attr(key, value)
+
+    with _timed(times, "time_sample"):  # the sampler and the storage writes of the suggested params
+        choices = sample_choices(trial, ctx.space, cfg)
     warm = trial.user_attrs.get(WARM_PLAN_ATTR)
     if warm is not None:
         from automtd.plan import Plan
@@ -193,21 +199,21 @@ def run_trial(ctx: SearchContext, trial: optuna.trial.Trial) -> list[float]:
         choices = {name: picked.get(name, Choice(NONE, (), 1.0)) for name in choices}
     else:
         plan = build_plan(ctx, choices)
-    trial.set_user_attr("plan", plan.to_dict())
-    trial.set_user_attr("choices", {name: c.as_dict() for name, c in choices.items()})
-    trial.set_user_attr("n_decomposed", len(plan.layers))
-    trial.set_user_attr("base_accuracy", ctx.base_accuracy)
+    put("plan", plan.to_dict())
+    put("choices", {name: c.as_dict() for name, c in choices.items()})
+    put("n_decomposed", len(plan.layers))
+    put("base_accuracy", ctx.base_accuracy)
     with _timed(times, "time_decompose"):
         model, hits, misses = compress(ctx, plan, poison=trial.number in cfg.debug.nan_trials)
-    trial.set_user_attr("cache_hits", hits)
-    trial.set_user_attr("cache_misses", misses)
+    put("cache_hits", hits)
+    put("cache_misses", misses)
     if cfg.finetune.bn_recalibration_images:
         with _timed(times, "time_bn_recalibration"):
             batches = max(1, cfg.finetune.bn_recalibration_images // cfg.data.batch_size)
             recalibrate_batchnorm(model, ctx.train_loader, max_batches=batches, device=ctx.device)
     with _timed(times, "time_evaluate"):
         acc_before = float(evaluate(model, ctx.val_loader, device=ctx.device))
-    trial.set_user_attr("accuracy_before", acc_before)
+    put("accuracy_before", acc_before)
     try:
         with _timed(times, "time_finetune"):
             if cfg.finetune.epochs is not None or cfg.finetune.steps:
@@ -217,8 +223,8 @@ def run_trial(ctx: SearchContext, trial: optuna.trial.Trial) -> list[float]:
                 fit(model, ctx.train_loader, _train_config(cfg), teacher=teacher, device=ctx.device,
                     step_callback=_early_stop(ctx, trial), progress=False)
     finally:
-        for key, value in times.items():
-            trial.set_user_attr(key, value)
+        for key, value in list(times.items()):
+            put(key, value)
     _check_finite(model, "after fine-tuning")
     tuned = cfg.finetune.epochs is not None or bool(cfg.finetune.steps)
     with _timed(times, "time_evaluate"):
@@ -238,7 +244,8 @@ def run_trial(ctx: SearchContext, trial: optuna.trial.Trial) -> list[float]:
         record["latency_ms"] = latency
     record["cpu_seconds"] = round(time.process_time() - cpu_start, 2)
     for key, value in record.items():
-        trial.set_user_attr(key, value)
+        put(key, value)
+    trial.set_user_attr("time_storage", times["time_storage"])  # every write of this trial but this one
     if not math.isfinite(acc):
         raise DecompositionError(f"validation accuracy is {acc}; the trial is discarded")
     for key, value in constraint_values(cfg, drop=drop, params_ratio=plan.params_ratio,
