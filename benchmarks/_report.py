@@ -159,13 +159,14 @@ def _plot_layer_efficiency(layers: list[dict[str, Any]], batch: int, path: Path)
 
 
 # ----------------------------------------------------------------------------- sections
-def _fronts_section(out: Path, md: Path) -> list[str]:
-    lines = ["## 1. Compression fronts (same base weights, same fine-tune budget)\n"]
+def _fronts_section(out: Path, md: Path, title: str = "## 1. Compression fronts (same base weights, same "
+                    "fine-tune budget)", command: str = "python -m benchmarks fronts") -> list[str]:
+    lines = [title + "\n"]
     summary = _load(out, "fronts.json")
     final = _load(out, "fronts_final.json")
     searches = _load(out, "fronts_searches.json")
     if final is None and searches is None:
-        lines.append("**Not run.** Command: `python -m benchmarks fronts` (config `configs/bench_fronts.yaml`).\n")
+        lines.append(f"**Not run.** Command: `{command}`.\n")
         return lines
     if final is not None:
         lines.append(_machine_line(final))
@@ -201,18 +202,6 @@ def _fronts_section(out: Path, md: Path) -> list[str]:
         plot = _plot_fronts(final["final"], (summary or {}).get("ht2_paper", {}), out / "plots" / "fronts.png")
         if plot:
             lines.append(f"![fronts]({_rel(plot, md)})\n")
-    long_run = _load(out / "fronts_long", "fronts_final.json")
-    if long_run is not None and long_run.get("final"):
-        b = long_run.get("final_budget", {})
-        lines.append(f"### Final fine-tune budget check ({b.get('steps')} instead of the steps above)\n")
-        lines.append(_machine_line(long_run))
-        lines.append("The same plans (copied from the run above; config `configs/bench_fronts_long.yaml`), with a "
-                     "longer final fine-tune, same everything else:\n")
-        lines.append(md_table(long_run["final"], [
-            ("model", "model"), ("source", "source"), ("plan", "plan"), ("params_ratio", "params x"),
-            ("macs_ratio", "MACs x"), ("test_acc", "test % after FT"), ("drop", "drop (pts)"),
-            ("finetune_s", "FT s"),
-        ]))
     if searches is not None:
         lines.append("### Searches\n")
         lines.append(_machine_line(searches))
@@ -403,6 +392,12 @@ def run_report(out_dir: Path, markdown: Path) -> Path:
         "`--quick` runs a smoke version in about a minute.\n",
     ]
     parts += _fronts_section(out, md)
+    r56 = out / "fronts_resnet56"
+    if r56.is_dir():
+        parts += _fronts_section(
+            r56, md, "### ResNet-56 (smaller CPU budget: `configs/bench_fronts_resnet56_cpu.yaml`)",
+            "python -m benchmarks fronts --config configs/bench_fronts_resnet56_cpu.yaml "
+            "--out benchmarks/results/fronts_resnet56")
     parts += _speed_section(out, md)
     parts += _cost_section(out)
     parts += _others_section(out, md)

@@ -84,6 +84,27 @@ def test_corrupt_cifar_batch_is_data_error(data_root: Path, tmp_path: Path) -> N
         get_dataset("cifar10", "test", root=tmp_path, **NORM)
 
 
+class _Exploit:
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        import os
+
+        return (os.system, ("touch pwned",))
+
+
+def test_dataset_pickle_naming_code_is_refused_not_run(data_root: Path, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    for f in (data_root / "cifar-10-batches-py").iterdir():
+        (folder / f.name).symlink_to(f)
+    (folder / "test_batch").unlink()
+    (folder / "test_batch").write_bytes(pickle.dumps({"data": _Exploit(), "labels": [0]}))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DataError, match=r"cannot be read .*system is not allowed in a dataset file"):
+        get_dataset("cifar10", "test", root=tmp_path, **NORM)
+    assert not (tmp_path / "pwned").exists()
+
+
 def test_val_split_disjoint_and_stable(data_root: Path) -> None:
     a_train = get_dataset("cifar10", "train", root=data_root, **NORM)
     a_val = get_dataset("cifar10", "val", root=data_root, **NORM)

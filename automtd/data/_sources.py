@@ -70,13 +70,31 @@ def cifar10_md5_status(folder: str | Path) -> str:
     return "unknown"
 
 
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles the CIFAR python-version batches and nothing else: only numpy arrays are rebuilt.
+
+    A pickle can run any code it names; the standard CIFAR files only name numpy's array
+    reconstruction, so every other global is refused (a tampered file fails instead of executing).
+    """
+
+    _ALLOWED = frozenset({
+        ("numpy", "ndarray"), ("numpy", "dtype"),
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    })
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in self._ALLOWED:
+            raise pickle.UnpicklingError(f"global {module}.{name} is not allowed in a dataset file")
+        return super().find_class(module, name)
+
+
 def _load_pickle(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise DataError(f"dataset file {str(path)!r} does not exist; the folder must have the standard "
                         "python-version layout (e.g. cifar-10-batches-py/data_batch_1..5, test_batch)")
     try:
         with path.open("rb") as f:
-            obj = pickle.load(f, encoding="latin1")
+            obj = _ArrayUnpickler(f, encoding="latin1").load()
     except Exception as exc:  # noqa: BLE001 - any decoding failure means a corrupt file
         raise DataError(f"dataset file {str(path)!r} cannot be read ({type(exc).__name__}: {exc}); "
                         "re-extract the official archive") from None

@@ -1,0 +1,84 @@
+"""Which learning rate for the short final fine-tune of the fronts suite?  Same plan, same steps, several lrs.
+
+Not a test.  Applies one plan to the pretrained model, fine-tunes it with KD from the original (SGD,
+cosine, the fronts suite's recipe) for ``--steps`` steps at each ``--lrs`` value, and scores the test set.
+Writes ``final_lr.json`` and ``final_lr.md`` to ``--out``.
+
+    python benchmarks/bench_final_lr.py --plan benchmarks/results/fronts/plans/cifar_resnet20/baseline_ht2_e0.9.yaml
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from benchmarks._common import RESULTS, data_root, envelope, load_pretrained, log, write_json  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--plan", type=Path, required=True, help="a plan of the fronts suite (its model is the plan's)")
+    p.add_argument("--lrs", default="0.01,0.002", help="comma-separated learning rates (default 0.01,0.002)")
+    p.add_argument("--steps", type=int, default=100)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--test-subset", type=int, default=None, help="score on this many test images (default all)")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", type=Path, default=RESULTS)
+    args = p.parse_args(argv)
+
+    import torch
+
+    from automtd.data import get_dataset, make_loader
+    from automtd.models import get_model_spec
+    from automtd.plan import Plan, apply_plan
+    from automtd.train import TrainConfig, evaluate, fit
+
+    torch.set_num_threads(args.threads)
+    plan = Plan.load(args.plan)
+    spec = get_model_spec(plan.model)
+    common = {"root": data_root(), "mean": spec.mean, "std": spec.std}
+    train = get_dataset("cifar10", "train", train_transform=True, **common)
+    test = make_loader(get_dataset("cifar10", "test", subset=args.test_subset, **common), batch_size=500,
+                       shuffle=False)
+    base = load_pretrained(plan.model)
+    for param in base.parameters():
+        param.requires_grad_(False)
+    base_acc = float(evaluate(base, test, device="cpu"))
+    rows = []
+    for lr in (float(x) for x in args.lrs.split(",")):
+        student = apply_plan(copy.deepcopy(base), plan, seed=0)
+        for param in student.parameters():
+            param.requires_grad_(True)
+        start = time.perf_counter()
+        config = TrainConfig(steps=args.steps, lr=lr, schedule="cosine", kd_alpha=0.9, kd_temperature=4.0, seed=0)
+        fit(student, make_loader(train, batch_size=args.batch_size, shuffle=True, seed=0), config, teacher=base,
+            device="cpu", progress=False)
+        acc = float(evaluate(student, test, device="cpu"))
+        rows.append({"lr": lr, "test_acc": acc, "drop": base_acc - acc, "finetune_s": time.perf_counter() - start})
+        log(f"lr {lr}: test {acc:.2f}% (original {base_acc:.2f}%)")
+    payload = {**envelope("final-lr", quick=False, shared_cpu=False, argv=argv), "plan": str(args.plan),
+               "params_ratio": plan.params_ratio, "macs_ratio": plan.macs_ratio, "steps": args.steps,
+               "batch_size": args.batch_size, "test_images": len(test.dataset), "base_test_acc": base_acc,
+               "rows": rows}
+    write_json(args.out / "final_lr.json", payload)
+    lines = [
+        "# Final fine-tune learning rate (`benchmarks/bench_final_lr.py`)", "",
+        f"Command: `python benchmarks/bench_final_lr.py {' '.join(argv if argv is not None else sys.argv[1:])}`; "
+        f"{payload['machine']['date_utc']}; plan `{args.plan.name}` (params x{plan.params_ratio:.2f}, MACs "
+        f"x{plan.macs_ratio:.2f}); {args.steps} SGD steps of batch {args.batch_size}, cosine, KD alpha 0.9 from "
+        f"the original; test set {len(test.dataset)} images, original {base_acc:.2f}%.", "",
+        "| lr | test % after fine-tune | drop (pts) | fine-tune s |", "|---|---|---|---|",
+        *(f"| {r['lr']} | {r['test_acc']:.2f} | {r['drop']:.2f} | {r['finetune_s']:.0f} |" for r in rows),
+    ]
+    (args.out / "final_lr.md").write_text("\n".join(lines) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
