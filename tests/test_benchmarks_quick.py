@@ -121,6 +121,7 @@ def test_quick_suites_write_results(tmp_path: Path, data_root: Path, weights_dir
     cost = json.loads((tmp_path / "search_cost.json").read_text())
     _check_envelope(cost, "search-cost")
     assert cost["studies"] and cost["studies"][0]["n_trials"] >= 1
+    assert cost["studies"][0]["mean_storage_s"] > 0 and cost["studies"][0]["mean_sample_s"] > 0
     assert cost["cache_saving"] and cost["cache_saving"][0]["cold_s"] > 0
 
     md = (tmp_path / "BENCHMARKS.md").read_text()
