@@ -122,3 +122,24 @@ def test_cp_line_search_needs_fewer_sweeps_for_the_same_error() -> None:
     hit = next(i for i, e in enumerate(searched) if e <= plain[-1])
     assert hit + 1 <= 40  # plain ALS needs all 60 sweeps for this error
     assert all(b <= a + 1e-10 for a, b in zip(searched, searched[1:], strict=False))
+
+
+@pytest.mark.parametrize("name", ["tucker2", "ht2", "svd_channel", "svd_spatial"])
+def test_large_kernels_take_the_float32_path_and_lose_nothing(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 512x256x3x3 kernel (VGG size) is decomposed in float32 with the subset eigensolver; the float64 exact
+    path gives the same reconstruction error to 1e-5."""
+    from automtd.methods import _layers
+
+    w = torch.randn(512, 256, 3, 3, generator=torch.Generator().manual_seed(6))
+    w = w * torch.exp(-torch.arange(512, dtype=torch.float32) / 100.0)[:, None, None, None]  # decaying spectrum
+    assert w.numel() >= _layers.FLOAT32_MIN_NUMEL and _layers.working_copy(w).dtype == torch.float32
+    method = get_method(name)
+    ranks = method.ranks_for_fraction(method._shape_of_weight(w), 0.25)
+    fast = method.decompose(w, ranks)
+    monkeypatch.setattr(_layers, "FLOAT32_MIN_NUMEL", 10**12)
+    monkeypatch.setattr(_layers, "FAST_GRAM_SIZE", 10**9)
+    exact = method.decompose(w, ranks)
+    assert all(v.dtype == torch.float32 for v in fast.values())
+    err_fast = _rel(method.reconstruct(fast).double(), w.double())
+    err_exact = _rel(method.reconstruct(exact).double(), w.double())
+    assert abs(err_fast - err_exact) < 1e-5, (err_fast, err_exact)

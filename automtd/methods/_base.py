@@ -123,7 +123,7 @@ class ChainMethod(Method):
 
     @staticmethod
     def _out(weight: torch.Tensor, factors: dict[str, torch.Tensor]) -> Factors:
-        """Cast float64 working factors back to the weight's dtype and device."""
+        """Cast the working factors back to the weight's dtype and device."""
         return {k: v.to(dtype=weight.dtype, device=weight.device).contiguous() for k, v in factors.items()}
 
     def _shape_of_weight(self, weight: torch.Tensor) -> LayerShape:

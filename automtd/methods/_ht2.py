@@ -34,6 +34,7 @@ from automtd.methods._layers import (
     leading_left,
     low_rank,
     spatial_padding,
+    working_copy,
 )
 from automtd.methods._registry import Factors, LayerShape, Ranks, register_method
 
@@ -41,7 +42,7 @@ __all__ = ["HT2", "ht2_factors"]
 
 
 def ht2_factors(weight: torch.Tensor, r1: int, r13: int, r3: int) -> tuple[torch.Tensor, ...]:
-    """Pure HT-2 of a (T, C, D1, D2) float64 kernel.
+    """Pure HT-2 of a (T, C, D1, D2) kernel (float64, or float32 for large kernels).
 
     Returns ``(U1 (C, R1), G1 (R1, D1, R13), G2 (R3, D2, R13), U3 (T, R3))``.
     """
@@ -117,7 +118,7 @@ class HT2(ChainMethod):
         """Sequential-SVD HT-2 factors as conv weights; deterministic, ``seed`` is unused."""
         _, (r1, r13, r3) = self._check_call(weight, ranks)
         check_weight(weight, self.name)
-        u1, g1, g2, u3 = ht2_factors(weight.detach().to(torch.float64), r1, r13, r3)
+        u1, g1, g2, u3 = ht2_factors(working_copy(weight), r1, r13, r3)
         factors = {
             "first": u1.T[:, :, None, None],  # (R1, C, 1, 1)
             "vertical": g1.permute(2, 0, 1)[:, :, :, None],  # (R13, R1, D1, 1)

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import scipy.linalg
+import threadpoolctl
 import torch
 from torch import nn
 
@@ -31,6 +32,7 @@ __all__ = [
     "leading_left",
     "low_rank",
     "svd_sign_fix",
+    "working_copy",
 ]
 
 Padding = tuple[int, int] | str
@@ -183,6 +185,16 @@ def svd_sign_fix(u: torch.Tensor, vh: torch.Tensor) -> tuple[torch.Tensor, torch
 #: layer of a CIFAR ResNet and of the contract tests) use the exact float64 path.  See BENCHMARKS.md.
 FAST_GRAM_SIZE = 384
 
+#: Kernels with at least this many entries (the 256- and 512-channel VGG layers) are decomposed in
+#: float32, the precision the weights have anyway; smaller ones in float64.
+FLOAT32_MIN_NUMEL = 1 << 20
+
+
+def working_copy(weight: torch.Tensor) -> torch.Tensor:
+    """A detached copy of ``weight`` in the dtype its decomposition computes in (see :data:`FLOAT32_MIN_NUMEL`)."""
+    large = weight.numel() >= FLOAT32_MIN_NUMEL and weight.dtype != torch.float64
+    return weight.detach().to(torch.float32 if large else torch.float64)
+
 
 def _fast(n: int, k: int, device: torch.device) -> bool:
     return device.type == "cpu" and n >= FAST_GRAM_SIZE and k < n
@@ -203,10 +215,13 @@ def _top_eigh(gram: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """
     n = gram.shape[0]
     if _fast(n, k, gram.device) and k > 0:
-        values_np, vectors_np = scipy.linalg.eigh(
-            gram.detach().to(torch.float32).numpy(), subset_by_index=[n - k, n - 1], driver="evr",
-            check_finite=False, overwrite_a=True,
-        )
+        # scipy's BLAS gets torch's thread count: its own default (all cores, spinning) would fight the
+        # caller's other threads and processes
+        with threadpoolctl.threadpool_limits(limits=torch.get_num_threads(), user_api="blas"):
+            values_np, vectors_np = scipy.linalg.eigh(
+                gram.detach().to(torch.float32).numpy(), subset_by_index=[n - k, n - 1], driver="evr",
+                check_finite=False, overwrite_a=True,
+            )
         values = torch.from_numpy(values_np.copy()).to(torch.float64).flip(0).clamp_min(0)
         vectors = torch.from_numpy(vectors_np.copy()).to(torch.float64).flip(1)
     else:

@@ -25,6 +25,7 @@ from automtd.methods._layers import (
     check_weight,
     low_rank,
     spatial_padding,
+    working_copy,
 )
 from automtd.methods._registry import Factors, LayerShape, Method, Ranks, register_method
 
@@ -77,7 +78,7 @@ class ChannelSVD(ChainMethod):
         _, (k,) = self._check_call(weight, ranks)
         check_weight(weight, self.name)
         t, c, kh, kw = weight.shape
-        a, b = svd_factors(weight.detach().to(torch.float64).reshape(t, -1), k)
+        a, b = svd_factors(working_copy(weight).reshape(t, -1), k)
         factors = {"first": b.reshape(k, c, kh, kw), "last": a[:, :, None, None]}
         return check_factors(self._out(weight, factors), self.name)
 
@@ -136,7 +137,7 @@ class SpatialSVD(ChainMethod):
         _, (k,) = self._check_call(weight, ranks)
         check_weight(weight, self.name)
         t, c, d1, d2 = weight.shape
-        mat = weight.detach().to(torch.float64).permute(1, 2, 0, 3).reshape(c * d1, t * d2)
+        mat = working_copy(weight).permute(1, 2, 0, 3).reshape(c * d1, t * d2)
         a, b = svd_factors(mat, k)  # a: (C D1, K), b: (K, T D2)
         factors = {
             "vertical": a.T.reshape(k, c, d1)[:, :, :, None],
@@ -194,7 +195,7 @@ class LinearSVD(Method):
         shape = LayerShape(kind="linear", in_channels=weight.shape[1], out_channels=weight.shape[0])
         (k,) = self.validate_ranks(shape, ranks, layer=f"weight{tuple(weight.shape)}")
         check_weight(weight, self.name)
-        a, b = svd_factors(weight.detach().to(torch.float64), k)
+        a, b = svd_factors(working_copy(weight), k)
         factors = {"first": b, "last": a}
         out = {key: v.to(dtype=weight.dtype, device=weight.device).contiguous() for key, v in factors.items()}
         return check_factors(out, self.name)

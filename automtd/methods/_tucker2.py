@@ -13,14 +13,21 @@ import torch
 
 from automtd import ranks as rank_rules
 from automtd.methods._base import ChainMethod
-from automtd.methods._layers import ConvSpec, check_factors, check_weight, leading_left, spatial_padding
+from automtd.methods._layers import (
+    ConvSpec,
+    check_factors,
+    check_weight,
+    leading_left,
+    spatial_padding,
+    working_copy,
+)
 from automtd.methods._registry import Factors, LayerShape, Ranks, register_method
 
 __all__ = ["Tucker2", "tucker2_factors"]
 
 
 def tucker2_factors(weight: torch.Tensor, r_in: int, r_out: int, *, hooi_iters: int = 0) -> tuple[torch.Tensor, ...]:
-    """Pure Tucker-2 of a (T, C, kh, kw) float64 kernel.
+    """Pure Tucker-2 of a (T, C, kh, kw) kernel (float64, or float32 for large kernels).
 
     Returns ``(U_in (C, r_in), core (r_out, r_in, kh, kw), U_out (T, r_out))``.
     """
@@ -69,7 +76,7 @@ class Tucker2(ChainMethod):
         """HOSVD factors (``hooi_iters`` HOOI sweeps on top); deterministic, ``seed`` is unused."""
         _, (r_in, r_out) = self._check_call(weight, ranks)
         check_weight(weight, self.name)
-        u_in, core, u_out = tucker2_factors(weight.detach().to(torch.float64), r_in, r_out, hooi_iters=hooi_iters)
+        u_in, core, u_out = tucker2_factors(working_copy(weight), r_in, r_out, hooi_iters=hooi_iters)
         factors = {"first": u_in.T[:, :, None, None], "core": core, "last": u_out[:, :, None, None]}
         return check_factors(self._out(weight, factors), self.name)
 
