@@ -41,12 +41,12 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     plan = Plan.load(args.plan)
-    spec = get_model_spec(plan.model)
+    spec = get_model_spec(plan.architecture)
     common = {"root": data_root(), "mean": spec.mean, "std": spec.std}
     train = get_dataset("cifar10", "train", train_transform=True, **common)
     test = make_loader(get_dataset("cifar10", "test", subset=args.test_subset, **common), batch_size=500,
                        shuffle=False)
-    base = load_pretrained(plan.model)
+    base = load_pretrained(plan.architecture)
     for param in base.parameters():
         param.requires_grad_(False)
     base_acc = float(evaluate(base, test, device="cpu"))
