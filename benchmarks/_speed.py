@@ -157,12 +157,14 @@ def baseline_plans(model: nn.Module, model_name: str, *, quick: bool) -> list[tu
 
 
 def _front_plans(out_dir: Path, model_name: str) -> list[tuple[str, str, Any]]:
-    """Plans the ``fronts`` searches exported (``fronts/plans/<model>/*.yaml``, baselines excluded)."""
+    """Plans the ``fronts`` searches exported (``[fronts_*/]fronts/plans/<model>/*.yaml``, baselines excluded)."""
     from automtd.plan import Plan
 
-    folder = out_dir / "fronts" / "plans" / model_name
+    # the main fronts run and the extra ones written beside it (e.g. fronts_resnet56/)
+    folders = [out_dir / "fronts" / "plans" / model_name,
+               *(d / "fronts" / "plans" / model_name for d in sorted(out_dir.glob("fronts_*")) if d.is_dir())]
     plans = []
-    for path in sorted(folder.glob("*.yaml")) if folder.is_dir() else []:
+    for path in sorted(p for folder in folders if folder.is_dir() for p in folder.glob("*.yaml")):
         if path.stem.startswith("baseline_"):
             continue
         plan = Plan.load(path)
