@@ -29,6 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--test-subset", type=int, default=None, help="score on this many test images (default all)")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--shared-cpu", action="store_true", help="record that other jobs shared the CPU")
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(argv)
 
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         acc = float(evaluate(student, test, device="cpu"))
         rows.append({"lr": lr, "test_acc": acc, "drop": base_acc - acc, "finetune_s": time.perf_counter() - start})
         log(f"lr {lr}: test {acc:.2f}% (original {base_acc:.2f}%)")
-    payload = {**envelope("final-lr", quick=False, shared_cpu=False, argv=argv), "plan": str(args.plan),
+    payload = {**envelope("final-lr", quick=False, shared_cpu=args.shared_cpu, argv=argv), "plan": str(args.plan),
                "params_ratio": plan.params_ratio, "macs_ratio": plan.macs_ratio, "steps": args.steps,
                "batch_size": args.batch_size, "test_images": len(test.dataset), "base_test_acc": base_acc,
                "rows": rows}
@@ -72,7 +73,10 @@ def main(argv: list[str] | None = None) -> int:
         f"Command: `python benchmarks/bench_final_lr.py {' '.join(argv if argv is not None else sys.argv[1:])}`; "
         f"{payload['machine']['date_utc']}; plan `{args.plan.name}` (params x{plan.params_ratio:.2f}, MACs "
         f"x{plan.macs_ratio:.2f}); {args.steps} SGD steps of batch {args.batch_size}, cosine, KD alpha 0.9 from "
-        f"the original; test set {len(test.dataset)} images, original {base_acc:.2f}%.", "",
+        f"the original; test set {len(test.dataset)} images, original {base_acc:.2f}%. Machine: "
+        f"{payload['machine']['nproc']} CPU ({payload['machine']['cpu_model']}), {args.threads} torch thread(s)"
+        + ("; **the CPU was shared with other jobs** (fine-tune seconds are pessimistic)."
+           if args.shared_cpu else "."), "",
         "| lr | test % after fine-tune | drop (pts) | fine-tune s |", "|---|---|---|---|",
         *(f"| {r['lr']} | {r['test_acc']:.2f} | {r['drop']:.2f} | {r['finetune_s']:.0f} |" for r in rows),
     ]
