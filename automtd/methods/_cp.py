@@ -56,11 +56,12 @@ def _svd_init(x: torch.Tensor, rank: int, generator: torch.Generator) -> list[to
 
 
 def _equilibrate(factors: list[torch.Tensor]) -> list[torch.Tensor]:
-    """Rescale each rank-1 term so its four factor columns have equal norms (same tensor, better conditioning)."""
+    """Column scales that give each rank-1 term's four factor columns equal norms (same tensor, better
+    conditioning); multiply factor ``i`` by scale ``i``."""
     norms = torch.stack([f.norm(dim=0) for f in factors])  # (4, R)
     norms = torch.where(norms > 0, norms, torch.ones_like(norms))
     geo = norms.log().mean(dim=0).exp()
-    return [f * (geo / n) for f, n in zip(factors, norms, strict=True)]
+    return [geo / n for n in norms]
 
 
 def _khatri_rao(a: torch.Tensor, k1: torch.Tensor, k2: torch.Tensor) -> torch.Tensor:
@@ -69,10 +70,10 @@ def _khatri_rao(a: torch.Tensor, k1: torch.Tensor, k2: torch.Tensor) -> torch.Te
     return (a[:, None, None, :] * k1[None, :, None, :] * k2[None, None, :, :]).reshape(rows, a.shape[1])
 
 
-def _rel_error(x_c: torch.Tensor, norm_x: float, factors: list[torch.Tensor]) -> float:
-    """``||X - [[A, B, K1, K2]]|| / ||X||`` without forming the approximation."""
+def _rel_error(y: torch.Tensor, norm_x: float, factors: list[torch.Tensor]) -> float:
+    """``||X - [[A, B, K1, K2]]|| / ||X||`` from ``Y = W x_C B`` (t, i, j, r), without forming the approximation."""
     a, b, k1, k2 = factors
-    inner = float((b * (x_c @ _khatri_rao(a, k1, k2))).sum())
+    inner = float((torch.einsum("tijr,ir,jr->tr", y, k1, k2) * a).sum())
     fit = float(((a.T @ a) * (b.T @ b) * (k1.T @ k1) * (k2.T @ k2)).sum())
     return math.sqrt(max(norm_x**2 - 2 * inner + fit, 0.0)) / norm_x
 
@@ -102,6 +103,7 @@ def cp_als(
     x_c = x.permute(1, 0, 2, 3).reshape(c, t * kh * kw)  # rows c, columns (t, i, j)
     errors: list[float] = []
     previous: list[torch.Tensor] | None = None
+    y_previous: torch.Tensor | None = None
     sweeps = 0
     while sweeps < max_iter:
         sweeps += 1
@@ -129,15 +131,18 @@ def cp_als(
                 f"cp: ALS diverged (non-finite error) at rank {rank} on a weight of shape {tuple(weight.shape)}; "
                 "try a lower rank, another seed or another method"
             )
-        current = [a, b, k1, k2]
-        if line_search and previous is not None and sweeps > 2:
+        current, y_current = [a, b, k1, k2], y
+        if line_search and previous is not None and y_previous is not None and sweeps > 2:
             step = sweeps ** (1.0 / 3.0)
             jumped = [p + step * (f - p) for p, f in zip(previous, current, strict=True)]
-            jumped_err = _rel_error(x_c, norm_x, jumped)
+            y_jumped = y_previous + step * (y - y_previous)  # Y is linear in B: no contraction with W needed
+            jumped_err = _rel_error(y_jumped, norm_x, jumped)
             if jumped_err < err:
-                current, err = jumped, jumped_err
+                current, err, y_current = jumped, jumped_err, y_jumped
         errors.append(err)
-        a, b, k1, k2 = previous = _equilibrate(current)
+        scales = _equilibrate(current)
+        a, b, k1, k2 = previous = [f * sc for f, sc in zip(current, scales, strict=True)]
+        y_previous = y_current * scales[1]
         if err < 1e-12 or (len(errors) > 1 and abs(errors[-2] - err) < tol):
             break
     return CPResult(([a, b, k1, k2], sweeps, errors))
