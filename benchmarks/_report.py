@@ -196,7 +196,8 @@ def _fronts_section(out: Path, md: Path, title: str = "## 1. Compression fronts 
         lines.append("### Every plan after the final fine-tune (test set)\n")
         lines.append(md_table(final["final"], [
             ("model", "model"), ("source", "source"), ("plan", "plan"), ("methods", "methods"),
-            ("params_ratio", "params x"), ("macs_ratio", "MACs x"), ("test_acc_no_ft", "test % before FT"),
+            ("params_ratio", "params x"), ("macs_ratio", "MACs x"),
+            ("test_acc_no_ft", "test % before FT (no BN recal.)"),
             ("test_acc", "test % after FT"), ("drop", "drop (pts)"), ("finetune_s", "FT s"),
         ]))
         plot = _plot_fronts(final["final"], (summary or {}).get("ht2_paper", {}), out / "plots" / "fronts.png")
