@@ -7,9 +7,11 @@ parameter and MAC counts (:func:`chain_cost`), so the two cannot disagree.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import scipy.linalg
 import threadpoolctl
 import torch
@@ -148,9 +150,17 @@ def chain_cost(specs: Sequence[ConvSpec], in_hw: tuple[int, int]) -> tuple[int, 
     return params, macs
 
 
+def _all_finite(tensor: torch.Tensor) -> bool:
+    """True when no entry is NaN or inf: one float64 reduction (a float64 sum of finite float32 values cannot
+    overflow), the element-wise test only for float64 tensors."""
+    if tensor.dtype == torch.float64:
+        return bool(torch.isfinite(tensor).all())
+    return math.isfinite(float(tensor.sum(dtype=torch.float64)))
+
+
 def check_weight(weight: torch.Tensor, method: str) -> None:
     """Refuse a weight with NaN or inf entries before decomposing it."""
-    if not bool(torch.isfinite(weight).all()):
+    if not _all_finite(weight):
         bad = int((~torch.isfinite(weight)).sum())
         raise DecompositionError(
             f"{method}: the weight of shape {tuple(weight.shape)} has {bad} non-finite (NaN/inf) entries; "
@@ -161,7 +171,7 @@ def check_weight(weight: torch.Tensor, method: str) -> None:
 def check_factors(factors: dict[str, torch.Tensor], method: str) -> dict[str, torch.Tensor]:
     """Return ``factors`` unless one of them holds NaN or inf (then :class:`DecompositionError`)."""
     for key, value in factors.items():
-        if not bool(torch.isfinite(value).all()):
+        if not _all_finite(value):
             raise DecompositionError(
                 f"{method}: factor {key!r} of shape {tuple(value.shape)} is not finite (degenerate weight "
                 "or diverged fit); try other ranks, another seed or another method"
@@ -180,9 +190,10 @@ def svd_sign_fix(u: torch.Tensor, vh: torch.Tensor) -> tuple[torch.Tensor, torch
 
 
 #: Gram matrices at least this large take the fast path of :func:`_top_eigh`: the Gram is formed in
-#: float32 and only its top-``k`` eigenpairs are computed by LAPACK's subset solver (``syevr``), several
-#: times faster than a full float64 ``eigh`` for the 512-channel layers of a VGG.  Smaller Grams (every
-#: layer of a CIFAR ResNet and of the contract tests) use the exact float64 path.  See BENCHMARKS.md.
+#: float32 and its top-``k`` eigenpairs come from LAPACK in float32 (``syevx`` on the wanted pairs only when
+#: they are few, ``syevd`` otherwise), several times faster than a full float64 ``eigh`` for the
+#: 512-channel layers of a VGG.  Smaller Grams (every layer of a CIFAR ResNet and of the contract tests)
+#: use the exact float64 path.  See BENCHMARKS.md.
 FAST_GRAM_SIZE = 384
 
 #: Kernels with at least this many entries (the 256- and 512-channel VGG layers) are decomposed in
@@ -210,20 +221,24 @@ def _gram(mat: torch.Tensor, *, rows: bool, k: int) -> torch.Tensor:
 def _top_eigh(gram: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-``k`` eigenpairs ``(values, vectors)`` of a symmetric PSD matrix, descending, deterministic signs.
 
-    Returned in float64.  Large CPU matrices (:data:`FAST_GRAM_SIZE`) use ``scipy.linalg.eigh`` with
-    ``subset_by_index`` (only the wanted pairs); the rest use ``torch.linalg.eigh``.
+    Values in float64.  Large CPU matrices (:data:`FAST_GRAM_SIZE`) use ``scipy.linalg.eigh`` with
+    ``subset_by_index`` (only the wanted pairs) in float32 and return float32 vectors; the rest use
+    ``torch.linalg.eigh`` and return float64 vectors.
     """
     n = gram.shape[0]
     if _fast(n, k, gram.device) and k > 0:
         # scipy's BLAS gets torch's thread count: its own default (all cores, spinning) would fight the
         # caller's other threads and processes
         with threadpoolctl.threadpool_limits(limits=torch.get_num_threads(), user_api="blas"):
-            values_np, vectors_np = scipy.linalg.eigh(
-                gram.detach().to(torch.float32).numpy(), subset_by_index=[n - k, n - 1], driver="evr",
-                check_finite=False, overwrite_a=True,
-            )
-        values = torch.from_numpy(values_np.copy()).to(torch.float64).flip(0).clamp_min(0)
-        vectors = torch.from_numpy(vectors_np.copy()).to(torch.float64).flip(1)
+            g = gram.detach().to(torch.float32).numpy()
+            if 3 * k <= n:  # few pairs wanted: the subset solver skips the rest
+                values_np, vectors_np = scipy.linalg.eigh(g, subset_by_index=[n - k, n - 1], driver="evx",
+                                                          check_finite=False, overwrite_a=True)
+            else:  # most of them: divide and conquer on all, keep the top k
+                values_np, vectors_np = scipy.linalg.eigh(g, driver="evd", check_finite=False, overwrite_a=True)
+                values_np, vectors_np = values_np[n - k:], vectors_np[:, n - k:]
+        values = torch.from_numpy(values_np[::-1].astype(np.float64)).clamp_min(0)
+        vectors = torch.from_numpy(np.ascontiguousarray(vectors_np[:, ::-1]))
     else:
         values, vectors = torch.linalg.eigh(gram.to(torch.float64) if gram.dtype == torch.float32 else gram)
         values = values.flip(0)[:k].clamp_min(0)
