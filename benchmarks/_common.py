@@ -66,7 +66,8 @@ def _git_commit() -> str | None:
             ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10
         )
         dirty = subprocess.run(
-            ["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no", "--", "automtd", "benchmarks", ":(exclude)benchmarks/results"],
+            ["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no", "--", "automtd", "benchmarks",
+             ":(exclude)benchmarks/results"],
             capture_output=True, text=True, timeout=10,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
