@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.linalg
+import scipy.linalg.blas
 import threadpoolctl
 import torch
 from torch import nn
@@ -189,7 +190,7 @@ def svd_sign_fix(u: torch.Tensor, vh: torch.Tensor) -> tuple[torch.Tensor, torch
     return u * signs, vh * signs[:, None]
 
 
-#: Gram matrices at least this large take the fast path of :func:`_top_eigh`: the Gram is formed in
+#: Gram matrices at least this large take the fast path of :func:`_leading_eigh`: the Gram is formed in
 #: float32 and its top-``k`` eigenpairs come from LAPACK in float32 (``syevx`` on the wanted pairs only when
 #: they are few, ``syevd`` otherwise), several times faster than a full float64 ``eigh`` for the
 #: 512-channel layers of a VGG.  Smaller Grams (every layer of a CIFAR ResNet and of the contract tests)
@@ -211,36 +212,35 @@ def _fast(n: int, k: int, device: torch.device) -> bool:
     return device.type == "cpu" and n >= FAST_GRAM_SIZE and k < n
 
 
-def _gram(mat: torch.Tensor, *, rows: bool, k: int) -> torch.Tensor:
-    """``mat @ mat.T`` (``rows``) or ``mat.T @ mat``, in float32 when it takes the fast path."""
-    n = mat.shape[0] if rows else mat.shape[1]
-    m = mat.to(torch.float32) if _fast(n, k, mat.device) else mat
-    return m @ m.T if rows else m.T @ m
+def _leading_eigh(mat: torch.Tensor, *, rows: bool, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-``k`` eigenpairs ``(values, vectors)`` of ``mat @ mat.T`` (``rows``) or ``mat.T @ mat``, descending,
+    with deterministic signs; values in float64.
 
-
-def _top_eigh(gram: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top-``k`` eigenpairs ``(values, vectors)`` of a symmetric PSD matrix, descending, deterministic signs.
-
-    Values in float64.  Large CPU matrices (:data:`FAST_GRAM_SIZE`) use ``scipy.linalg.eigh`` with
-    ``subset_by_index`` (only the wanted pairs) in float32 and return float32 vectors; the rest use
-    ``torch.linalg.eigh`` and return float64 vectors.
+    Large CPU Grams (:data:`FAST_GRAM_SIZE`) take the fast path in float32: the Gram's upper triangle by BLAS
+    ``ssyrk`` (half the work of a matmul), then LAPACK through ``scipy.linalg.eigh`` (``syevx`` on the wanted
+    pairs only when they are few, ``syevd`` otherwise); the vectors come back in float32.  The rest use
+    ``torch.linalg.eigh`` of the float64 Gram and return float64 vectors.
     """
-    n = gram.shape[0]
-    if _fast(n, k, gram.device) and k > 0:
+    n = mat.shape[0] if rows else mat.shape[1]
+    if _fast(n, k, mat.device) and k > 0:
+        a = mat.detach().to(torch.float32).numpy()
         # scipy's BLAS gets torch's thread count: its own default (all cores, spinning) would fight the
         # caller's other threads and processes
         with threadpoolctl.threadpool_limits(limits=torch.get_num_threads(), user_api="blas"):
-            g = gram.detach().to(torch.float32).numpy()
+            # a.T is Fortran-ordered: no copy; trans=1 gives a @ a.T, trans=0 gives a.T @ a
+            g = scipy.linalg.blas.ssyrk(1.0, a.T, trans=1 if rows else 0)
             if 3 * k <= n:  # few pairs wanted: the subset solver skips the rest
-                values_np, vectors_np = scipy.linalg.eigh(g, subset_by_index=[n - k, n - 1], driver="evx",
-                                                          check_finite=False, overwrite_a=True)
+                values_np, vectors_np = scipy.linalg.eigh(g, lower=False, subset_by_index=[n - k, n - 1],
+                                                          driver="evx", check_finite=False, overwrite_a=True)
             else:  # most of them: divide and conquer on all, keep the top k
-                values_np, vectors_np = scipy.linalg.eigh(g, driver="evd", check_finite=False, overwrite_a=True)
+                values_np, vectors_np = scipy.linalg.eigh(g, lower=False, driver="evd", check_finite=False,
+                                                          overwrite_a=True)
                 values_np, vectors_np = values_np[n - k:], vectors_np[:, n - k:]
         values = torch.from_numpy(values_np[::-1].astype(np.float64)).clamp_min(0)
         vectors = torch.from_numpy(np.ascontiguousarray(vectors_np[:, ::-1]))
     else:
-        values, vectors = torch.linalg.eigh(gram.to(torch.float64) if gram.dtype == torch.float32 else gram)
+        m = mat.to(torch.float64)
+        values, vectors = torch.linalg.eigh(m @ m.T if rows else m.T @ m)
         values = values.flip(0)[:k].clamp_min(0)
         vectors = vectors.flip(1)[:, :k]
     vectors = svd_sign_fix(vectors, vectors.new_zeros(vectors.shape[1], 1))[0]
@@ -259,11 +259,11 @@ def low_rank(mat: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor, 
     rows, cols = mat.shape
     k = min(rank, rows, cols)
     if rows <= cols:
-        values, u = _top_eigh(_gram(mat, rows=True, k=k), k)
+        values, u = _leading_eigh(mat, rows=True, k=k)
         u = u.to(mat.dtype)
         left, right = u, u.T @ mat
     else:
-        values, v = _top_eigh(_gram(mat, rows=False, k=k), k)
+        values, v = _leading_eigh(mat, rows=False, k=k)
         v = v.to(mat.dtype)
         left, right = mat @ v, v.T
     s = values.to(mat.dtype).sqrt()
@@ -283,9 +283,9 @@ def leading_left(mat: torch.Tensor, rank: int) -> torch.Tensor:
     rows, cols = mat.shape
     k = min(rank, rows, cols)
     if rows <= cols:
-        u = _top_eigh(_gram(mat, rows=True, k=k), k)[1].to(mat.dtype)
+        u = _leading_eigh(mat, rows=True, k=k)[1].to(mat.dtype)
     else:
-        u = torch.linalg.qr(mat @ _top_eigh(_gram(mat, rows=False, k=k), k)[1].to(mat.dtype)).Q
+        u = torch.linalg.qr(mat @ _leading_eigh(mat, rows=False, k=k)[1].to(mat.dtype)).Q
         u = svd_sign_fix(u, u.new_zeros(u.shape[1], 1))[0]
     if k < rank:
         u = torch.cat([u, u.new_zeros(rows, rank - k)], dim=1)
