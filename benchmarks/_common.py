@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "kd_finetune",
     "REPO",
     "RESULTS",
     "CHECKPOINTS",
@@ -172,3 +173,21 @@ def load_pretrained(model_name: str) -> Any:
         raise SystemExit(f"{path} not found; set AUTOMTD_WEIGHTS to the folder holding cifar10_resnet_akamaster")
     model, _meta = load_checkpoint(path, model_name=model_name)
     return model.eval()
+
+
+def kd_finetune(student: Any, teacher: Any, train: Any, *, steps: int, batch_size: int, lr: float,
+                schedule: str = "cosine", kd_alpha: float = 0.9, kd_temperature: float = 4.0) -> float:
+    """The final fine-tune of the benchmarks: SGD on ``train`` with KD from ``teacher``; returns its seconds."""
+    import time
+
+    from automtd.data import make_loader
+    from automtd.train import TrainConfig, fit
+
+    start = time.perf_counter()
+    for param in student.parameters():
+        param.requires_grad_(True)
+    config = TrainConfig(steps=steps, lr=lr, schedule=schedule, kd_alpha=kd_alpha, kd_temperature=kd_temperature,
+                         seed=0)
+    fit(student, make_loader(train, batch_size=batch_size, shuffle=True, seed=0), config, teacher=teacher,
+        device="cpu", progress=False)
+    return time.perf_counter() - start

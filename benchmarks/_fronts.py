@@ -267,8 +267,8 @@ def _run_final(cfg: FrontsConfig, out: Path) -> dict[str, Any]:
     from automtd.data import get_dataset, make_loader
     from automtd.models import get_model_spec
     from automtd.plan import FactorCache, Plan, apply_plan
-    from automtd.train import TrainConfig, evaluate, fit
-    from benchmarks._common import data_root, load_pretrained
+    from automtd.train import evaluate
+    from benchmarks._common import data_root, kd_finetune, load_pretrained
 
     f = cfg.final
     done_path = out / "fronts_final.json"
@@ -300,15 +300,9 @@ def _run_final(cfg: FrontsConfig, out: Path) -> dict[str, Any]:
             student = apply_plan(copy.deepcopy(base), plan, cache=cache, seed=0)
             t_dec = time.perf_counter() - t0
             acc_no_ft = float(evaluate(student, test_loader, device="cpu")) if f.eval_before else math.nan
-            t1 = time.perf_counter()
-            if f.steps:
-                for p in student.parameters():
-                    p.requires_grad_(True)
-                tc = TrainConfig(steps=f.steps, lr=f.lr, schedule=f.schedule, kd_alpha=f.kd_alpha,
-                                 kd_temperature=f.kd_temperature, seed=0)
-                loader = make_loader(train, batch_size=f.batch_size, shuffle=True, seed=0)
-                fit(student, loader, tc, teacher=base, device="cpu", progress=False)
-            t_ft = time.perf_counter() - t1
+            t_ft = kd_finetune(student, base, train, steps=f.steps, batch_size=f.batch_size, lr=f.lr,
+                               schedule=f.schedule, kd_alpha=f.kd_alpha,
+                               kd_temperature=f.kd_temperature) if f.steps else 0.0
             acc = float(evaluate(student, test_loader, device="cpu"))
             methods = sorted({lp.method for lp in plan.layers})
             rows.append({

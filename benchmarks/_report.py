@@ -75,6 +75,16 @@ def _rel(path: Path, md: Path) -> str:
 
 
 # ----------------------------------------------------------------------------- plots
+def _save(fig: Any, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def _plot_fronts(final: list[dict[str, Any]], ht2: dict[str, Any], path: Path) -> Path | None:
     import matplotlib
 
@@ -100,11 +110,7 @@ def _plot_fronts(final: list[dict[str, Any]], ht2: dict[str, Any], path: Path) -
         ax.set_ylabel("test accuracy change (points)")
         ax.set_title(model)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def _plot_hv(rows: list[dict[str, str]], path: Path) -> Path | None:
@@ -124,11 +130,7 @@ def _plot_hv(rows: list[dict[str, str]], path: Path) -> Path | None:
     ax.set_xlabel("trials")
     ax.set_ylabel("hypervolume (val acc x params ratio)")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def _plot_layer_efficiency(layers: list[dict[str, Any]], batch: int, path: Path) -> Path | None:
@@ -151,11 +153,7 @@ def _plot_layer_efficiency(layers: list[dict[str, Any]], batch: int, path: Path)
     ax.set_xticks([i + 0.4 - width / 2 for i in range(len(shapes))], shapes, rotation=60, ha="right", fontsize=7)
     ax.set_ylabel(f"measured speed-up / MAC ratio (batch {batch})")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 # ----------------------------------------------------------------------------- sections

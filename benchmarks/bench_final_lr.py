@@ -12,13 +12,20 @@ from __future__ import annotations
 import argparse
 import copy
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks._common import RESULTS, data_root, envelope, load_pretrained, log, write_json  # noqa: E402
+from benchmarks._common import (  # noqa: E402
+    RESULTS,
+    data_root,
+    envelope,
+    kd_finetune,
+    load_pretrained,
+    log,
+    write_json,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     from automtd.data import get_dataset, make_loader
     from automtd.models import get_model_spec
     from automtd.plan import Plan, apply_plan
-    from automtd.train import TrainConfig, evaluate, fit
+    from automtd.train import evaluate
 
     torch.set_num_threads(args.threads)
     plan = Plan.load(args.plan)
@@ -54,14 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for lr in (float(x) for x in args.lrs.split(",")):
         student = apply_plan(copy.deepcopy(base), plan, seed=0)
-        for param in student.parameters():
-            param.requires_grad_(True)
-        start = time.perf_counter()
-        config = TrainConfig(steps=args.steps, lr=lr, schedule="cosine", kd_alpha=0.9, kd_temperature=4.0, seed=0)
-        fit(student, make_loader(train, batch_size=args.batch_size, shuffle=True, seed=0), config, teacher=base,
-            device="cpu", progress=False)
+        seconds = kd_finetune(student, base, train, steps=args.steps, batch_size=args.batch_size, lr=lr)
         acc = float(evaluate(student, test, device="cpu"))
-        rows.append({"lr": lr, "test_acc": acc, "drop": base_acc - acc, "finetune_s": time.perf_counter() - start})
+        rows.append({"lr": lr, "test_acc": acc, "drop": base_acc - acc, "finetune_s": seconds})
         log(f"lr {lr}: test {acc:.2f}% (original {base_acc:.2f}%)")
     payload = {**envelope("final-lr", quick=False, shared_cpu=args.shared_cpu, argv=argv), "plan": str(args.plan),
                "params_ratio": plan.params_ratio, "macs_ratio": plan.macs_ratio, "steps": args.steps,

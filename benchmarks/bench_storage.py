@@ -50,6 +50,38 @@ def _create(url: str, budget: int) -> None:
     )
 
 
+def _timing(trials: list[Any]) -> dict[str, Any]:
+    """Per-trial overhead and throughput of finished trials, grouped by their ``worker`` user attr.
+
+    Overhead = gaps between consecutive trial starts of one worker; throughput = trials / (last completion -
+    first start); steady = trials inside the window in which every worker was running trials / that window.
+    """
+    by_worker: dict[str, list[tuple[float, float]]] = {}
+    for t in trials:
+        by_worker.setdefault(t.user_attrs.get("worker", "?"), []).append(
+            (t.datetime_start.timestamp(), t.datetime_complete.timestamp()))
+    if not by_worker:
+        return {"overhead_ms_mean": None, "overhead_ms_median": None, "workers_seen": 0,
+                "throughput_trials_per_s": None, "steady_throughput_trials_per_s": None, "steady_window_s": None}
+    gaps = []
+    for spans in by_worker.values():
+        starts = sorted(a for a, _ in spans)
+        gaps += [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    span = max(b for spans in by_worker.values() for _, b in spans) - min(
+        a for spans in by_worker.values() for a, _ in spans)
+    lo = max(min(a for a, _ in spans) for spans in by_worker.values())
+    hi = min(max(b for _, b in spans) for spans in by_worker.values())
+    in_window = sum(1 for spans in by_worker.values() for a, b in spans if a >= lo and b <= hi)
+    return {
+        "overhead_ms_mean": round(1000 * statistics.fmean(gaps), 1) if gaps else None,
+        "overhead_ms_median": round(1000 * statistics.median(gaps), 1) if gaps else None,
+        "workers_seen": len(by_worker),
+        "throughput_trials_per_s": round(len(trials) / span, 2) if span > 0 else None,
+        "steady_throughput_trials_per_s": round(in_window / (hi - lo), 2) if hi - lo > 0.5 else None,
+        "steady_window_s": round(max(0.0, hi - lo), 2),
+    }
+
+
 def _measure(url: str, n_procs: int, budget: int, env: dict[str, str], workdir: Path) -> dict[str, Any]:
     import optuna
 
@@ -68,21 +100,6 @@ def _measure(url: str, n_procs: int, budget: int, env: dict[str, str], workdir: 
         fh.close()
     study = optuna.load_study(study_name="bench", storage=open_storage(url))
     trials = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
-    by_worker: dict[str, list[tuple[float, float]]] = {}
-    for t in trials:
-        span_t = (t.datetime_start.timestamp(), t.datetime_complete.timestamp())
-        by_worker.setdefault(t.user_attrs.get("worker", "?"), []).append(span_t)
-    gaps = []
-    for spans in by_worker.values():
-        starts = sorted(a for a, _ in spans)
-        gaps += [b - a for a, b in zip(starts, starts[1:], strict=False)]
-    first = min(a for spans in by_worker.values() for a, _ in spans)
-    last = max(b for spans in by_worker.values() for _, b in spans)
-    span = last - first
-    # steady state: the window in which every worker was running trials (start-up skew excluded)
-    lo = max(min(a for a, _ in spans) for spans in by_worker.values())
-    hi = min(max(b for _, b in spans) for spans in by_worker.values())
-    in_window = sum(1 for spans in by_worker.values() for a, b in spans if a >= lo and b <= hi)
     status = budget_status(study)
     return {
         "processes": n_procs,
@@ -90,12 +107,7 @@ def _measure(url: str, n_procs: int, budget: int, env: dict[str, str], workdir: 
         "finished": status.finished,
         "complete": len(trials),
         "exit_codes": codes,
-        "overhead_ms_mean": round(1000 * statistics.fmean(gaps), 1) if gaps else None,
-        "overhead_ms_median": round(1000 * statistics.median(gaps), 1) if gaps else None,
-        "workers_seen": len(by_worker),
-        "throughput_trials_per_s": round(len(trials) / span, 2) if span > 0 else None,
-        "steady_throughput_trials_per_s": round(in_window / (hi - lo), 2) if hi - lo > 0.5 else None,
-        "steady_window_s": round(max(0.0, hi - lo), 2),
+        **_timing(trials),
         "wall_s_incl_startup": round(wall, 1),
     }
 
@@ -139,30 +151,15 @@ def _measure_plain_sqlite(url: str, n_procs: int, per_proc: int, env: dict[str, 
         errors += sum(int(line.split()[1]) for line in fh if line.startswith("errors "))
         fh.close()
     study = optuna.load_study(study_name="bench", storage=url)
-    states = [t.state for t in study.get_trials(deepcopy=False)]
-    complete = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
-    by_worker: dict[str, list[tuple[float, float]]] = {}
-    for t in complete:
-        by_worker.setdefault(t.user_attrs.get("worker", "?"), []).append(
-            (t.datetime_start.timestamp(), t.datetime_complete.timestamp()))
-    gaps = []
-    for spans in by_worker.values():
-        starts = sorted(a for a, _ in spans)
-        gaps += [b - a for a, b in zip(starts, starts[1:], strict=False)]
-    first = min((a for spans in by_worker.values() for a, _ in spans), default=0.0)
-    last = max((b for spans in by_worker.values() for _, b in spans), default=0.0)
-    span = last - first
+    trials = study.get_trials(deepcopy=False)
+    states = [t.state for t in trials]
+    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     return {
         "processes": n_procs, "budget": per_proc * n_procs, "finished": len(complete), "complete": len(complete),
         "failed_or_lost": per_proc * n_procs - len(complete), "lock_errors_outside_trials": errors,
         "not_complete_states": sorted({s.name for s in states if s != optuna.trial.TrialState.COMPLETE}),
         "exit_codes": codes,
-        "overhead_ms_mean": round(1000 * statistics.fmean(gaps), 1) if gaps else None,
-        "overhead_ms_median": round(1000 * statistics.median(gaps), 1) if gaps else None,
-        "workers_seen": len(by_worker),
-        "throughput_trials_per_s": round(len(complete) / span, 2) if span > 0 else None,
-        "steady_throughput_trials_per_s": None,
-        "steady_window_s": None,
+        **_timing(complete),
     }
 
 

@@ -238,7 +238,7 @@ def run_trial(ctx: SearchContext, trial: optuna.trial.Trial) -> list[float]:
         "macs": plan.totals.macs_after,
         "params_ratio": plan.params_ratio,
         "macs_ratio": plan.macs_ratio,
-        **times,
+        "time_evaluate": times["time_evaluate"],  # the other time_* attrs were written after the fine-tune
     }
     if latency is not None:
         record["latency_ms"] = latency
