@@ -9,6 +9,11 @@ Parts (``--parts``, default all, in this order; each writes its own file so they
     every trial (``fronts_trials.csv``), the hypervolume after each trial (``fronts_hypervolume.csv``)
     and, per variant, the plans of the most compressed trials within each ``select_drops`` of the
     validation accuracy (``fronts/plans/<model>/<variant>_d<drop>.yaml``).
+``sensitivity``
+    Reads the sensitivity table (every layer x method x fraction alone, no fine-tune) that the
+    ``sampler_variant`` (mixed) TPE study stored, and writes per layer and fraction the drop of each
+    method and the winner (``fronts_sensitivity.json``/``.csv``): where one method wins every layer,
+    a mixed space can only match it.
 ``baselines``
     VBMF Tucker-2, HT-2 at the paper's energies and uniform CP, saved as plans beside the front plans.
 ``final``
@@ -38,7 +43,7 @@ from benchmarks._common import REPO, envelope, log, read_json, write_csv, write_
 
 __all__ = ["FrontsConfig", "run_fronts", "hypervolume_2d", "summarize", "HT2_PAPER", "PARTS"]
 
-PARTS = ("searches", "baselines", "final")
+PARTS = ("searches", "sensitivity", "baselines", "final")
 
 # methods.md section 4: (energy, params reduction x, top-1 change in points), read off the authors' plots.
 HT2_PAPER: dict[str, list[tuple[float, float, float]]] = {
@@ -225,6 +230,50 @@ def _select_plans(study: Any, drops: Sequence[float], plan_dir: Path, variant: s
     return selected
 
 
+# ----------------------------------------------------------------------------- sensitivity
+def sensitivity_winners(table: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per (layer, fraction): each method's drop and kept-params ratio, and the winner (lowest drop, then
+    fewest params) among the methods that have a score."""
+    groups: dict[tuple[str, float], list[dict[str, Any]]] = {}
+    for row in table.get("rows", []):
+        if row.get("drop") is not None:
+            groups.setdefault((row["layer"], float(row["fraction"])), []).append(row)
+    out = []
+    for (layer, fraction), rows in groups.items():
+        best = min(rows, key=lambda r: (r["drop"], r["layer_ratio"]))
+        out.append({"layer": layer, "fraction": fraction, "winner": best["method"],
+                    "tied": sum(r["drop"] == best["drop"] for r in rows) > 1,
+                    **{f"drop_{r['method']}": r["drop"] for r in rows},
+                    **{f"kept_{r['method']}": r["layer_ratio"] for r in rows}})
+    return out
+
+
+def _run_sensitivity(cfg: FrontsConfig, out: Path) -> dict[str, Any]:
+    import optuna
+
+    rows: list[dict[str, Any]] = []
+    tables = []
+    for model in cfg.models:
+        config = _search_config(cfg, model, cfg.sampler_variant, "tpe", out)
+        try:
+            study = optuna.load_study(study_name=config.study.name, storage=config.storage_url())
+        except KeyError:
+            log(f"sensitivity {model.name}: no study {config.study.name} (run the searches part first)")
+            continue
+        table = study.user_attrs.get("sensitivity") or {}
+        winners = sensitivity_winners(table)
+        rows += [{"model": model.name, **w} for w in winners]
+        counts: dict[str, int] = {}
+        for w in winners:
+            counts[w["winner"]] = counts.get(w["winner"], 0) + 1
+        tables.append({"model": model.name, "study": config.study.name, "n_images": table.get("n_images"),
+                       "base_accuracy": table.get("base_accuracy"), "wins": counts, "n": len(winners),
+                       "ties": sum(w["tied"] for w in winners)})
+        log(f"sensitivity {model.name}: winners {counts} over {len(winners)} (layer, fraction) pairs")
+    write_csv(out / "fronts_sensitivity.csv", rows)
+    return {"sensitivity": tables, "rows": rows}
+
+
 # ----------------------------------------------------------------------------- baselines
 def _run_baselines(cfg: FrontsConfig, out: Path) -> dict[str, Any]:
     from automtd import baselines
@@ -381,7 +430,8 @@ def run_fronts(out_dir: Path, *, quick: bool, shared_cpu: bool, threads: int, mo
     bad = [p for p in chosen if p not in (*PARTS, "summary")]
     if bad:
         raise SystemExit(f"unknown fronts part(s) {bad}; allowed: {', '.join(PARTS)}, summary (tables only)")
-    runners = {"searches": _run_searches, "baselines": _run_baselines, "final": _run_final}
+    runners = {"searches": _run_searches, "sensitivity": _run_sensitivity, "baselines": _run_baselines,
+               "final": _run_final}
     for part in PARTS:
         if part in chosen:
             payload = envelope(f"fronts:{part}", quick=quick, shared_cpu=shared_cpu, argv=argv)

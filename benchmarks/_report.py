@@ -133,13 +133,13 @@ def _plot_hv(rows: list[dict[str, str]], path: Path) -> Path | None:
     return _save(fig, path)
 
 
-def _plot_layer_efficiency(layers: list[dict[str, Any]], batch: int, path: Path) -> Path | None:
+def _plot_layer_efficiency(layers: list[dict[str, Any]], batch: int, mode: str, path: Path) -> Path | None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [r for r in layers if r["batch"] == batch]
+    rows = [r for r in layers if r["batch"] == batch and _mode(r) == mode]
     if not rows:
         return None
     shapes = list(dict.fromkeys(r["shape"] for r in rows))
@@ -151,7 +151,7 @@ def _plot_layer_efficiency(layers: list[dict[str, Any]], batch: int, path: Path)
         ax.bar([i + j * width for i in range(len(shapes))], vals, width, label=m)
     ax.axhline(0.7, color="k", lw=0.8, ls="--", label="target 0.7")
     ax.set_xticks([i + 0.4 - width / 2 for i in range(len(shapes))], shapes, rotation=60, ha="right", fontsize=7)
-    ax.set_ylabel(f"measured speed-up / MAC ratio (batch {batch})")
+    ax.set_ylabel(f"measured speed-up / MAC ratio (batch {batch}, {mode})")
     ax.legend(fontsize=7)
     return _save(fig, path)
 
@@ -189,6 +189,23 @@ def _fronts_section(out: Path, md: Path, title: str = "## 1. Compression fronts 
         lines.append(md_table(summary.get("target", []), [
             ("model", "model"), ("mixed", "mixed params x"), ("best_single", "best single-method params x"),
             ("ratio", "mixed / best single"), ("met", "target met"),
+        ]))
+    sens = _load(out, "fronts_sensitivity.json")
+    if sens is not None and sens.get("rows"):
+        lines.append("### Which method wins each layer on its own (sensitivity pass)\n")
+        lines.append("From the mixed search's sensitivity table: each layer replaced alone at each parameter fraction "
+                     "by each method, no fine-tune, scored on the search's validation subset. The winner has the "
+                     "lowest drop (ties: fewest kept params). A mixed space can beat the best single method only "
+                     "where other methods win layers.\n")
+        lines.append(md_table([{**t, "wins": ", ".join(f"{m}: {n}" for m, n in sorted(t["wins"].items())),
+                                "ties": f"{t['ties']} of {t['n']}"} for t in sens["sensitivity"]], [
+            ("model", "model"), ("n", "(layer, fraction) pairs"), ("wins", "wins per method"),
+            ("ties", "pairs where the winner's drop is tied"), ("n_images", "val images"),
+        ]))
+        methods = sorted({k[5:] for r in sens["rows"] for k in r if k.startswith("drop_")})
+        lines.append(md_table(sens["rows"], [
+            ("model", "model"), ("layer", "layer"), ("fraction", "fraction"),
+            *((f"drop_{m}", f"{m} drop") for m in methods), ("winner", "winner"),
         ]))
     if final is not None:
         lines.append("### Every plan after the final fine-tune (test set)\n")
@@ -250,45 +267,64 @@ def _speed_section(out: Path, md: Path) -> list[str]:
         prev = prev.get("previous")
     lines.append(f"Original and compressed modules timed in turn in one process ({speed['rounds']} rounds, median; "
                  "`automtd.metrics.measure_latency`). Efficiency = measured speed-up / MAC ratio "
-                 "(target >= 0.7 at batch 64).\n")
+                 "(target >= 0.7 at batch 64). Two modes, the same on both sides of each ratio: `eager` (the "
+                 "modules as built: plain `nn.Conv2d` chains, BatchNorm, NCHW) and `deployed` "
+                 "(`automtd.plan.deploy_model`: CP's depthwise kx1/1xk pair merged into one depthwise kxk, "
+                 "BatchNorm folded, channels-last; what `automtd apply --measure` times). MACs are always those of "
+                 "the factorized model.\n")
     lines.append("### Whole models\n")
+    lines.append("Summary per method (plans grouped by the methods they use): median speed-up / MAC ratio over "
+                 "the plans, and how many plans reach 0.7.\n")
+    lines.append(md_table(_method_summary(speed["models"], key="method", item="plan"), [
+        ("method", "methods"), ("batch", "batch"), ("mode", "mode"), ("median", "median speed-up / MACs x"),
+        ("reach", "plans >= 0.7"), ("worst", "worst plan"), ("worst_eff", "its speed-up / MACs x"),
+    ]))
     lines.append(md_table(speed["models"], [
-        ("model", "model"), ("plan", "plan"), ("method", "methods"), ("batch", "batch"),
+        ("model", "model"), ("plan", "plan"), ("method", "methods"), ("batch", "batch"), ("mode", "mode"),
         ("params_ratio", "params x"), ("macs_ratio", "MACs x"), ("orig_ms", "original ms"),
         ("comp_ms", "compressed ms"), ("speedup", "speed-up"), ("efficiency", "speed-up / MACs x"),
     ]))
     lines.append(f"### Per layer shape (each method at parameter fraction {speed.get('layer_fraction')})\n")
     lines.append("Summary per method: median of speed-up / MAC ratio over the layer shapes, and the worst shape.\n")
-    lines.append(md_table(_method_summary(speed["layers"]), [
-        ("method", "method"), ("batch", "batch"), ("median", "median speed-up / MACs x"),
-        ("below", "shapes below 0.7"), ("worst", "worst shape"), ("worst_eff", "its speed-up / MACs x"),
+    lines.append(md_table(_method_summary(speed["layers"], key="method", item="shape"), [
+        ("method", "method"), ("batch", "batch"), ("mode", "mode"), ("median", "median speed-up / MACs x"),
+        ("reach", "shapes >= 0.7"), ("worst", "worst shape"), ("worst_eff", "its speed-up / MACs x"),
     ]))
     lines.append("Where a method is slower than its MACs promise, these rows show which layer shapes cause it.\n")
     lines.append(md_table(speed["layers"], [
-        ("shape", "layer"), ("method", "method"), ("ranks", "ranks"), ("batch", "batch"), ("mac_ratio", "MACs x"),
-        ("dense_ms", "dense ms"), ("method_ms", "method ms"), ("speedup", "speed-up"),
+        ("shape", "layer"), ("method", "method"), ("ranks", "ranks"), ("batch", "batch"), ("mode", "mode"),
+        ("mac_ratio", "MACs x"), ("dense_ms", "dense ms"), ("method_ms", "method ms"), ("speedup", "speed-up"),
         ("efficiency", "speed-up / MACs x"),
     ]))
     for batch in speed.get("batches", []):
-        plot = _plot_layer_efficiency(speed["layers"], batch, out / "plots" / f"layer_efficiency_b{batch}.png")
-        if plot:
-            lines.append(f"![layer efficiency batch {batch}]({_rel(plot, md)})\n")
+        for mode in dict.fromkeys(_mode(r) for r in speed["layers"]):
+            plot = _plot_layer_efficiency(speed["layers"], batch, mode,
+                                          out / "plots" / f"layer_efficiency_b{batch}_{mode}.png")
+            if plot:
+                lines.append(f"![layer efficiency batch {batch} {mode}]({_rel(plot, md)})\n")
     return lines
 
 
-def _method_summary(layers: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+def _mode(row: dict[str, Any]) -> str:
+    return str(row.get("mode") or "eager")  # rows of runs before the deployed mode existed
+
+
+def _method_summary(rows: Sequence[dict[str, Any]], *, key: str, item: str) -> list[dict[str, Any]]:
+    """Per (``key``, batch, mode): median efficiency, how many ``item`` rows reach 0.7, the worst one."""
     import statistics
 
     out = []
-    for method in dict.fromkeys(r["method"] for r in layers):
-        for batch in sorted({r["batch"] for r in layers}):
-            rows = [r for r in layers if r["method"] == method and r["batch"] == batch]
-            if not rows:
-                continue
-            worst = min(rows, key=lambda r: r["efficiency"])
-            out.append({"method": method, "batch": batch, "median": statistics.median(r["efficiency"] for r in rows),
-                        "below": f"{sum(r['efficiency'] < 0.7 for r in rows)} of {len(rows)}",
-                        "worst": worst["shape"], "worst_eff": worst["efficiency"]})
+    for value in dict.fromkeys(r[key] for r in rows):
+        for batch in sorted({r["batch"] for r in rows}):
+            for mode in dict.fromkeys(_mode(r) for r in rows):
+                group = [r for r in rows if r[key] == value and r["batch"] == batch and _mode(r) == mode]
+                if not group:
+                    continue
+                worst = min(group, key=lambda r: r["efficiency"])
+                out.append({key: value, "batch": batch, "mode": mode,
+                            "median": statistics.median(r["efficiency"] for r in group),
+                            "reach": f"{sum(r['efficiency'] >= 0.7 for r in group)} of {len(group)}",
+                            "worst": worst[item], "worst_eff": worst["efficiency"]})
     return out
 
 

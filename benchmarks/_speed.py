@@ -9,6 +9,10 @@ round by round, median of the rounds, so a busy machine slows both alike):
 * ``models``: whole pretrained models with each baseline plan (and each front plan written by the
   ``fronts`` suite) -> the same figures per plan.
 
+Each in two modes (``mode`` column): ``eager``, the modules as built, and ``deployed``, both sides
+through :func:`automtd.plan.deploy_model` (CP's depthwise ``kx1``/``1xk`` pair merged into one
+depthwise ``kxk``, BatchNorm folded, channels-last), the form one would ship.
+
 Modules are built with ``apply_plan(..., structure_only=True)``: latency does not depend on the
 weight values, so no decomposition is run.
 """
@@ -24,6 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from automtd.plan import deploy_model
 from benchmarks._common import envelope, load_pretrained, log, read_json, write_csv, write_json
 
 __all__ = ["LayerCase", "RESNET_SHAPES", "VGG_SHAPES", "run_speed", "interleaved_latency"]
@@ -67,6 +72,9 @@ VGG_SHAPES: tuple[LayerCase, ...] = (
     LayerCase("vgg", 512, 512, 2),
 )
 LAYER_METHODS: tuple[str, ...] = ("cp", "tucker2", "ht2", "svd_channel", "svd_spatial")
+# eager: the modules as built (nn.Conv2d chains, BatchNorm, NCHW); deployed: automtd.plan.deploy_model on
+# both sides (CP's depthwise pair merged, BatchNorm folded, channels-last)
+MODES: tuple[str, ...] = ("eager", "deployed")
 
 
 def _time_ms(module: nn.Module, x: torch.Tensor, min_run_time: float) -> float:
@@ -125,16 +133,19 @@ def _layer_rows(cases: Sequence[LayerCase], methods: Sequence[str], *, fraction:
             macs = method.macs(shape, ranks, (case.hw, case.hw))
             built.append((name, ranks, method.params(shape, ranks), macs, module))
         dense_macs = shape.dense_macs((case.hw, case.hw))
-        for batch in batches:
+        for batch, mode in ((b, m) for b in batches for m in MODES):
             x = torch.randn(batch, *size)
-            times = interleaved_latency([dense, *(b[-1] for b in built)], x, rounds=rounds, min_run_time=min_run_time)
-            log(f"layer {case.label} batch {batch}: dense {times[0]:.3f} ms")
+            modules = [dense, *(b[-1] for b in built)]
+            if mode == "deployed":
+                modules = [deploy_model(m).module for m in modules]
+            times = interleaved_latency(modules, x, rounds=rounds, min_run_time=min_run_time)
+            log(f"layer {case.label} batch {batch} {mode}: dense {times[0]:.3f} ms")
             for (name, ranks, params, macs, _), t in zip(built, times[1:], strict=True):
                 mac_ratio = dense_macs / macs
                 speedup = times[0] / t
                 rows.append({
                     "shape": case.label, "family": case.family, "method": name, "ranks": list(ranks),
-                    "fraction": fraction, "batch": batch, "params_ratio": shape.dense_params / params,
+                    "fraction": fraction, "batch": batch, "mode": mode, "params_ratio": shape.dense_params / params,
                     "mac_ratio": mac_ratio, "dense_ms": times[0], "method_ms": t, "speedup": speedup,
                     "efficiency": speedup / mac_ratio,
                 })
@@ -180,18 +191,20 @@ def _model_rows(model_name: str, plans: Sequence[tuple[str, str, Any]], *, batch
     base = load_pretrained(model_name)
     rows: list[dict[str, Any]] = []
     compressed = [(label, method, plan, _structure_model(copy.deepcopy(base), plan)) for label, method, plan in plans]
-    for batch in batches:
+    deployed_base = deploy_model(base).module
+    for batch, mode in ((b, m) for b in batches for m in MODES):
         x = torch.randn(batch, 3, 32, 32)
         # original timed between every compressed model: pairs (orig, comp) interleaved round by round
         for label, method, plan, comp in compressed:
-            t_orig, t_comp = interleaved_latency([base, comp], x, rounds=rounds, min_run_time=min_run_time)
+            pair = [base, comp] if mode == "eager" else [deployed_base, deploy_model(comp).module]
+            t_orig, t_comp = interleaved_latency(pair, x, rounds=rounds, min_run_time=min_run_time)
             speedup = t_orig / t_comp
             rows.append({
-                "model": model_name, "plan": label, "method": method, "batch": batch,
+                "model": model_name, "plan": label, "method": method, "batch": batch, "mode": mode,
                 "params_ratio": plan.params_ratio, "macs_ratio": plan.macs_ratio,
                 "orig_ms": t_orig, "comp_ms": t_comp, "speedup": speedup, "efficiency": speedup / plan.macs_ratio,
             })
-            log(f"{model_name} {label} batch {batch}: {t_orig:.2f} -> {t_comp:.2f} ms (x{speedup:.2f}, "
+            log(f"{model_name} {label} batch {batch} {mode}: {t_orig:.2f} -> {t_comp:.2f} ms (x{speedup:.2f}, "
                 f"MACs x{plan.macs_ratio:.2f})")
     return rows
 

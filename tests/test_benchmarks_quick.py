@@ -116,6 +116,8 @@ def test_quick_suites_write_results(tmp_path: Path, data_root: Path, weights_dir
     assert speed["layers"] and speed["models"] and speed["threads"] >= 1
     for row in speed["layers"] + speed["models"]:
         assert row["speedup"] > 0 and row["efficiency"] > 0
+    for part in ("layers", "models"):
+        assert {r["mode"] for r in speed[part]} == {"eager", "deployed"}
     assert _csv_rows(tmp_path / "speed_models.csv")
 
     cost = json.loads((tmp_path / "search_cost.json").read_text())

@@ -312,3 +312,35 @@ def test_cp_recovers_exact_rank_kernel_factors_error() -> None:
     factors = get_method("cp").decompose(conv.weight.detach(), (5,), seed=0)
     err = _rel(get_method("cp").reconstruct(factors), conv.weight.detach())
     assert err < 1e-4 and math.isfinite(err)
+
+
+@pytest.mark.parametrize(("name", "case"), ALL)
+def test_inference_form_equals_module(name: str, case: str) -> None:
+    """deploy_model (separable pairs merged, BatchNorm folded, channels-last) keeps the function."""
+    from automtd.plan import deploy_model
+
+    method = get_method(name)
+    layer = _layer(case)
+    module = method.from_layer(layer, method.ranks_for_fraction(LayerShape.of(layer), 0.3), seed=0)
+    x = _input(layer)
+    with torch.no_grad():
+        channels = module(x).shape[1]
+        bn = nn.BatchNorm1d(channels) if case == "linear" else nn.BatchNorm2d(channels)
+        bn.running_mean.uniform_(-1, 1)
+        bn.running_var.uniform_(0.5, 2)
+        bn.weight.uniform_(0.5, 2)
+        bn.bias.uniform_(-1, 1)
+        net = nn.Sequential(module, bn).eval()
+        deployed = deploy_model(net)
+        expected, got = net(x), deployed.module(x)
+    assert _rel(got, expected) < 1e-5, (name, case)
+    assert "fold_bn" in deployed.applied
+    assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in deployed.module.modules())
+    assert any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules())  # the input is untouched
+    depthwise_1d = [m for m in module.modules() if isinstance(m, nn.Conv2d) and m.groups > 1 and 1 in m.kernel_size]
+    merged = [m for m in deployed.module.modules()
+              if isinstance(m, nn.Conv2d) and m.groups > 1 and 1 not in m.kernel_size]
+    if name == "cp" and case in ("stride2_asym_dil2_bias", "same_even_kernel"):
+        assert len(depthwise_1d) == 2 and len(merged) == 1 and "merge_separable" in deployed.applied
+    else:
+        assert len(merged) <= (1 if name == "cp" else 0)

@@ -166,3 +166,21 @@ def test_apply_refuses_a_foreign_plan(
     assert main(["apply", "--plan", "foreign.yaml", "--checkpoint", str(r32), "-o", "bad/"]) == 6
     assert "does not fit this model: fingerprint" in capsys.readouterr().err
     assert not (env / "bad").exists()
+
+
+def test_apply_measure_times_the_inference_form(
+    env: Path, resnet20_checkpoint: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _need(env, "plan.yaml", resnet20_checkpoint)
+    capsys.readouterr()
+    args = ["apply", "--plan", "plan.yaml", "--checkpoint", str(resnet20_checkpoint), "--measure", "--threads", "1"]
+    assert main([*args, "-o", "measured/"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("timed in inference form: ") == 2 and "fold_bn, channels_last" in out
+    report = read_meta(env / "measured")["extra"]["measure"]
+    assert "fold_bn" in report["original"]["deploy"]["applied"]
+    assert report["compressed"]["latency"]["batch_64"]["threads"] == 1
+    assert main([*args, "--eager", "-o", "eager/"]) == 0
+    out = capsys.readouterr().out
+    assert "inference form" not in out and "batch 64:" in out
+    assert "deploy" not in read_meta(env / "eager")["extra"]["measure"]["compressed"]

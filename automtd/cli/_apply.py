@@ -42,8 +42,19 @@ def add_parser(subparsers: Any) -> None:
     )
     p.add_argument("--cache", help="factor cache directory (repeated decompositions are loaded from it)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--measure", action="store_true", help="also measure latency (batch 1 and 64) of both models")
+    p.add_argument(
+        "--measure",
+        action="store_true",
+        help="also measure latency (batch 1 and 64) of both models, in inference form unless --eager",
+    )
     p.add_argument("--threads", type=int, help="threads for the latency measurement (default: torch's)")
+    p.add_argument(
+        "--eager",
+        dest="deploy",
+        action="store_false",
+        help="time the models as they are, not in their inference form (separable pairs merged, BatchNorm "
+        "folded, channels-last)",
+    )
     p.set_defaults(func=run)
 
 
@@ -84,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         measure=args.measure,
         threads=args.threads,
+        deploy=args.deploy,
     )
     print(f"wrote {result.directory} ({len(plan.layers)} layers replaced)")
     print(totals_text(plan))

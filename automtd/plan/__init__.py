@@ -3,12 +3,14 @@
 See ``docs/architecture.md``.  :func:`make_plan` builds a plan from per-layer choices,
 :func:`apply_plan` replaces the named layers of a model (refusing plans made for another model),
 :class:`FactorCache` makes repeated decompositions free, :func:`compress_checkpoint` is the
-`automtd apply` workflow, :func:`compare_models` measures, :func:`export_torchscript` exports.
+`automtd apply` workflow, :func:`compare_models` measures, :func:`deploy_model` gives the inference form,
+:func:`export_torchscript` exports.
 """
 
 from automtd.plan._apply import apply_plan, check_plan, plan_mismatches
 from automtd.plan._cache import FactorCache, weight_digest
 from automtd.plan._compress import CompressResult, FinetuneOptions, compare_models, compress_checkpoint, finetune
+from automtd.plan._deploy import Deployed, deploy_model, merge_separable_convs
 from automtd.plan._export import export_torchscript, load_torchscript
 from automtd.plan._layers import LayerInfo, decomposable_layers, layer_weight, model_fingerprint, scan_layers
 from automtd.plan._make import make_plan, model_totals
@@ -19,6 +21,7 @@ __all__ = [
     "PLAN_VERSION",
     "RATIO_DEFINITIONS",
     "CompressResult",
+    "Deployed",
     "FactorCache",
     "FinetuneOptions",
     "LayerInfo",
@@ -31,6 +34,7 @@ __all__ = [
     "compare_models",
     "compress_checkpoint",
     "decomposable_layers",
+    "deploy_model",
     "describe_shape",
     "export_torchscript",
     "finetune",
@@ -39,6 +43,7 @@ __all__ = [
     "load_torchscript",
     "make_plan",
     "measure_text",
+    "merge_separable_convs",
     "model_fingerprint",
     "model_totals",
     "plan_mismatches",

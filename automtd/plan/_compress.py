@@ -101,6 +101,7 @@ def compress_checkpoint(
     seed: int = 0,
     measure: bool = False,
     threads: int | None = None,
+    deploy: bool = True,
 ) -> CompressResult:
     """Load ``checkpoint`` as ``plan.architecture``, apply ``plan``, fine-tune if asked, save to ``output``.
 
@@ -108,7 +109,8 @@ def compress_checkpoint(
     architecture, its kwargs, the normalisation, the plan and, after fine-tuning, the val accuracy),
     which ``automtd.checkpoints.load_checkpoint`` rebuilds without being told the architecture.
     With ``measure`` the :func:`compare_models` report (params, MACs, latency at batch 1 and 64 with the
-    thread count) of the original and the compressed model is stored under ``meta['extra']['measure']``.
+    thread count) of the original and the compressed model is stored under ``meta['extra']['measure']``;
+    ``deploy`` times both in their :func:`~automtd.plan.deploy_model` form (the saved weights stay factorized).
     """
     from automtd.checkpoints import load_checkpoint, save_checkpoint
 
@@ -136,7 +138,7 @@ def compress_checkpoint(
         accuracy = {"val": summary["val_accuracy"]}
         dataset = finetune_options.dataset
     if measure:
-        extra["measure"] = compare_models(original, model.to("cpu"), plan.input_size, threads=threads)
+        extra["measure"] = compare_models(original, model.to("cpu"), plan.input_size, threads=threads, deploy=deploy)
     out = save_checkpoint(
         output,
         model,
@@ -163,21 +165,30 @@ def compare_models(
     batch_sizes: Sequence[int] = (1, 64),
     threads: int | None = None,
     min_run_time: float = 1.0,
+    deploy: bool = True,
 ) -> dict[str, Any]:
     """Params and MACs (whole model, via automtd.metrics) and, if asked, latency of both models.
 
     Latency is ``automtd.metrics.measure_latency`` (``torch.utils.benchmark``) at each batch size; the
-    thread count used is recorded with it.
+    thread count used is recorded with it.  With ``deploy`` (default) both models are timed in their
+    :func:`~automtd.plan.deploy_model` form (separable pairs merged, BatchNorm folded, channels-last),
+    the steps applied recorded under ``deploy``; params and MACs are always those of the models given.
     """
     from automtd.metrics import count_macs, count_params, measure_latency
+    from automtd.plan._deploy import deploy_model
 
     size = tuple(int(v) for v in input_size)
     out: dict[str, Any] = {}
     for label, model in (("original", original), ("compressed", compressed)):
         entry: dict[str, Any] = {"params": int(count_params(model)), "macs": int(count_macs(model, size))}
         if latency:
+            timed = model
+            if deploy:
+                deployed = deploy_model(model)
+                timed = deployed.module
+                entry["deploy"] = {"applied": list(deployed.applied), "skipped": deployed.skipped}
             entry["latency"] = {
-                f"batch_{b}": measure_latency(model, size, batch_size=b, threads=threads, min_run_time=min_run_time)
+                f"batch_{b}": measure_latency(timed, size, batch_size=b, threads=threads, min_run_time=min_run_time)
                 for b in batch_sizes
             }
         out[label] = entry

@@ -100,6 +100,8 @@ def measure_text(report: dict[str, Any]) -> str:
             for v in (entry.get("latency") or {}).values()
         )
         lines.append(f"{label:<11}{entry['params']:>12,}{entry['macs']:>15,}  {lat}")
+        if entry.get("deploy"):
+            lines.append(f"{'':<11}timed in inference form: {', '.join(entry['deploy']['applied']) or 'as is'}")
     lines.append(
         f"params_ratio {report['params_ratio']:.3f}x, macs_ratio {report['macs_ratio']:.3f}x (original / compressed)"
     )

@@ -257,9 +257,12 @@ def run_trial(ctx: SearchContext, trial: optuna.trial.Trial) -> list[float]:
 
 def _latency(ctx: SearchContext, model: nn.Module) -> float:
     from automtd.metrics import measure_latency
+    from automtd.plan import deploy_model
 
-    # median milliseconds per image at batch 1 (noisy on a shared machine: an optional objective)
-    return 1000.0 * float(measure_latency(model, ctx.config.model.input_size, min_run_time=0.3, device=ctx.device))
+    # median milliseconds per image at batch 1 of the inference form (noisy on a shared machine: an optional
+    # objective)
+    timed = deploy_model(model).module
+    return 1000.0 * float(measure_latency(timed, ctx.config.model.input_size, min_run_time=0.3, device=ctx.device))
 
 
 _LISTENERS: list[Callable[[optuna.trial.Trial, str], None]] = []

@@ -1,0 +1,154 @@
+"""Inference form of a (compressed) model: the same function, fewer and faster kernels.
+
+:func:`deploy_model` returns a new module (the input is left untouched) after three exact rewrites:
+
+``merge_separable``
+    a depthwise ``kx1`` conv followed by a depthwise ``1xk`` conv on the same channels (the middle of
+    a CP layer) becomes one depthwise ``kxk`` conv whose kernels are the outer products of the pairs.
+    Separable kernels act on different axes, so the output is unchanged; each channel then holds
+    ``kh*kw`` weights instead of ``kh+kw``, but the activation map is read and written once, not twice.
+``fold_bn``
+    ``torch.fx.experimental.optimization.fuse``: every ``Conv -> BatchNorm`` (eval mode) becomes one
+    conv with folded weights.  A model that torch.fx cannot trace keeps its BatchNorms (logged).
+``channels_last``
+    parameters in NHWC order, oneDNN's native layout on CPU (conv outputs follow the weights).
+
+Plans, params and MACs are those of the factorized model; this form only changes how it runs.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+__all__ = ["Deployed", "deploy_model", "merge_separable_convs"]
+
+log = logging.getLogger(__name__)
+
+
+class Deployed(NamedTuple):
+    """``module`` (eval mode), the ``applied`` steps and the ``skipped`` ones with the reason."""
+
+    module: nn.Module
+    applied: tuple[str, ...]
+    skipped: dict[str, str]
+
+
+def _same(kernel: int, dilation: int) -> tuple[int, int]:
+    total = dilation * (kernel - 1)
+    return total // 2, total - total // 2  # torch's rule for padding='same': the odd pixel goes last
+
+
+def _axis_padding(conv: nn.Conv2d, axis: int) -> tuple[int, int]:
+    """(before, after) zero padding of ``conv`` along ``axis`` (0: height, 1: width)."""
+    if conv.padding == "same":
+        return _same(conv.kernel_size[axis], conv.dilation[axis])
+    if conv.padding == "valid":
+        return 0, 0
+    p = int(conv.padding[axis])  # type: ignore[index]
+    return p, p
+
+
+def _depthwise_axis(conv: nn.Module) -> int | None:
+    """0 for a depthwise ``kx1`` conv, 1 for a depthwise ``1xk`` one, else None."""
+    if type(conv) is not nn.Conv2d or conv.padding_mode != "zeros":
+        return None
+    if not conv.groups == conv.in_channels == conv.out_channels:
+        return None
+    for axis in (0, 1):
+        other = 1 - axis
+        if conv.kernel_size[other] == 1 and conv.stride[other] == 1 and _axis_padding(conv, other) == (0, 0):
+            return axis
+    return None
+
+
+def _merge(first: nn.Conv2d, second: nn.Conv2d, axis_first: int) -> nn.Conv2d | None:
+    """The depthwise ``kxk`` conv equal to ``second(first(x))``, or None if no single conv pads that way."""
+    rows, cols = (first, second) if axis_first == 0 else (second, first)
+    kernel = (rows.kernel_size[0], cols.kernel_size[1])
+    stride = (rows.stride[0], cols.stride[1])
+    dilation = (rows.dilation[0], cols.dilation[1])
+    pads = (_axis_padding(rows, 0), _axis_padding(cols, 1))
+    padding: tuple[int, int] | str
+    if all(lo == hi for lo, hi in pads):
+        padding = (pads[0][0], pads[1][0])
+    elif stride == (1, 1) and all(pads[a] == _same(kernel[a], dilation[a]) for a in (0, 1)):
+        padding = "same"
+    else:
+        return None
+    merged = nn.Conv2d(
+        first.in_channels, first.out_channels, kernel, stride=stride, padding=padding, dilation=dilation,
+        groups=first.groups, bias=second.bias is not None,
+    ).to(device=first.weight.device, dtype=first.weight.dtype)
+    with torch.no_grad():
+        merged.weight.copy_(rows.weight * cols.weight)  # (R,1,kh,1) * (R,1,1,kw) -> (R,1,kh,kw)
+        if merged.bias is not None and second.bias is not None:
+            merged.bias.copy_(second.bias)
+    return merged
+
+
+def merge_separable_convs(model: nn.Module) -> int:
+    """Merge, in place, each adjacent depthwise ``kx1`` / ``1xk`` pair inside an ``nn.Sequential``;
+    returns how many pairs were merged."""
+    merged = 0
+    for seq in [m for m in model.modules() if isinstance(m, nn.Sequential)]:
+        items = [(k, v) for k, v in seq._modules.items() if v is not None]
+        out: list[tuple[str, nn.Module]] = []
+        i = 0
+        while i < len(items):
+            name, mod = items[i]
+            if i + 1 < len(items):
+                nxt = items[i + 1][1]
+                a, b = _depthwise_axis(mod), _depthwise_axis(nxt)
+                if a is not None and b is not None and a != b and mod.bias is None:
+                    conv = _merge(mod, nxt, a)  # type: ignore[arg-type]
+                    if conv is not None:
+                        out.append((name, conv))
+                        merged += 1
+                        i += 2
+                        continue
+            out.append((name, mod))
+            i += 1
+        if len(out) != len(seq._modules):
+            seq._modules.clear()
+            seq._modules.update(out)
+    return merged
+
+
+def _fold_bn(model: nn.Module) -> nn.Module:
+    from torch.fx.experimental.optimization import fuse
+
+    return fuse(model, inplace=True)
+
+
+def deploy_model(
+    model: nn.Module, *, merge_separable: bool = True, fold_bn: bool = True, channels_last: bool = True
+) -> Deployed:
+    """A copy of ``model`` in eval mode with the chosen rewrites (module docstring); outputs are unchanged
+    up to float rounding."""
+    out = copy.deepcopy(model).eval()
+    applied: list[str] = []
+    skipped: dict[str, str] = {}
+    if merge_separable:
+        if merge_separable_convs(out):
+            applied.append("merge_separable")
+        else:
+            skipped["merge_separable"] = "no depthwise kx1 / 1xk pair"
+    if fold_bn:
+        try:
+            out = _fold_bn(out)
+            applied.append("fold_bn")
+        except Exception as exc:  # noqa: BLE001 - any tracing failure: keep the BatchNorms, say why
+            reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            log.warning("deploy: BatchNorm folding skipped, torch.fx cannot trace %s (%s)",
+                        type(model).__name__, reason)
+            skipped["fold_bn"] = reason
+    if channels_last:
+        out = out.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        applied.append("channels_last")
+    return Deployed(out.eval(), tuple(applied), skipped)
+

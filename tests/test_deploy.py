@@ -1,0 +1,78 @@
+"""deploy_model on whole networks: exact on a compressed ResNet, graceful on an untraceable model."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from automtd.baselines import uniform_plan
+from automtd.models import get_model
+from automtd.plan import apply_plan, compare_models, deploy_model, measure_text, merge_separable_convs
+
+
+def _resnet20_cp() -> tuple[nn.Module, nn.Module]:
+    torch.manual_seed(0)
+    original = get_model("cifar_resnet20").eval()
+    with torch.no_grad():  # non-trivial BatchNorm statistics, so that folding is really tested
+        for m in original.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 1.5)
+    plan = uniform_plan(original, "cp", 0.5, architecture="cifar_resnet20")
+    compressed = apply_plan(copy.deepcopy(original), plan).eval()
+    return original, compressed
+
+
+def test_compressed_resnet_inference_form_is_exact_and_smaller_graph() -> None:
+    _, compressed = _resnet20_cp()
+    n_cp = sum(1 for m in compressed.modules() if type(m).__name__ == "FactorizedConv")
+    deployed = deploy_model(compressed)
+    assert deployed.applied == ("merge_separable", "fold_bn", "channels_last")
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        expected, got = compressed(x), deployed.module(x)
+    assert torch.allclose(got, expected, atol=1e-4, rtol=1e-4), float((got - expected).abs().max())
+    modules = list(deployed.module.modules())
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in modules)
+    kxk_depthwise = [m for m in modules if isinstance(m, nn.Conv2d) and m.groups > 1 and m.kernel_size == (3, 3)]
+    assert len(kxk_depthwise) == n_cp > 0
+    assert any(isinstance(m, nn.BatchNorm2d) for m in compressed.modules())  # the input is untouched
+    assert deployed.module.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+
+
+class _DataDependent(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.bn(self.conv(x))
+        return y if float(y.sum()) > 0 else -y  # torch.fx cannot trace this branch
+
+
+def test_untraceable_model_keeps_batchnorm_and_says_why() -> None:
+    model = _DataDependent().eval()
+    deployed = deploy_model(model)
+    assert "fold_bn" in deployed.skipped and "fold_bn" not in deployed.applied
+    assert deployed.skipped["merge_separable"]
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        assert torch.allclose(deployed.module(x), model(x), atol=1e-6)
+
+
+def test_merge_leaves_non_depthwise_spatial_pairs() -> None:
+    seq = nn.Sequential(nn.Conv2d(4, 3, (3, 1), padding=(1, 0), bias=False), nn.Conv2d(3, 5, (1, 3), padding=(0, 1)))
+    assert merge_separable_convs(seq) == 0 and len(seq) == 2
+
+
+def test_compare_models_times_the_inference_form() -> None:
+    original, compressed = _resnet20_cp()
+    report = compare_models(original, compressed, (3, 32, 32), batch_sizes=(2,), min_run_time=0.01, threads=1)
+    assert report["original"]["deploy"]["applied"] == ["fold_bn", "channels_last"]
+    assert report["compressed"]["deploy"]["applied"] == ["merge_separable", "fold_bn", "channels_last"]
+    assert "timed in inference form: merge_separable, fold_bn, channels_last" in measure_text(report)
+    eager = compare_models(original, compressed, (3, 32, 32), batch_sizes=(2,), min_run_time=0.01, deploy=False)
+    assert "deploy" not in eager["compressed"] and "inference form" not in measure_text(eager)
