@@ -94,6 +94,10 @@ class FrontsConfig(StrictModel):
     samplers: list[str] = Field(default_factory=lambda: ["tpe", "nsga2", "random"])
     sampler_variant: str = "mixed"
     select_drops: list[float] = Field(default_factory=lambda: [0.5, 1.0, 2.0])
+    front_max_drop: float | None = Field(
+        None, ge=0, description="also send every Pareto-optimal trial of each TPE search within this val drop "
+        "to the final fine-tune (plans <variant>_t<trial>)"
+    )
     hv_ref_drop: float = Field(10.0, gt=0, description="hypervolume reference: accuracy = base - this, ratio = 1")
     search_overrides: list[str] = Field(
         default_factory=list, description="`--set`-style overrides applied to every search config of the suite"
@@ -198,18 +202,31 @@ def _run_searches(cfg: FrontsConfig, out: Path) -> dict[str, Any]:
                 })
             selected = []
             if sampler == "tpe":
-                selected = _select_plans(study, cfg.select_drops, plan_dir, variant, out)
+                selected = _select_plans(study, cfg.select_drops, cfg.front_max_drop, plan_dir, variant, out)
             studies.append({"model": model.name, "variant": variant, "sampler": sampler, "study": config.study.name,
-                            "storage": config.storage_url(), "base_val_accuracy": base, "wall_s": wall,
-                            "n_complete": len(df), "selected": selected})
+                            "storage": config.storage_url(), "base_val_accuracy": base,
+                            "wall_s": _study_wall_s(study, wall), "n_complete": len(df), "selected": selected})
     write_csv(out / "fronts_trials.csv", trial_rows)
     return {"studies": studies}
 
 
-def _select_plans(study: Any, drops: Sequence[float], plan_dir: Path, variant: str, out: Path) -> list[dict[str, Any]]:
-    """Save the plan of the most compressed trial within each val drop; if none qualifies, the most accurate one."""
+def _study_wall_s(study: Any, this_run: float) -> float:
+    """The study's wall time: sensitivity pass + first trial start to last trial end (so a study resumed
+    or re-read later keeps the time it took), or ``this_run`` if the trials carry no times."""
+    trials = [t for t in study.get_trials(deepcopy=False) if t.datetime_start and t.datetime_complete]
+    if not trials:
+        return this_run
+    span = max(t.datetime_complete for t in trials) - min(t.datetime_start for t in trials)
+    sens = (study.user_attrs.get("sensitivity") or {}).get("seconds") or 0.0
+    return float(sens) + span.total_seconds()
+
+
+def _select_plans(study: Any, drops: Sequence[float], front_max_drop: float | None, plan_dir: Path, variant: str,
+                  out: Path) -> list[dict[str, Any]]:
+    """Save the plan of the most compressed trial within each val drop (if none qualifies, the most accurate
+    one) and, with ``front_max_drop``, of every Pareto-optimal trial within that drop."""
     from automtd.search._export import plan_of_trial, select_trial
-    from automtd.search._front import trials_dataframe
+    from automtd.search._front import front_dataframe, trials_dataframe
 
     picked: dict[int, str] = {}
     for drop in drops:
@@ -222,6 +239,9 @@ def _select_plans(study: Any, drops: Sequence[float], plan_dir: Path, variant: s
         if len(df):
             best = df.sort_values(["accuracy", "params_ratio"], ascending=[False, False]).iloc[0]
             picked[int(best["trial"])] = "best"
+    if front_max_drop is not None:
+        for number in front_dataframe(study, max_drop=front_max_drop)["trial"]:
+            picked.setdefault(int(number), f"t{int(number)}")
     selected = []
     for number, tag in picked.items():
         path = plan_dir / f"{variant}_{tag}.yaml"

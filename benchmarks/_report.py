@@ -190,6 +190,12 @@ def _fronts_section(out: Path, md: Path, title: str = "## 1. Compression fronts 
             ("model", "model"), ("mixed", "mixed params x"), ("best_single", "best single-method params x"),
             ("ratio", "mixed / best single"), ("met", "target met"),
         ]))
+        for t in (_load(out, "fronts_sensitivity.json") or {}).get("sensitivity", []):
+            if t.get("n"):
+                top, wins = max(t["wins"].items(), key=lambda kv: kv[1])
+                lines.append(f"On {t['model']}, {top} alone has the lowest drop on {wins} of the {t['n']} (layer, "
+                             "fraction) pairs of the sensitivity pass (table below): the mixed search can only gain "
+                             "over the best single method where another method wins a layer.\n")
     sens = _load(out, "fronts_sensitivity.json")
     if sens is not None and sens.get("rows"):
         lines.append("### Which method wins each layer on its own (sensitivity pass)\n")

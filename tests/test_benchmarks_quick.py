@@ -110,6 +110,14 @@ def test_quick_suites_write_results(tmp_path: Path, data_root: Path, weights_dir
     assert {(s["variant"], s["sampler"]) for s in searches["studies"]} >= {("mixed", "tpe"), ("mixed", "random")}
     hv = _csv_rows(tmp_path / "fronts_hypervolume.csv")
     assert hv and all(float(r["hypervolume"]) >= 0.0 for r in hv)
+    for study in searches["studies"]:
+        assert study["wall_s"] > 0
+        if study["sampler"] == "tpe":  # front_max_drop 100: every Pareto-optimal trial gets the final fine-tune
+            assert any(p["rule"].startswith(("t", "d")) for p in study["selected"]), study
+    finals = {r["plan"] for r in final["final"]}
+    assert all(Path(p["plan"]).stem in finals for s in searches["studies"] for p in s["selected"])
+    sens = json.loads((tmp_path / "fronts_sensitivity.json").read_text())
+    assert [t["model"] for t in sens["sensitivity"]] == ["cifar_resnet20"]  # found the mixed study (no pass: quick)
 
     speed = json.loads((tmp_path / "speed.json").read_text())
     _check_envelope(speed, "speed")
@@ -130,3 +138,18 @@ def test_quick_suites_write_results(tmp_path: Path, data_root: Path, weights_dir
     for heading in ("## 1. Compression fronts", "## 2. Real speed", "## 3. Search cost", "## 5. GPU-scale"):
         assert heading in md
     assert (tmp_path / "plots" / "fronts.png").is_file()
+
+
+def test_sensitivity_winners_picks_lowest_drop_then_fewest_params() -> None:
+    from benchmarks._fronts import sensitivity_winners
+
+    def row(layer: str, method: str, fraction: float, drop: float | None, kept: float) -> dict[str, object]:
+        return {"layer": layer, "method": method, "fraction": fraction, "drop": drop, "layer_ratio": kept}
+
+    table = {"rows": [
+        row("a", "cp", 0.25, 1.0, 0.25), row("a", "tucker2", 0.25, 3.0, 0.24), row("a", "ht2", 0.25, None, 0.2),
+        row("b", "cp", 0.25, 0.0, 0.25), row("b", "tucker2", 0.25, 0.0, 0.22),
+    ]}
+    out = {w["layer"]: w for w in sensitivity_winners(table)}
+    assert out["a"]["winner"] == "cp" and not out["a"]["tied"] and "drop_ht2" not in out["a"]
+    assert out["b"]["winner"] == "tucker2" and out["b"]["tied"] and out["b"]["kept_cp"] == 0.25
