@@ -285,11 +285,13 @@ def _run_sensitivity(cfg: FrontsConfig, out: Path) -> dict[str, Any]:
         rows += [{"model": model.name, **w} for w in winners]
         counts: dict[str, int] = {}
         for w in winners:
-            counts[w["winner"]] = counts.get(w["winner"], 0) + 1
+            if not w["tied"]:  # a tie on drop (e.g. every method 0.0 on a memorised val subset) is nobody's win
+                counts[w["winner"]] = counts.get(w["winner"], 0) + 1
         tables.append({"model": model.name, "study": config.study.name, "n_images": table.get("n_images"),
                        "base_accuracy": table.get("base_accuracy"), "wins": counts, "n": len(winners),
                        "ties": sum(w["tied"] for w in winners)})
-        log(f"sensitivity {model.name}: winners {counts} over {len(winners)} (layer, fraction) pairs")
+        log(f"sensitivity {model.name}: strict wins {counts}, {tables[-1]['ties']} ties, over {len(winners)} "
+            "(layer, fraction) pairs")
     write_csv(out / "fronts_sensitivity.csv", rows)
     return {"sensitivity": tables, "rows": rows}
 

@@ -192,26 +192,27 @@ def _fronts_section(out: Path, md: Path, title: str = "## 1. Compression fronts 
         ]))
         for t in (_load(out, "fronts_sensitivity.json") or {}).get("sensitivity", []):
             if t.get("n"):
-                top, wins = max(t["wins"].items(), key=lambda kv: kv[1])
-                lines.append(f"On {t['model']}, {top} alone has the lowest drop on {wins} of the {t['n']} (layer, "
-                             "fraction) pairs of the sensitivity pass (table below): the mixed search can only gain "
-                             "over the best single method where another method wins a layer.\n")
+                wins = ", ".join(f"{m} {n}" for m, n in sorted(t["wins"].items(), key=lambda kv: -kv[1])) or "none"
+                lines.append(f"Sensitivity pass on {t['model']} (table below): of {t['n']} (layer, fraction) pairs, "
+                             f"strict wins (lowest drop, untied) {wins}; {t['ties']} pairs tied on drop "
+                             f"({t['n_images']} val images). The mixed search can only gain over the best single "
+                             "method where another method wins a layer.\n")
     sens = _load(out, "fronts_sensitivity.json")
     if sens is not None and sens.get("rows"):
         lines.append("### Which method wins each layer on its own (sensitivity pass)\n")
         lines.append("From the mixed search's sensitivity table: each layer replaced alone at each parameter fraction "
                      "by each method, no fine-tune, scored on the search's validation subset. The winner has the "
-                     "lowest drop (ties: fewest kept params). A mixed space can beat the best single method only "
-                     "where other methods win layers.\n")
+                     "lowest drop (ties, marked, go to the fewest kept params and count as nobody's win). A mixed "
+                     "space can beat the best single method only where other methods win layers.\n")
         lines.append(md_table([{**t, "wins": ", ".join(f"{m}: {n}" for m, n in sorted(t["wins"].items())),
                                 "ties": f"{t['ties']} of {t['n']}"} for t in sens["sensitivity"]], [
-            ("model", "model"), ("n", "(layer, fraction) pairs"), ("wins", "wins per method"),
-            ("ties", "pairs where the winner's drop is tied"), ("n_images", "val images"),
+            ("model", "model"), ("n", "(layer, fraction) pairs"), ("wins", "strict wins per method"),
+            ("ties", "pairs tied on drop"), ("n_images", "val images"),
         ]))
         methods = sorted({k[5:] for r in sens["rows"] for k in r if k.startswith("drop_")})
         lines.append(md_table(sens["rows"], [
             ("model", "model"), ("layer", "layer"), ("fraction", "fraction"),
-            *((f"drop_{m}", f"{m} drop") for m in methods), ("winner", "winner"),
+            *((f"drop_{m}", f"{m} drop") for m in methods), ("winner", "winner"), ("tied", "tied"),
         ]))
     if final is not None:
         lines.append("### Every plan after the final fine-tune (test set)\n")

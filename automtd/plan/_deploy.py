@@ -122,7 +122,7 @@ def merge_separable_convs(model: nn.Module) -> int:
 def _fold_bn(model: nn.Module) -> nn.Module:
     from torch.fx.experimental.optimization import fuse
 
-    return fuse(model, inplace=True)
+    return fuse(model, inplace=False)  # a copy: a failure half-way leaves ``model`` as it was
 
 
 def deploy_model(
