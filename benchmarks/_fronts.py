@@ -252,18 +252,22 @@ def _select_plans(study: Any, drops: Sequence[float], front_max_drop: float | No
 
 # ----------------------------------------------------------------------------- sensitivity
 def sensitivity_winners(table: dict[str, Any]) -> list[dict[str, Any]]:
-    """Per (layer, fraction): each method's drop and kept-params ratio, and the winner (lowest drop, then
-    fewest params) among the methods that have a score."""
+    """Per (layer, fraction): each method's drop, KL (if the table has it) and kept-params ratio; the
+    ``winner`` (lowest drop, then lowest KL, then fewest params), whether its drop is ``tied``, and the
+    ``winner_kl`` (lowest KL) among the methods that have a score."""
     groups: dict[tuple[str, float], list[dict[str, Any]]] = {}
     for row in table.get("rows", []):
         if row.get("drop") is not None:
             groups.setdefault((row["layer"], float(row["fraction"])), []).append(row)
     out = []
     for (layer, fraction), rows in groups.items():
-        best = min(rows, key=lambda r: (r["drop"], r["layer_ratio"]))
+        has_kl = all(r.get("kl") is not None for r in rows)
+        best = min(rows, key=lambda r: (r["drop"], r["kl"] if has_kl else 0.0, r["layer_ratio"]))
         out.append({"layer": layer, "fraction": fraction, "winner": best["method"],
                     "tied": sum(r["drop"] == best["drop"] for r in rows) > 1,
+                    "winner_kl": min(rows, key=lambda r: r["kl"])["method"] if has_kl else None,
                     **{f"drop_{r['method']}": r["drop"] for r in rows},
+                    **({f"kl_{r['method']}": r["kl"] for r in rows} if has_kl else {}),
                     **{f"kept_{r['method']}": r["layer_ratio"] for r in rows}})
     return out
 
@@ -281,17 +285,31 @@ def _run_sensitivity(cfg: FrontsConfig, out: Path) -> dict[str, Any]:
             log(f"sensitivity {model.name}: no study {config.study.name} (run the searches part first)")
             continue
         table = study.user_attrs.get("sensitivity") or {}
+        source = "study"
+        if table.get("rows") and any(r.get("kl") is None for r in table["rows"] if r.get("drop") is not None):
+            # a study from before the pass recorded KL: score the same candidates again, here only
+            from automtd.search._context import get_context
+            from automtd.search._run import study_dir_for
+            from automtd.search._sensitivity import compute_sensitivity
+
+            log(f"sensitivity {model.name}: the stored table has no KL; recomputing the pass for this report")
+            ctx = get_context(config, study_dir_for(config.storage_url(), config.study.name, config))
+            table, source = compute_sensitivity(ctx, progress=False), "recomputed"
         winners = sensitivity_winners(table)
         rows += [{"model": model.name, **w} for w in winners]
         counts: dict[str, int] = {}
+        kl_counts: dict[str, int] = {}
         for w in winners:
             if not w["tied"]:  # a tie on drop (e.g. every method 0.0 on a memorised val subset) is nobody's win
                 counts[w["winner"]] = counts.get(w["winner"], 0) + 1
-        tables.append({"model": model.name, "study": config.study.name, "n_images": table.get("n_images"),
-                       "base_accuracy": table.get("base_accuracy"), "wins": counts, "n": len(winners),
-                       "ties": sum(w["tied"] for w in winners)})
-        log(f"sensitivity {model.name}: strict wins {counts}, {tables[-1]['ties']} ties, over {len(winners)} "
-            "(layer, fraction) pairs")
+            if w["winner_kl"] is not None:
+                kl_counts[w["winner_kl"]] = kl_counts.get(w["winner_kl"], 0) + 1
+        tables.append({"model": model.name, "study": config.study.name, "table": source,
+                       "n_images": table.get("n_images"), "base_accuracy": table.get("base_accuracy"),
+                       "wins": counts, "kl_wins": kl_counts, "n": len(winners),
+                       "ties": sum(w["tied"] for w in winners), "seconds": table.get("seconds")})
+        log(f"sensitivity {model.name}: strict wins {counts}, {tables[-1]['ties']} ties, lowest-KL wins "
+            f"{kl_counts}, over {len(winners)} (layer, fraction) pairs")
     write_csv(out / "fronts_sensitivity.csv", rows)
     return {"sensitivity": tables, "rows": rows}
 

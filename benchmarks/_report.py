@@ -193,10 +193,12 @@ def _fronts_section(out: Path, md: Path, title: str = "## 1. Compression fronts 
         for t in (_load(out, "fronts_sensitivity.json") or {}).get("sensitivity", []):
             if t.get("n"):
                 wins = ", ".join(f"{m} {n}" for m, n in sorted(t["wins"].items(), key=lambda kv: -kv[1])) or "none"
+                kl = ", ".join(f"{m} {n}" for m, n in sorted(t.get("kl_wins", {}).items(), key=lambda kv: -kv[1]))
                 lines.append(f"Sensitivity pass on {t['model']} (table below): of {t['n']} (layer, fraction) pairs, "
                              f"strict wins (lowest drop, untied) {wins}; {t['ties']} pairs tied on drop "
-                             f"({t['n_images']} val images). The mixed search can only gain over the best single "
-                             "method where another method wins a layer.\n")
+                             f"({t['n_images']} val images)" + (f"; lowest output KL: {kl}" if kl else "")
+                             + ". The mixed search can only gain over the best single method where another method "
+                             "wins a layer.\n")
     sens = _load(out, "fronts_sensitivity.json")
     if sens is not None and sens.get("rows"):
         lines.append("### Which method wins each layer on its own (sensitivity pass)\n")
@@ -204,16 +206,24 @@ def _fronts_section(out: Path, md: Path, title: str = "## 1. Compression fronts 
                      "by each method, no fine-tune, scored on the search's validation subset. The winner has the "
                      "lowest drop (ties, marked, go to the fewest kept params and count as nobody's win). A mixed "
                      "space can beat the best single method only where other methods win layers.\n")
+        lines.append("`kl` is the mean KL divergence of the replaced network's output distribution from the "
+                     "original's on the same images (nats per image): unlike the accuracy it still ranks the "
+                     "candidates on images the original has memorised. `table: recomputed` means the study "
+                     "predates the KL column and the pass was run again for this report (same candidates, "
+                     "same images).\n")
         lines.append(md_table([{**t, "wins": ", ".join(f"{m}: {n}" for m, n in sorted(t["wins"].items())),
+                                "kl_wins": ", ".join(f"{m}: {n}" for m, n in sorted(t.get("kl_wins", {}).items())),
                                 "ties": f"{t['ties']} of {t['n']}"} for t in sens["sensitivity"]], [
-            ("model", "model"), ("n", "(layer, fraction) pairs"), ("wins", "strict wins per method"),
-            ("ties", "pairs tied on drop"), ("n_images", "val images"),
+            ("model", "model"), ("table", "table"), ("n", "(layer, fraction) pairs"),
+            ("wins", "strict wins on drop"), ("ties", "pairs tied on drop"), ("kl_wins", "wins on KL"),
+            ("n_images", "val images"),
         ]))
         methods = sorted({k[5:] for r in sens["rows"] for k in r if k.startswith("drop_")})
         lines.append(md_table(sens["rows"], [
             ("model", "model"), ("layer", "layer"), ("fraction", "fraction"),
             *((f"drop_{m}", f"{m} drop") for m in methods), ("winner", "winner"), ("tied", "tied"),
-        ]))
+            *((f"kl_{m}", f"{m} KL") for m in methods), ("winner_kl", "lowest KL"),
+        ], fmt=lambda v: f"{v:.3g}" if isinstance(v, float) and v == v else _fmt(v)))
     if final is not None:
         lines.append("### Every plan after the final fine-tune (test set)\n")
         lines.append(md_table(final["final"], [

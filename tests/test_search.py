@@ -75,6 +75,11 @@ def test_study_created_with_config_sensitivity_and_warm_start(searched: dict[str
     # last stage: 6 convs x (tucker2, svd_channel) + linear x svd_linear, one fraction each
     assert {r["layer"] for r in table["rows"]} >= {"layer3.0.conv1", "layer3.2.conv2", "linear"}
     assert all(r["accuracy"] is not None for r in table["rows"])
+    # the continuous score: positive for every truncating replacement, and larger where the drop is larger
+    assert all(r["kl"] > 0 for r in table["rows"])
+    worst = max(table["rows"], key=lambda r: r["drop"])
+    best = min(table["rows"], key=lambda r: r["drop"])
+    assert worst["drop"] == best["drop"] or worst["kl"] > best["kl"]
     warm = [t.user_attrs.get("warmstart") for t in study.trials[:2]]
     assert warm == ["mtd_tol100", "uniform"]
 
