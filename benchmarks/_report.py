@@ -202,6 +202,7 @@ def _fronts_section(out: Path, md: Path, title: str = "## 1. Compression fronts 
     sens = _load(out, "fronts_sensitivity.json")
     if sens is not None and sens.get("rows"):
         lines.append("### Which method wins each layer on its own (sensitivity pass)\n")
+        lines.append(_machine_line(sens))
         lines.append("From the mixed search's sensitivity table: each layer replaced alone at each parameter fraction "
                      "by each method, no fine-tune, scored on the search's validation subset. The winner has the "
                      "lowest drop (ties, marked, go to the fewest kept params and count as nobody's win). A mixed "
