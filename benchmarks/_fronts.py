@@ -31,6 +31,7 @@ import copy
 import math
 import time
 import warnings
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -297,13 +298,9 @@ def _run_sensitivity(cfg: FrontsConfig, out: Path) -> dict[str, Any]:
             table, source = compute_sensitivity(ctx, progress=False), "recomputed"
         winners = sensitivity_winners(table)
         rows += [{"model": model.name, **w} for w in winners]
-        counts: dict[str, int] = {}
-        kl_counts: dict[str, int] = {}
-        for w in winners:
-            if not w["tied"]:  # a tie on drop (e.g. every method 0.0 on a memorised val subset) is nobody's win
-                counts[w["winner"]] = counts.get(w["winner"], 0) + 1
-            if w["winner_kl"] is not None:
-                kl_counts[w["winner_kl"]] = kl_counts.get(w["winner_kl"], 0) + 1
+        # a tie on drop (e.g. every method 0.0 on a memorised val subset) is nobody's win
+        counts = dict(Counter(w["winner"] for w in winners if not w["tied"]))
+        kl_counts = dict(Counter(w["winner_kl"] for w in winners if w["winner_kl"] is not None))
         tables.append({"model": model.name, "study": config.study.name, "table": source,
                        "n_images": table.get("n_images"), "base_accuracy": table.get("base_accuracy"),
                        "wins": counts, "kl_wins": kl_counts, "n": len(winners),

@@ -133,12 +133,11 @@ def _layer_rows(cases: Sequence[LayerCase], methods: Sequence[str], *, fraction:
             macs = method.macs(shape, ranks, (case.hw, case.hw))
             built.append((name, ranks, method.params(shape, ranks), macs, module))
         dense_macs = shape.dense_macs((case.hw, case.hw))
+        eager = [dense, *(b[-1] for b in built)]
+        forms = {"eager": eager, "deployed": [deploy_model(m).module for m in eager]}
         for batch, mode in ((b, m) for b in batches for m in MODES):
             x = torch.randn(batch, *size)
-            modules = [dense, *(b[-1] for b in built)]
-            if mode == "deployed":
-                modules = [deploy_model(m).module for m in modules]
-            times = interleaved_latency(modules, x, rounds=rounds, min_run_time=min_run_time)
+            times = interleaved_latency(forms[mode], x, rounds=rounds, min_run_time=min_run_time)
             log(f"layer {case.label} batch {batch} {mode}: dense {times[0]:.3f} ms")
             for (name, ranks, params, macs, _), t in zip(built, times[1:], strict=True):
                 mac_ratio = dense_macs / macs
@@ -190,13 +189,16 @@ def _model_rows(model_name: str, plans: Sequence[tuple[str, str, Any]], *, batch
 
     base = load_pretrained(model_name)
     rows: list[dict[str, Any]] = []
-    compressed = [(label, method, plan, _structure_model(copy.deepcopy(base), plan)) for label, method, plan in plans]
-    deployed_base = deploy_model(base).module
+    compressed = []
+    for label, method, plan in plans:
+        comp = _structure_model(copy.deepcopy(base), plan)
+        compressed.append((label, method, plan, {"eager": comp, "deployed": deploy_model(comp).module}))
+    originals = {"eager": base, "deployed": deploy_model(base).module}
     for batch, mode in ((b, m) for b in batches for m in MODES):
         x = torch.randn(batch, 3, 32, 32)
         # original timed between every compressed model: pairs (orig, comp) interleaved round by round
-        for label, method, plan, comp in compressed:
-            pair = [base, comp] if mode == "eager" else [deployed_base, deploy_model(comp).module]
+        for label, method, plan, forms in compressed:
+            pair = [originals[mode], forms[mode]]
             t_orig, t_comp = interleaved_latency(pair, x, rounds=rounds, min_run_time=min_run_time)
             speedup = t_orig / t_comp
             rows.append({
