@@ -158,6 +158,9 @@ def _search_config(cfg: FrontsConfig, model: FrontsModel, variant: str, sampler:
         f"study.name={name}",
         f"study.storage=sqlite:///{db}",
         f"study.n_trials={cfg.n_trials}",
+        # one factor cache for every search of the suite (and its final part): the sensitivity passes of the
+        # mixed space and of each single-method space decompose the same (layer, method, ranks) candidates
+        f"study.cache_dir={(out / 'fronts').resolve()}",  # factor cache: <out>/fronts/factors
     ]
     return load_search_config(REPO / model.search_config, overrides)
 
@@ -363,6 +366,7 @@ def _run_final(cfg: FrontsConfig, out: Path) -> dict[str, Any]:
     same_budget = previous.get("final_budget") == f.model_dump()
     rows: list[dict[str, Any]] = [r for r in previous.get("final", []) if same_budget]
     done = {(r["model"], r["plan"], round(r["params_ratio"], 6)) for r in rows}
+    present: set[tuple[str, str, float]] = set()  # the plans on disk now: rows of plans since replaced are dropped
     for model in cfg.models:
         spec = get_model_spec(model.name)
         common = {"root": data_root(), "mean": spec.mean, "std": spec.std}
@@ -379,6 +383,7 @@ def _run_final(cfg: FrontsConfig, out: Path) -> dict[str, Any]:
         for path in sorted((out / "fronts" / "plans" / model.name).glob("*.yaml")):
             plan = Plan.load(path)
             source, label = _source_of(path.stem)
+            present.add((model.name, label, round(plan.params_ratio, 6)))
             if (model.name, label, round(plan.params_ratio, 6)) in done:
                 log(f"final {model.name} {label}: already measured, kept")
                 continue
@@ -401,6 +406,11 @@ def _run_final(cfg: FrontsConfig, out: Path) -> dict[str, Any]:
                 f"test {acc_no_ft:.2f} -> {acc:.2f}% (drop {base_acc - acc:+.2f})")
             write_csv(out / "fronts_final.csv", rows)  # after every plan: a long run keeps what it measured
             write_json(done_path, {**previous, "final": rows, "final_budget": f.model_dump()})
+    names = {m.name for m in cfg.models}
+    rows = [r for r in rows
+            if r["model"] not in names or (r["model"], r["plan"], round(r["params_ratio"], 6)) in present]
+    write_csv(out / "fronts_final.csv", rows)
+    write_json(done_path, {**previous, "final": rows, "final_budget": f.model_dump()})
     return {"final": rows, "final_budget": f.model_dump()}
 
 

@@ -168,9 +168,15 @@ class WarmstartSection(StrictModel):
         default_factory=lambda: [0.5, 2.0, 5.0],
         description="per-layer accuracy drop (points) allowed by each sensitivity-built trial",
     )
+    kl_budgets: list[float] = Field(
+        default_factory=list,
+        description="total output KL (nats per image, summed over layers) allowed by each sensitivity-built trial;"
+        " per layer the choice that keeps fewest params within the budget (Lagrangian relaxation)",
+    )
     top_layers: list[int] = Field(
         default_factory=list,
-        description="also enqueue, at the smallest tolerance, plans decomposing only the k layers that save most",
+        description="also enqueue, at the gentlest tolerance (else KL budget), plans decomposing only the k layers"
+        " that save most",
     )
     baselines: list[Literal["vbmf_tucker2", "ht2_energy", "uniform"]] = Field(
         default_factory=lambda: ["vbmf_tucker2", "ht2_energy", "uniform"]  # type: ignore[arg-type]
@@ -178,6 +184,14 @@ class WarmstartSection(StrictModel):
     uniform_method: str = "tucker2"
     uniform_fraction: float = Field(0.25, gt=0, le=1)
     ht2_energy: float = Field(0.9, gt=0, le=1)
+
+    @field_validator("kl_budgets")
+    @classmethod
+    def _budgets(cls, value: list[float]) -> list[float]:
+        for b in value:
+            if not b > 0.0:
+                raise ValueError(f"kl budget {b} must be > 0 (nats per image), e.g. [0.02, 0.1]")
+        return sorted(value)
 
 
 class StudySection(StrictModel):

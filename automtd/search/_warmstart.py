@@ -3,6 +3,9 @@
 * From the sensitivity table, for each tolerance ``t`` (accuracy points a single layer may cost):
   per layer the candidate with the fewest kept parameters whose drop is at most ``t`` (else the
   layer stays dense).  This is the MTD per-layer selection at a few aggressiveness levels.
+* For each KL budget ``b``: the plan keeping the fewest parameters whose layers' output KLs (from the
+  original network, see :mod:`automtd.search._sensitivity`) sum to at most ``b``.  Unlike the accuracy
+  drop, the KL still ranks candidates on a validation split the original has memorised (every drop 0).
 * The baselines of :mod:`automtd.baselines` (VBMF Tucker-2, HT-2 energy, uniform), stored as exact
   plans in the enqueued trial's user attrs (``warm_plan``) and reproduced as closely as the space
   allows in its params.
@@ -13,6 +16,7 @@ Enqueued only when the study is new (the caller checks); ``warmstart_done`` guar
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -24,10 +28,38 @@ from automtd.search._context import SearchContext
 from automtd.search._objective import WARM_PLAN_ATTR, build_plan
 from automtd.search._space import NONE, Choice, SpaceLayer, params_for_choice
 
-__all__ = ["WARMSTART_ATTR", "mtd_params", "baseline_plans", "enqueue_warmstart"]
+__all__ = ["WARMSTART_ATTR", "mtd_params", "kl_budget_rows", "kl_budget_params", "baseline_plans", "enqueue_warmstart"]
 
 WARMSTART_ATTR = "warmstart_done"
 log = logging.getLogger(__name__)
+
+
+def _kept_params(space: Sequence[SpaceLayer], row: Mapping[str, Any]) -> int:
+    shape = {layer.name: layer.shape for layer in space}[row["layer"]]
+    return get_method(row["method"]).params(shape, tuple(row["ranks"]))
+
+
+def _params_of_rows(
+    best: Mapping[str, Mapping[str, Any]], space: Sequence[SpaceLayer], config: Any, max_layers: int | None
+) -> dict[str, Any]:
+    """Trial params from per-layer rows (absent layers stay dense); with ``max_layers``, only the layers
+    whose row saves the most parameters are decomposed."""
+    if max_layers is not None:
+        shapes = {layer.name: layer.shape for layer in space}
+        keep = sorted(
+            (r for r in best.values() if r["layer"] in shapes),
+            key=lambda r: shapes[r["layer"]].dense_params - _kept_params(space, r),
+            reverse=True,
+        )[:max_layers]
+        best = {r["layer"]: r for r in keep}
+    params: dict[str, Any] = {}
+    for layer in space:
+        row = best.get(layer.name)
+        if row is None:
+            params.update(params_for_choice(layer, NONE, None, config))
+        else:
+            params.update(params_for_choice(layer, row["method"], row["ranks"], config, fraction=row["fraction"]))
+    return params
 
 
 def mtd_params(
@@ -51,23 +83,59 @@ def mtd_params(
         key = (row["layer_ratio"], -row["accuracy"])
         if cur is None or key < (cur["layer_ratio"], -cur["accuracy"]):
             best[row["layer"]] = row
-    if max_layers is not None:
-        shapes = {layer.name: layer.shape for layer in space}
+    return _params_of_rows(best, space, config, max_layers)
 
-        def saved(row: Mapping[str, Any]) -> int:
-            shape = shapes[row["layer"]]
-            return shape.dense_params - get_method(row["method"]).params(shape, tuple(row["ranks"]))
 
-        keep = sorted((r for r in best.values() if r["layer"] in shapes), key=saved, reverse=True)[:max_layers]
-        best = {r["layer"]: r for r in keep}
-    params: dict[str, Any] = {}
-    for layer in space:
-        row = best.get(layer.name)
-        if row is None:
-            params.update(params_for_choice(layer, NONE, None, config))
-        else:
-            params.update(params_for_choice(layer, row["method"], row["ranks"], config, fraction=row["fraction"]))
-    return params
+def kl_budget_rows(table: Mapping[str, Any], space: Sequence[SpaceLayer], budget: float) -> dict[str, dict[str, Any]]:
+    """Per layer the row to use so that the plan keeps the fewest parameters with the layers' output KLs
+    summing to at most ``budget`` (absent layer = stays dense, KL 0).
+
+    Solved by Lagrangian relaxation: for a multiplier ``lam`` every layer independently takes the
+    candidate minimising ``kept_params + lam * kl``; the smallest ``lam`` whose total KL fits the budget
+    is found by bisection (total KL does not increase with ``lam``).  Treating the layers' KLs as additive
+    is the usual first-order assumption of per-layer sensitivity methods.  Rows without a KL (a table
+    from before the pass recorded it, or a failed candidate) are not candidates.
+    """
+    names = {layer.name for layer in space}
+    dense = {layer.name: layer.shape.dense_params for layer in space}
+    options: dict[str, list[tuple[int, float, dict[str, Any]]]] = {}
+    for row in table.get("rows", []):
+        kl = row.get("kl")
+        if kl is None or row["layer"] not in names or not math.isfinite(kl):
+            continue
+        options.setdefault(row["layer"], []).append((_kept_params(space, row), max(float(kl), 0.0), row))
+
+    def pick(lam: float) -> tuple[float, dict[str, dict[str, Any]]]:
+        total, chosen = 0.0, {}
+        for layer, opts in options.items():
+            kept, kl, row = min(opts, key=lambda o: (o[0] + lam * o[1], o[1]))
+            if kept + lam * kl < dense[layer]:  # else staying dense is cheaper at this multiplier
+                chosen[layer] = row
+                total += kl
+        return total, chosen
+
+    total, chosen = pick(0.0)
+    if total <= budget:
+        return chosen
+    lo, hi = 1e-9, 1.0  # every layer dense (KL 0) fits any budget, so a large enough multiplier exists
+    while pick(hi)[0] > budget:
+        lo, hi = hi, hi * 10.0
+    for _ in range(80):  # geometric bisection: the multipliers span many decades
+        mid = math.sqrt(lo * hi)
+        lo, hi = (mid, hi) if pick(mid)[0] > budget else (lo, mid)
+    return pick(hi)[1]
+
+
+def kl_budget_params(
+    table: Mapping[str, Any],
+    space: Sequence[SpaceLayer],
+    budget: float,
+    config: Any,
+    *,
+    max_layers: int | None = None,
+) -> dict[str, Any]:
+    """Trial params of :func:`kl_budget_rows` (``max_layers`` as in :func:`mtd_params`)."""
+    return _params_of_rows(kl_budget_rows(table, space, budget), space, config, max_layers)
 
 
 def baseline_plans(ctx: SearchContext) -> dict[str, Any]:
@@ -122,21 +190,28 @@ def enqueue_warmstart(study: optuna.Study, ctx: SearchContext, table: Mapping[st
     n = 0
     seen: list[dict[str, Any]] = []
     if table is not None:
-        for tol in ctx.config.warmstart.tolerances:
-            params = mtd_params(table, ctx.space, tol, ctx.config)
+        ws = ctx.config.warmstart
+        has_kl = any(r.get("kl") is not None for r in table.get("rows", []))
+        if ws.kl_budgets and not has_kl:
+            log.warning("warm start: the sensitivity table has no KL column (an older study); kl_budgets skipped")
+
+        def add(params: dict[str, Any], tag: str) -> None:
+            nonlocal n
             if params in seen:
-                continue
+                return
             seen.append(params)
-            study.enqueue_trial(params, user_attrs={"warmstart": f"mtd_tol{tol:g}"}, skip_if_exists=True)
+            study.enqueue_trial(params, user_attrs={"warmstart": tag}, skip_if_exists=True)
             n += 1
-        gentlest = min(ctx.config.warmstart.tolerances, default=0.0)
-        for k in ctx.config.warmstart.top_layers:
-            params = mtd_params(table, ctx.space, gentlest, ctx.config, max_layers=k)
-            if params in seen:
-                continue
-            seen.append(params)
-            study.enqueue_trial(params, user_attrs={"warmstart": f"mtd_top{k}"}, skip_if_exists=True)
-            n += 1
+
+        for tol in ws.tolerances:
+            add(mtd_params(table, ctx.space, tol, ctx.config), f"mtd_tol{tol:g}")
+        for budget in ws.kl_budgets if has_kl else []:
+            add(kl_budget_params(table, ctx.space, budget, ctx.config), f"kl{budget:g}")
+        for k in ws.top_layers:
+            if ws.tolerances:
+                add(mtd_params(table, ctx.space, min(ws.tolerances), ctx.config, max_layers=k), f"mtd_top{k}")
+            elif ws.kl_budgets and has_kl:
+                add(kl_budget_params(table, ctx.space, min(ws.kl_budgets), ctx.config, max_layers=k), f"kl_top{k}")
     for name, plan in baseline_plans(ctx).items():
         params = _params_of_plan(plan, ctx.space, ctx.config)
         study.enqueue_trial(params, user_attrs={"warmstart": name, WARM_PLAN_ATTR: plan.to_dict()})
