@@ -203,6 +203,7 @@ def _run_searches(cfg: FrontsConfig, out: Path) -> dict[str, Any]:
                     "state": t.state.name, "accuracy": ua.get("accuracy"), "drop": ua.get("drop"),
                     "params_ratio": ua.get("params_ratio"), "macs_ratio": ua.get("macs_ratio"),
                     "duration_s": t.duration.total_seconds() if t.duration is not None else None,
+                    "warmstart": ua.get("warmstart"),
                 })
             selected = []
             if sampler == "tpe":

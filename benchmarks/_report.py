@@ -247,6 +247,20 @@ def _fronts_section(out: Path, md: Path, title: str = "## 1. Compression fronts 
         lines.append(f"{cfg.get('n_trials')} trials per search; search configs: "
                      f"{', '.join('`' + m['search_config'] + '`' for m in cfg.get('models', []))} with `space.conv` "
                      f"set per variant ({'; '.join(f'{k}: {v}' for k, v in cfg.get('variants', {}).items())}).\n")
+        lines.append("Each search starts from its own sensitivity table (`sensitivity`, `warmstart` in the search "
+                     "config): the first trials are the warm-start plans (below), then the sampler takes over. One "
+                     "factor cache serves all the searches of a model (run in the order listed), so a later "
+                     "search's wall time leaves out the decompositions an earlier one already cached.\n")
+        warm = [r for r in _read_csv(out / "fronts_trials.csv") if r.get("warmstart") and r.get("sampler") == "tpe"]
+        if warm:
+            lines.append("Warm-start trials of the TPE searches (validation accuracy after the trial's short "
+                         "fine-tune):\n")
+            lines.append(md_table(
+                [{**r, "params_ratio": float(r["params_ratio"] or "nan"), "accuracy": float(r["accuracy"] or "nan")}
+                 for r in warm],
+                [("model", "model"), ("variant", "space"), ("trial", "trial"), ("warmstart", "warm start"),
+                 ("params_ratio", "params x"), ("accuracy", "val %")],
+            ))
         studies = [{**st, "picked": ", ".join(f"trial {p['trial']} ({p.get('rule', '')})"
                                               for p in st.get("selected", []))} for st in searches["studies"]]
         lines.append(md_table(studies, [

@@ -116,6 +116,11 @@ def test_quick_suites_write_results(tmp_path: Path, data_root: Path, weights_dir
             assert any(p["rule"].startswith(("t", "d")) for p in study["selected"]), study
     finals = {r["plan"] for r in final["final"]}
     assert all(Path(p["plan"]).stem in finals for s in searches["studies"] for p in s["selected"])
+    trials = _csv_rows(tmp_path / "fronts_trials.csv")
+    assert trials and "warmstart" in trials[0]
+    # one factor cache for the whole suite, none per study
+    assert (tmp_path / "fronts" / "factors").is_dir()
+    assert not list((tmp_path / "fronts" / "studies").glob("*.cache"))
     sens = json.loads((tmp_path / "fronts_sensitivity.json").read_text())
     assert [t["model"] for t in sens["sensitivity"]] == ["cifar_resnet20"]  # found the mixed study (no pass: quick)
 
