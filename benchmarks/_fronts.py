@@ -28,6 +28,8 @@ and MAC ratios at <= 0.5 and <= 1.0 point test-accuracy drop, next to the HT-2 p
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import math
 import time
 import warnings
@@ -204,6 +206,8 @@ def _run_searches(cfg: FrontsConfig, out: Path) -> dict[str, Any]:
                     "params_ratio": ua.get("params_ratio"), "macs_ratio": ua.get("macs_ratio"),
                     "duration_s": t.duration.total_seconds() if t.duration is not None else None,
                     "warmstart": ua.get("warmstart"),
+                    "methods": "+".join(sorted({str(v) for k, v in t.params.items()
+                                                if k.startswith("m:") and v != "none"})),
                 })
             selected = []
             if sampler == "tpe":
@@ -353,6 +357,17 @@ def _source_of(stem: str) -> tuple[str, str]:
     return f"search {variant}", stem
 
 
+def _plan_sha(plan: Any) -> str:
+    """Digest of what a plan does to each layer (method, ranks): two plans with equal counts differ here."""
+    layers = [(lp.name, lp.method, list(lp.ranks)) for lp in plan.layers]
+    return hashlib.sha256(json.dumps(layers).encode()).hexdigest()[:16]
+
+
+def _final_key(model: str, label: str, sha: str | None, params_ratio: float) -> tuple[str, str, str]:
+    """Identity of a final-fine-tune row: the plan's digest, or (rows from before it) its params ratio."""
+    return model, label, sha if sha else f"ratio:{params_ratio:.6f}"
+
+
 def _run_final(cfg: FrontsConfig, out: Path) -> dict[str, Any]:
     from automtd.data import get_dataset, make_loader
     from automtd.models import get_model_spec
@@ -366,8 +381,8 @@ def _run_final(cfg: FrontsConfig, out: Path) -> dict[str, Any]:
     # rows already measured with this same final budget are kept, not re-run (parts may run at different times)
     same_budget = previous.get("final_budget") == f.model_dump()
     rows: list[dict[str, Any]] = [r for r in previous.get("final", []) if same_budget]
-    done = {(r["model"], r["plan"], round(r["params_ratio"], 6)) for r in rows}
-    present: set[tuple[str, str, float]] = set()  # the plans on disk now: rows of plans since replaced are dropped
+    done = {_final_key(r["model"], r["plan"], r.get("plan_sha"), r["params_ratio"]) for r in rows}
+    present: set[tuple[str, str, str]] = set()  # the plans on disk now: rows of plans since replaced are dropped
     for model in cfg.models:
         spec = get_model_spec(model.name)
         common = {"root": data_root(), "mean": spec.mean, "std": spec.std}
@@ -384,8 +399,11 @@ def _run_final(cfg: FrontsConfig, out: Path) -> dict[str, Any]:
         for path in sorted((out / "fronts" / "plans" / model.name).glob("*.yaml")):
             plan = Plan.load(path)
             source, label = _source_of(path.stem)
-            present.add((model.name, label, round(plan.params_ratio, 6)))
-            if (model.name, label, round(plan.params_ratio, 6)) in done:
+            sha = _plan_sha(plan)
+            keys = {_final_key(model.name, label, sha, plan.params_ratio),
+                    _final_key(model.name, label, None, plan.params_ratio)}  # the second: rows from before plan_sha
+            present |= keys
+            if keys & done:
                 log(f"final {model.name} {label}: already measured, kept")
                 continue
             t0 = time.perf_counter()
@@ -398,7 +416,7 @@ def _run_final(cfg: FrontsConfig, out: Path) -> dict[str, Any]:
             acc = float(evaluate(student, test_loader, device="cpu"))
             methods = sorted({lp.method for lp in plan.layers})
             rows.append({
-                "model": model.name, "source": source, "plan": label, "methods": "+".join(methods),
+                "model": model.name, "source": source, "plan": label, "plan_sha": sha, "methods": "+".join(methods),
                 "params_ratio": plan.params_ratio, "macs_ratio": plan.macs_ratio, "base_test_acc": base_acc,
                 "test_acc_no_ft": acc_no_ft, "test_acc": acc, "drop": base_acc - acc,
                 "decompose_s": t_dec, "finetune_s": t_ft,
@@ -408,8 +426,8 @@ def _run_final(cfg: FrontsConfig, out: Path) -> dict[str, Any]:
             write_csv(out / "fronts_final.csv", rows)  # after every plan: a long run keeps what it measured
             write_json(done_path, {**previous, "final": rows, "final_budget": f.model_dump()})
     names = {m.name for m in cfg.models}
-    rows = [r for r in rows
-            if r["model"] not in names or (r["model"], r["plan"], round(r["params_ratio"], 6)) in present]
+    rows = [r for r in rows if r["model"] not in names
+            or _final_key(r["model"], r["plan"], r.get("plan_sha"), r["params_ratio"]) in present]
     write_csv(out / "fronts_final.csv", rows)
     write_json(done_path, {**previous, "final": rows, "final_budget": f.model_dump()})
     return {"final": rows, "final_budget": f.model_dump()}

@@ -259,7 +259,7 @@ def _fronts_section(out: Path, md: Path, title: str = "## 1. Compression fronts 
                 [{**r, "params_ratio": float(r["params_ratio"] or "nan"), "accuracy": float(r["accuracy"] or "nan")}
                  for r in warm],
                 [("model", "model"), ("variant", "space"), ("trial", "trial"), ("warmstart", "warm start"),
-                 ("params_ratio", "params x"), ("accuracy", "val %")],
+                 ("methods", "methods"), ("params_ratio", "params x"), ("accuracy", "val %")],
             ))
         studies = [{**st, "picked": ", ".join(f"trial {p['trial']} ({p.get('rule', '')})"
                                               for p in st.get("selected", []))} for st in searches["studies"]]
