@@ -253,8 +253,12 @@ def run_speed(out_dir: Path, *, quick: bool, threads: int, shared_cpu: bool, mod
     payload.update({"threads": threads, "batches": list(batches), "rounds": rounds, "min_run_time_s": min_run_time,
                     "layer_fraction": 0.25, "layers": layer_rows, "models": model_rows})
     if old and kept:
-        payload["previous"] = {"kept": kept, "command": old.get("command"), "machine": old.get("machine"),
-                               **({"previous": old["previous"]} if "previous" in old else {})}
+        earlier = old.get("previous") or {}
+        if set(kept) <= set(earlier.get("kept", [])):  # the last run kept these too: name the run that measured them
+            payload["previous"] = earlier
+        else:
+            payload["previous"] = {"kept": kept, "command": old.get("command"), "machine": old.get("machine"),
+                                   **({"previous": earlier} if earlier else {})}
     write_csv(out_dir / "speed_layers.csv", layer_rows)
     write_csv(out_dir / "speed_models.csv", model_rows)
     return write_json(out_dir / "speed.json", payload)
