@@ -34,9 +34,20 @@ WARMSTART_ATTR = "warmstart_done"
 log = logging.getLogger(__name__)
 
 
-def _kept_params(space: Sequence[SpaceLayer], row: Mapping[str, Any]) -> int:
-    shape = {layer.name: layer.shape for layer in space}[row["layer"]]
-    return get_method(row["method"]).params(shape, tuple(row["ranks"]))
+def _kept_params(shapes: Mapping[str, Any], row: Mapping[str, Any]) -> int:
+    """Parameters a sensitivity row's candidate keeps (``shapes``: layer name -> LayerShape)."""
+    return get_method(row["method"]).params(shapes[row["layer"]], tuple(row["ranks"]))
+
+
+def _trial_params(
+    space: Sequence[SpaceLayer], config: Any, chosen: Mapping[str, tuple[str, Sequence[int], float | None]]
+) -> dict[str, Any]:
+    """Trial params for ``layer name -> (method, ranks, fraction or None)``; absent layers stay dense."""
+    params: dict[str, Any] = {}
+    for layer in space:
+        method, ranks, fraction = chosen.get(layer.name, (NONE, None, None))
+        params.update(params_for_choice(layer, method, ranks, config, fraction=fraction))
+    return params
 
 
 def _params_of_rows(
@@ -48,18 +59,11 @@ def _params_of_rows(
         shapes = {layer.name: layer.shape for layer in space}
         keep = sorted(
             (r for r in best.values() if r["layer"] in shapes),
-            key=lambda r: shapes[r["layer"]].dense_params - _kept_params(space, r),
+            key=lambda r: shapes[r["layer"]].dense_params - _kept_params(shapes, r),
             reverse=True,
         )[:max_layers]
         best = {r["layer"]: r for r in keep}
-    params: dict[str, Any] = {}
-    for layer in space:
-        row = best.get(layer.name)
-        if row is None:
-            params.update(params_for_choice(layer, NONE, None, config))
-        else:
-            params.update(params_for_choice(layer, row["method"], row["ranks"], config, fraction=row["fraction"]))
-    return params
+    return _trial_params(space, config, {k: (r["method"], r["ranks"], r["fraction"]) for k, r in best.items()})
 
 
 def mtd_params(
@@ -96,14 +100,14 @@ def kl_budget_rows(table: Mapping[str, Any], space: Sequence[SpaceLayer], budget
     is the usual first-order assumption of per-layer sensitivity methods.  Rows without a KL (a table
     from before the pass recorded it, or a failed candidate) are not candidates.
     """
-    names = {layer.name for layer in space}
-    dense = {layer.name: layer.shape.dense_params for layer in space}
+    shapes = {layer.name: layer.shape for layer in space}
+    dense = {name: shape.dense_params for name, shape in shapes.items()}
     options: dict[str, list[tuple[int, float, dict[str, Any]]]] = {}
     for row in table.get("rows", []):
         kl = row.get("kl")
-        if kl is None or row["layer"] not in names or not math.isfinite(kl):
+        if kl is None or row["layer"] not in shapes or not math.isfinite(kl):
             continue
-        options.setdefault(row["layer"], []).append((_kept_params(space, row), max(float(kl), 0.0), row))
+        options.setdefault(row["layer"], []).append((_kept_params(shapes, row), max(float(kl), 0.0), row))
 
     def pick(lam: float) -> tuple[float, dict[str, dict[str, Any]]]:
         total, chosen = 0.0, {}
@@ -172,15 +176,7 @@ def baseline_plans(ctx: SearchContext) -> dict[str, Any]:
 
 
 def _params_of_plan(plan: Any, space: Sequence[SpaceLayer], config: Any) -> dict[str, Any]:
-    chosen = {lp.name: lp for lp in plan.layers}
-    params: dict[str, Any] = {}
-    for layer in space:
-        lp = chosen.get(layer.name)
-        if lp is None:
-            params.update(params_for_choice(layer, NONE, None, config))
-        else:
-            params.update(params_for_choice(layer, lp.method, lp.ranks, config))
-    return params
+    return _trial_params(space, config, {lp.name: (lp.method, lp.ranks, None) for lp in plan.layers})
 
 
 def enqueue_warmstart(study: optuna.Study, ctx: SearchContext, table: Mapping[str, Any] | None) -> int:
