@@ -3,6 +3,11 @@
 MACs are counted by ``torch.utils.flop_counter.FlopCounterMode`` on a batch of one in eval mode under
 ``no_grad``: its FLOPs (convolutions, linear layers, matmuls) divided by two.  Element-wise ops
 (BN, ReLU, additions, pooling) are not counted, as usual in the compression literature.
+
+:func:`keep_freed_memory` is the allocator setting latency on CPU should be measured (and served) with:
+glibc returns a freed multi-megabyte activation buffer to the OS and page-faults it back in on the next
+forward, which costs a factorized layer (three convs, two extra intermediates) several times its
+compute at batch 64.  PyTorch's CPU tuning guide answers the same problem with jemalloc/tcmalloc.
 """
 
 from __future__ import annotations
@@ -15,7 +20,9 @@ from torch import nn
 
 from automtd._errors import ConfigError
 
-__all__ = ["count_params", "count_macs", "layer_macs", "measure_latency", "LatencyResult"]
+__all__ = ["count_params", "count_macs", "layer_macs", "measure_latency", "keep_freed_memory", "LatencyResult"]
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc <malloc.h>
 
 
 class LatencyResult(dict[str, Any]):
@@ -37,7 +44,33 @@ def count_params(model: nn.Module, *, trainable_only: bool = False) -> int:
     return total
 
 
-def _input(model: nn.Module, input_size: Sequence[int], batch_size: int = 1) -> torch.Tensor:
+def keep_freed_memory(threshold_bytes: int = 1 << 30) -> bool:
+    """Let glibc keep freed blocks below ``threshold_bytes`` for reuse instead of unmapping or trimming them
+    (``mallopt`` ``M_MMAP_THRESHOLD`` and ``M_TRIM_THRESHOLD``); a process-wide setting, so it is never made
+    on import: call it once before timing or serving.  Returns False where the C library is not glibc.
+    Cost: the process keeps its peak heap instead of giving it back between forwards."""
+    import ctypes
+    import ctypes.util
+    import platform
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    value = ctypes.c_int(int(threshold_bytes))
+    return bool(libc.mallopt(_M_MMAP_THRESHOLD, value)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, value))
+
+
+def _layout(model: nn.Module) -> torch.memory_format:
+    """channels-last if a 4-D parameter of ``model`` is unambiguously stored that way (e.g. after
+    :func:`~automtd.plan.deploy_model`), else contiguous: the layout a layer's input has inside such a model."""
+    for p in model.parameters():
+        if p.dim() == 4 and p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous():
+            return torch.channels_last
+    return torch.contiguous_format
+
+
+def _input(model: nn.Module, input_size: Sequence[int], batch_size: int = 1,
+           memory_format: torch.memory_format | None = None) -> torch.Tensor:
     size = tuple(int(s) for s in input_size)
     if len(size) != 3 or min(size) <= 0:
         raise ConfigError(
@@ -46,7 +79,8 @@ def _input(model: nn.Module, input_size: Sequence[int], batch_size: int = 1) -> 
     ref = next(model.parameters(), None)
     device = ref.device if ref is not None else torch.device("cpu")
     dtype = ref.dtype if ref is not None and ref.is_floating_point() else torch.float32
-    return torch.zeros((batch_size, *size), device=device, dtype=dtype)
+    return torch.zeros((batch_size, *size), device=device, dtype=dtype).contiguous(
+        memory_format=memory_format or _layout(model))
 
 
 def _flop_counts(model: nn.Module, input_size: Sequence[int]) -> Any:
@@ -98,12 +132,15 @@ def measure_latency(
     threads: int | None = None,
     min_run_time: float = 1.0,
     device: str | torch.device | None = None,
+    memory_format: torch.memory_format | None = None,
 ) -> LatencyResult:
     """Forward latency with ``torch.utils.benchmark.Timer.blocked_autorange`` (eval, ``inference_mode``).
 
     Returns ``median_s``, ``mean_s``, ``iqr_s`` (seconds per batch), ``per_image_s``, ``threads``,
-    ``batch_size``, ``device`` and ``runs``; ``float(result)`` is ``median_s``.
-    ``threads`` defaults to ``torch.get_num_threads()``.
+    ``batch_size``, ``device``, ``runs`` and ``channels_last``; ``float(result)`` is ``median_s``.
+    ``threads`` defaults to ``torch.get_num_threads()``.  The input batch is laid out as ``memory_format``
+    (default: channels-last for a model whose weights are, e.g. a deployed one), so a layer timed alone
+    does not pay a layout conversion it never makes inside its network.
     """
     from torch.utils import benchmark
 
@@ -117,7 +154,7 @@ def measure_latency(
     if dev is not None:
         model = model.to(dev)
     n_threads = int(threads) if threads is not None else torch.get_num_threads()
-    x = _input(model, input_size, batch_size)
+    x = _input(model, input_size, batch_size, memory_format)
     was_training = model.training
     model.eval()
 
@@ -142,4 +179,5 @@ def measure_latency(
         "batch_size": batch_size,
         "device": str(x.device),
         "runs": len(m.times),
+        "channels_last": x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last),
     })

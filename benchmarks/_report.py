@@ -302,8 +302,11 @@ def _speed_section(out: Path, md: Path) -> list[str]:
                  "(target >= 0.7 at batch 64). Two modes, the same on both sides of each ratio: `eager` (the "
                  "modules as built: plain `nn.Conv2d` chains, BatchNorm, NCHW) and `deployed` "
                  "(`automtd.plan.deploy_model`: CP's depthwise kx1/1xk pair merged into one depthwise kxk, "
-                 "BatchNorm folded, channels-last; what `automtd apply --measure` times). MACs are always those of "
-                 "the factorized model.\n")
+                 "BatchNorm folded, channels-last, fed a channels-last batch; what `automtd apply --measure` times). "
+                 "MACs are always those of the factorized model. "
+                 + ("Allocator: `automtd.metrics.keep_freed_memory()` was on (glibc keeps freed activation buffers "
+                    "for reuse instead of page-faulting them back in on every forward; both sides).\n"
+                    if speed.get("keep_freed_memory") else "Allocator: the C library's defaults.\n"))
     lines.append("### Whole models\n")
     lines.append("Summary per method (plans grouped by the methods they use): median speed-up / MAC ratio over "
                  "the plans, and how many plans reach 0.7.\n")

@@ -11,7 +11,9 @@ round by round, median of the rounds, so a busy machine slows both alike):
 
 Each in two modes (``mode`` column): ``eager``, the modules as built, and ``deployed``, both sides
 through :func:`automtd.plan.deploy_model` (CP's depthwise ``kx1``/``1xk`` pair merged into one
-depthwise ``kxk``, BatchNorm folded, channels-last), the form one would ship.
+depthwise ``kxk``, BatchNorm folded, channels-last), the form one would ship, fed a channels-last batch.
+The process first calls :func:`automtd.metrics.keep_freed_memory` (glibc keeps freed activation
+buffers instead of page-faulting them back in on every forward; recorded as ``keep_freed_memory``).
 
 Modules are built with ``apply_plan(..., structure_only=True)``: latency does not depend on the
 weight values, so no decomposition is run.
@@ -75,14 +77,18 @@ LAYER_METHODS: tuple[str, ...] = ("cp", "tucker2", "ht2", "svd_channel", "svd_sp
 # eager: the modules as built (nn.Conv2d chains, BatchNorm, NCHW); deployed: automtd.plan.deploy_model on
 # both sides (CP's depthwise pair merged, BatchNorm folded, channels-last)
 MODES: tuple[str, ...] = ("eager", "deployed")
+# the input batch in each mode's layout, as a layer's input is inside that network
+_LAYOUT = {"eager": torch.contiguous_format, "deployed": torch.channels_last}
 
 
 def _time_ms(module: nn.Module, x: torch.Tensor, min_run_time: float) -> float:
     """Median ms per forward of ``module`` on a batch shaped like ``x`` (``automtd.metrics.measure_latency``)."""
     from automtd.metrics import measure_latency
 
+    layout = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous() \
+        else torch.contiguous_format
     result = measure_latency(module, tuple(x.shape[1:]), batch_size=int(x.shape[0]),
-                             threads=torch.get_num_threads(), min_run_time=min_run_time)
+                             threads=torch.get_num_threads(), min_run_time=min_run_time, memory_format=layout)
     return 1000.0 * float(result["median_s"])
 
 
@@ -136,7 +142,7 @@ def _layer_rows(cases: Sequence[LayerCase], methods: Sequence[str], *, fraction:
         eager = [dense, *(b[-1] for b in built)]
         forms = {"eager": eager, "deployed": [deploy_model(m).module for m in eager]}
         for batch, mode in ((b, m) for b in batches for m in MODES):
-            x = torch.randn(batch, *size)
+            x = torch.randn(batch, *size).contiguous(memory_format=_LAYOUT[mode])
             times = interleaved_latency(forms[mode], x, rounds=rounds, min_run_time=min_run_time)
             log(f"layer {case.label} batch {batch} {mode}: dense {times[0]:.3f} ms")
             for (name, ranks, params, macs, _), t in zip(built, times[1:], strict=True):
@@ -195,7 +201,7 @@ def _model_rows(model_name: str, plans: Sequence[tuple[str, str, Any]], *, batch
         compressed.append((label, method, plan, {"eager": comp, "deployed": deploy_model(comp).module}))
     originals = {"eager": base, "deployed": deploy_model(base).module}
     for batch, mode in ((b, m) for b in batches for m in MODES):
-        x = torch.randn(batch, 3, 32, 32)
+        x = torch.randn(batch, 3, 32, 32).contiguous(memory_format=_LAYOUT[mode])
         # original timed between every compressed model: pairs (orig, comp) interleaved round by round
         for label, method, plan, forms in compressed:
             pair = [originals[mode], forms[mode]]
@@ -228,6 +234,9 @@ def run_speed(out_dir: Path, *, quick: bool, threads: int, shared_cpu: bool, mod
     if bad:
         raise SystemExit(f"unknown speed part(s) {bad}; allowed: {', '.join(SPEED_PARTS)}")
     payload = envelope("speed", quick=quick, shared_cpu=shared_cpu, argv=argv)
+    from automtd.metrics import keep_freed_memory
+
+    payload["keep_freed_memory"] = keep_freed_memory()  # glibc keeps freed activation buffers (both sides)
     old_path = out_dir / "speed.json"
     old = read_json(old_path) if old_path.is_file() else {}
     batches = (1, 8) if quick else (1, 64)

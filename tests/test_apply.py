@@ -231,3 +231,5 @@ def test_compare_models_reports_params_macs_and_latency() -> None:
         assert set(entry["latency"]) == {"batch_1", "batch_64"}
         assert entry["latency"]["batch_64"]["batch_size"] == 64 and entry["latency"]["batch_1"]["threads"] == 1
         assert entry["latency"]["batch_1"]["median_s"] > 0
+        assert entry["latency"]["batch_1"]["channels_last"] is True  # the deployed form, fed its own layout
+    assert isinstance(report["keep_freed_memory"], bool)

@@ -74,3 +74,28 @@ def test_measure_latency() -> None:
         measure_latency(model, batch_size=0)
     with pytest.raises(ConfigError, match=r"input_size \(32, 32\) is invalid"):
         count_macs(model, (32, 32))
+
+
+def test_measure_latency_feeds_the_models_layout() -> None:
+    from automtd.plan import deploy_model
+
+    model = get_model("cifar_resnet20")
+    plain = measure_latency(model, (3, 32, 32), batch_size=2, threads=1, min_run_time=0.02)
+    deployed = measure_latency(deploy_model(model).module, (3, 32, 32), batch_size=2, threads=1,
+                               min_run_time=0.02)
+    assert plain["channels_last"] is False and deployed["channels_last"] is True
+    # a chain of 1x1 / depthwise convs has no weight that tells the layouts apart: the caller says
+    chain = nn.Sequential(nn.Conv2d(4, 8, 1), nn.Conv2d(8, 8, 3, padding=1, groups=8)).to(
+        memory_format=torch.channels_last)
+    forced = measure_latency(chain, (4, 8, 8), batch_size=2, threads=1, min_run_time=0.02,
+                             memory_format=torch.channels_last)
+    assert forced["channels_last"] is True
+
+
+def test_keep_freed_memory() -> None:
+    import platform
+
+    from automtd.metrics import keep_freed_memory
+
+    on_glibc = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+    assert keep_freed_memory() is on_glibc

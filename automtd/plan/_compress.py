@@ -173,12 +173,15 @@ def compare_models(
     thread count used is recorded with it.  With ``deploy`` (default) both models are timed in their
     :func:`~automtd.plan.deploy_model` form (separable pairs merged, BatchNorm folded, channels-last),
     the steps applied recorded under ``deploy``; params and MACs are always those of the models given.
+    Timing first calls :func:`~automtd.metrics.keep_freed_memory` (recorded as ``keep_freed_memory``).
     """
-    from automtd.metrics import count_macs, count_params, measure_latency
+    from automtd.metrics import count_macs, count_params, keep_freed_memory, measure_latency
     from automtd.plan._deploy import deploy_model
 
     size = tuple(int(v) for v in input_size)
     out: dict[str, Any] = {}
+    if latency:
+        out["keep_freed_memory"] = keep_freed_memory()
     for label, model in (("original", original), ("compressed", compressed)):
         entry: dict[str, Any] = {"params": int(count_params(model)), "macs": int(count_macs(model, size))}
         if latency:
