@@ -87,8 +87,16 @@ CONFIG_CASES: dict[str, tuple[Callable[[dict[str, Any]], None], int, tuple[str, 
 
 
 @pytest.mark.parametrize("case", sorted(CONFIG_CASES))
-def test_bad_search_config(case: str, cwd: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_search_config(case: str, cwd: Path, capsys: pytest.CaptureFixture[str],
+                           request: pytest.FixtureRequest) -> None:
     change, code, needles = CONFIG_CASES[case]
+    if case == "missing_data_path":  # the checkpoint is checked first: it must exist for the data check to run
+        checkpoint = request.getfixturevalue("resnet20_checkpoint")
+        original = change
+
+        def change(d: dict[str, Any]) -> None:
+            original(d)
+            _set("model.checkpoint", str(checkpoint))(d)
     _config(cwd, change)
     _fails(capsys, ["search", "c.yaml", "--storage", "sqlite:///s.db", "--no-progress"], code, *needles)
     assert sorted(p.name for p in cwd.iterdir()) == ["c.yaml"], "something was written before the input was checked"
