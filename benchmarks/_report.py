@@ -331,6 +331,8 @@ def _speed_section(out: Path, md: Path) -> list[str]:
         ("mac_ratio", "MACs x"), ("dense_ms", "dense ms"), ("method_ms", "method ms"), ("speedup", "speed-up"),
         ("efficiency", "speed-up / MACs x"),
     ]))
+    if speed.get("kernels"):
+        lines += _kernels_lines(speed["kernels"])
     for batch in speed.get("batches", []):
         for mode in dict.fromkeys(_mode(r) for r in speed["layers"]):
             plot = _plot_layer_efficiency(speed["layers"], batch, mode,
@@ -338,6 +340,28 @@ def _speed_section(out: Path, md: Path) -> list[str]:
             if plot:
                 lines.append(f"![layer efficiency batch {batch} {mode}]({_rel(plot, md)})\n")
     return lines
+
+
+def _kernels_lines(rows: list[dict[str, Any]]) -> list[str]:
+    from benchmarks._kernels import kernel_summary
+
+    batch = rows[0]["batch"]
+    return [
+        f"### Why: throughput of each conv kind (ResNet layer shapes, batch {batch}, deployed)\n",
+        "Each plain conv of the per-layer modules above timed alone on the input it gets inside its module "
+        "(`benchmarks/_kernels.py`), in GMAC/s. A method's speed-up / MAC ratio is about the throughput of "
+        "its convs over the dense 3x3 conv's: 1x1 and depthwise convs on few channels move many bytes per "
+        "multiply-accumulate and run well below it.\n",
+        md_table(kernel_summary(rows), [
+            ("kind", "conv kind"), ("convs", "convs"), ("median", "median GMAC/s"), ("vs_dense", "/ original convs"),
+            ("low", "lowest"), ("high", "highest"),
+        ]),
+        md_table(rows, [
+            ("shape", "layer"), ("method", "method"), ("conv", "#"), ("kind", "kind"), ("in_channels", "in"),
+            ("out_channels", "out"), ("hw_out", "output"), ("macs_m", "MMACs"), ("ms", "ms"),
+            ("gmacs_per_s", "GMAC/s"),
+        ]),
+    ]
 
 
 def _mode(row: dict[str, Any]) -> str:

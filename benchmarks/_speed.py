@@ -1,11 +1,13 @@
 """Suite ``speed``: real CPU latency, original vs compressed, against the MAC ratio.
 
-Two tables, each timed side by side in one process (original and compressed modules interleaved
-round by round, median of the rounds, so a busy machine slows both alike):
+Three tables; the first and last timed side by side in one process (original and compressed modules
+interleaved round by round, median of the rounds, so a busy machine slows both alike):
 
 * ``layers``: one dense conv of each ResNet/VGG CIFAR layer shape vs each method's module at the
   same parameter fraction, at batch 1 and 64 -> speed-up, MAC ratio and their quotient (the
   "efficiency"; 1.0 means the method is as fast as its MACs promise);
+* ``kernels``: each plain conv of those modules alone, in GMAC/s (``benchmarks/_kernels.py``): why
+  a method falls short of its MACs;
 * ``models``: whole pretrained models with each baseline plan (and each front plan written by the
   ``fronts`` suite) -> the same figures per plan.
 
@@ -217,7 +219,7 @@ def _model_rows(model_name: str, plans: Sequence[tuple[str, str, Any]], *, batch
     return rows
 
 
-SPEED_PARTS = ("layers", "models")
+SPEED_PARTS = ("layers", "kernels", "models")
 
 
 def run_speed(out_dir: Path, *, quick: bool, threads: int, shared_cpu: bool, models: Sequence[str] | None = None,
@@ -247,6 +249,12 @@ def run_speed(out_dir: Path, *, quick: bool, threads: int, shared_cpu: bool, mod
     if "layers" in chosen:
         layer_rows = _layer_rows(cases, methods, fraction=0.25, batches=batches, rounds=rounds,
                                  min_run_time=min_run_time)
+    kernel_rows = old.get("kernels", [])
+    if "kernels" in chosen:
+        from benchmarks._kernels import kernel_rows as _kernel_rows
+
+        kernel_rows = _kernel_rows(RESNET_SHAPES[-1:] if quick else RESNET_SHAPES, methods, fraction=0.25,
+                                   batch=batches[-1], rounds=1 if quick else 3, min_run_time=min_run_time / 2)
     names = list(models or (("cifar_resnet20",) if quick else ("cifar_resnet20", "cifar_resnet56")))
     model_rows = [r for r in old.get("models", []) if r["model"] not in names] if "models" in chosen else \
         old.get("models", [])
@@ -260,7 +268,7 @@ def run_speed(out_dir: Path, *, quick: bool, threads: int, shared_cpu: bool, mod
     kept = [p for p in SPEED_PARTS if p not in chosen and old.get(p)]
     kept += [f"models {', '.join(others)}"] if "models" in chosen and others else []
     payload.update({"threads": threads, "batches": list(batches), "rounds": rounds, "min_run_time_s": min_run_time,
-                    "layer_fraction": 0.25, "layers": layer_rows, "models": model_rows})
+                    "layer_fraction": 0.25, "layers": layer_rows, "kernels": kernel_rows, "models": model_rows})
     if old and kept:
         earlier = old.get("previous") or {}
         if set(kept) <= set(earlier.get("kept", [])):  # the last run kept these too: name the run that measured them
@@ -270,4 +278,5 @@ def run_speed(out_dir: Path, *, quick: bool, threads: int, shared_cpu: bool, mod
                                    **({"previous": earlier} if earlier else {})}
     write_csv(out_dir / "speed_layers.csv", layer_rows)
     write_csv(out_dir / "speed_models.csv", model_rows)
+    write_csv(out_dir / "speed_kernels.csv", kernel_rows)
     return write_json(out_dir / "speed.json", payload)

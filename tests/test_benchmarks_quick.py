@@ -132,6 +132,9 @@ def test_quick_suites_write_results(tmp_path: Path, data_root: Path, weights_dir
     for part in ("layers", "models"):
         assert {r["mode"] for r in speed[part]} == {"eager", "deployed"}
     assert _csv_rows(tmp_path / "speed_models.csv")
+    kinds = {r["kind"] for r in speed["kernels"]}
+    assert {"dense 3x3", "1x1", "depthwise 3x3"} <= kinds and all(r["gmacs_per_s"] > 0 for r in speed["kernels"])
+    assert speed["keep_freed_memory"] in (True, False) and _csv_rows(tmp_path / "speed_kernels.csv")
 
     cost = json.loads((tmp_path / "search_cost.json").read_text())
     _check_envelope(cost, "search-cost")
@@ -140,7 +143,8 @@ def test_quick_suites_write_results(tmp_path: Path, data_root: Path, weights_dir
     assert cost["cache_saving"] and cost["cache_saving"][0]["cold_s"] > 0
 
     md = (tmp_path / "BENCHMARKS.md").read_text()
-    for heading in ("## 1. Compression fronts", "## 2. Real speed", "## 3. Search cost", "## 5. GPU-scale"):
+    for heading in ("## 1. Compression fronts", "## 2. Real speed", "### Why: throughput of each conv kind",
+                    "## 3. Search cost", "## 5. GPU-scale"):
         assert heading in md
     assert (tmp_path / "plots" / "fronts.png").is_file()
 
