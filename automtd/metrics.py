@@ -4,10 +4,10 @@ MACs are counted by ``torch.utils.flop_counter.FlopCounterMode`` on a batch of o
 ``no_grad``: its FLOPs (convolutions, linear layers, matmuls) divided by two.  Element-wise ops
 (BN, ReLU, additions, pooling) are not counted, as usual in the compression literature.
 
-:func:`keep_freed_memory` is the allocator setting latency on CPU should be measured (and served) with:
-glibc returns a freed multi-megabyte activation buffer to the OS and page-faults it back in on the next
-forward, which costs a factorized layer (three convs, two extra intermediates) several times its
-compute at batch 64.  PyTorch's CPU tuning guide answers the same problem with jemalloc/tcmalloc.
+:func:`keep_freed_memory` is the allocator setting CPU latency is measured with: glibc may return a freed
+multi-megabyte activation buffer to the OS and page-fault it back in on the next forward, which costs a
+factorized layer (three convs, two extra intermediates) more than a dense one.  PyTorch's CPU tuning
+guide answers the same problem with jemalloc/tcmalloc.
 """
 
 from __future__ import annotations

@@ -9,7 +9,6 @@ moves, so it runs far below the dense 3x3 conv it replaces.
 
 from __future__ import annotations
 
-import copy
 import statistics
 from collections.abc import Sequence
 from typing import Any
@@ -49,23 +48,14 @@ def _convs_with_inputs(module: nn.Module, x: torch.Tensor) -> list[tuple[nn.Conv
 def kernel_rows(cases: Sequence[Any], methods: Sequence[str], *, fraction: float, batch: int, rounds: int,
                 min_run_time: float) -> list[dict[str, Any]]:
     """One row per conv: layer shape, method (``dense`` for the original conv), kind, channels, ms, GMAC/s."""
-    from automtd.methods import LayerShape, get_method
-    from automtd.plan import deploy_model, make_plan
-    from benchmarks._speed import _structure_model, interleaved_latency
+    from automtd.plan import deploy_model
+    from benchmarks._speed import case_modules, interleaved_latency
 
     rows: list[dict[str, Any]] = []
     for case in cases:
-        torch.manual_seed(0)
-        dense = nn.Sequential(case.conv()).eval()
-        shape = LayerShape.of(dense[0])
+        dense, built = case_modules(case, methods, fraction)
         size = (case.c_in, case.hw, case.hw)
-        modules: list[tuple[str, nn.Module]] = [("dense", dense)]
-        for name in methods:
-            method = get_method(name)
-            if method.unsupported_reason(shape) is None:
-                ranks = method.ranks_for_fraction(shape, fraction)
-                plan = make_plan(dense, {"0": (name, ranks)}, architecture="bench_layer", input_size=size)
-                modules.append((name, _structure_model(copy.deepcopy(dense), plan)))
+        modules = [("dense", dense), *((b.method, b.module) for b in built)]
         x = torch.randn(batch, *size).contiguous(memory_format=torch.channels_last)
         for name, module in modules:
             deployed = deploy_model(module).module

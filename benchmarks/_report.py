@@ -333,6 +333,16 @@ def _speed_section(out: Path, md: Path) -> list[str]:
     ]))
     if speed.get("kernels"):
         lines += _kernels_lines(speed["kernels"])
+    if speed.get("allocator"):
+        lines.append(f"### Allocator: glibc defaults vs `keep_freed_memory()` (batch {speed['allocator'][0]['batch']}, "
+                     "deployed)\n")
+        lines.append("Each arm in its own fresh process, the two alternating (`benchmarks/_allocator.py`); "
+                     "speed-up = default ms / keep ms. Every other table of this section was timed with "
+                     "`keep_freed_memory()` on.\n")
+        lines.append(md_table(speed["allocator"], [
+            ("shape", "layer / model"), ("module", "module"), ("default_ms", "default ms"),
+            ("keep_ms", "keep_freed ms"), ("speedup", "speed-up"),
+        ]))
     for batch in speed.get("batches", []):
         for mode in dict.fromkeys(_mode(r) for r in speed["layers"]):
             plot = _plot_layer_efficiency(speed["layers"], batch, mode,

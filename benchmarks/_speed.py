@@ -1,6 +1,6 @@
 """Suite ``speed``: real CPU latency, original vs compressed, against the MAC ratio.
 
-Three tables; the first and last timed side by side in one process (original and compressed modules
+Four tables; the first and last timed side by side in one process (original and compressed modules
 interleaved round by round, median of the rounds, so a busy machine slows both alike):
 
 * ``layers``: one dense conv of each ResNet/VGG CIFAR layer shape vs each method's module at the
@@ -8,6 +8,8 @@ interleaved round by round, median of the rounds, so a busy machine slows both a
   "efficiency"; 1.0 means the method is as fast as its MACs promise);
 * ``kernels``: each plain conv of those modules alone, in GMAC/s (``benchmarks/_kernels.py``): why
   a method falls short of its MACs;
+* ``allocator``: the same modules with glibc's defaults vs :func:`automtd.metrics.keep_freed_memory`,
+  each arm in its own process (``benchmarks/_allocator.py``);
 * ``models``: whole pretrained models with each baseline plan (and each front plan written by the
   ``fronts`` suite) -> the same figures per plan.
 
@@ -27,7 +29,7 @@ import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -36,6 +38,16 @@ from automtd.plan import deploy_model
 from benchmarks._common import envelope, load_pretrained, log, read_json, write_csv, write_json
 
 __all__ = ["LayerCase", "RESNET_SHAPES", "VGG_SHAPES", "run_speed", "interleaved_latency"]
+
+
+class CaseModule(NamedTuple):
+    """A method's module for one :class:`LayerCase`, with its ranks and analytic params / MACs."""
+
+    method: str
+    ranks: tuple[int, ...]
+    params: int
+    macs: int
+    module: nn.Module
 
 
 @dataclass(frozen=True)
@@ -117,29 +129,40 @@ def _structure_model(model: nn.Module, plan: Any) -> nn.Module:
     return (out if out is not None else model).eval()
 
 
-def _layer_rows(cases: Sequence[LayerCase], methods: Sequence[str], *, fraction: float, batches: Sequence[int],
-                rounds: int, min_run_time: float) -> list[dict[str, Any]]:
+def case_modules(case: LayerCase, methods: Sequence[str], fraction: float) -> tuple[nn.Module, list[CaseModule]]:
+    """The dense conv of ``case`` (seeded) and each method's module at ``fraction`` of its params (methods that
+    cannot take the shape left out)."""
     import copy
 
     from automtd.methods import LayerShape, get_method
     from automtd.plan import make_plan
 
+    torch.manual_seed(0)
+    dense = nn.Sequential(case.conv()).eval()
+    shape = LayerShape.of(dense[0])
+    size = (case.c_in, case.hw, case.hw)
+    built: list[CaseModule] = []
+    for name in methods:
+        method = get_method(name)
+        if method.unsupported_reason(shape) is not None:
+            continue
+        ranks = method.ranks_for_fraction(shape, fraction)
+        plan = make_plan(dense, {"0": (name, ranks)}, architecture="bench_layer", input_size=size)
+        built.append(CaseModule(name, tuple(ranks), method.params(shape, ranks),
+                                method.macs(shape, ranks, (case.hw, case.hw)),
+                                _structure_model(copy.deepcopy(dense), plan)))
+    return dense, built
+
+
+def _layer_rows(cases: Sequence[LayerCase], methods: Sequence[str], *, fraction: float, batches: Sequence[int],
+                rounds: int, min_run_time: float) -> list[dict[str, Any]]:
+    from automtd.methods import LayerShape
+
     rows: list[dict[str, Any]] = []
     for case in cases:
-        torch.manual_seed(0)
-        dense = nn.Sequential(case.conv()).eval()
+        dense, built = case_modules(case, methods, fraction)
         shape = LayerShape.of(dense[0])
         size = (case.c_in, case.hw, case.hw)
-        built: list[tuple[str, tuple[int, ...], int, int, nn.Module]] = []
-        for name in methods:
-            method = get_method(name)
-            if method.unsupported_reason(shape) is not None:
-                continue
-            ranks = method.ranks_for_fraction(shape, fraction)
-            plan = make_plan(dense, {"0": (name, ranks)}, architecture="bench_layer", input_size=size)
-            module = _structure_model(copy.deepcopy(dense), plan)
-            macs = method.macs(shape, ranks, (case.hw, case.hw))
-            built.append((name, ranks, method.params(shape, ranks), macs, module))
         dense_macs = shape.dense_macs((case.hw, case.hw))
         eager = [dense, *(b[-1] for b in built)]
         forms = {"eager": eager, "deployed": [deploy_model(m).module for m in eager]}
@@ -219,7 +242,7 @@ def _model_rows(model_name: str, plans: Sequence[tuple[str, str, Any]], *, batch
     return rows
 
 
-SPEED_PARTS = ("layers", "kernels", "models")
+SPEED_PARTS = ("layers", "kernels", "allocator", "models")
 
 
 def run_speed(out_dir: Path, *, quick: bool, threads: int, shared_cpu: bool, models: Sequence[str] | None = None,
@@ -255,6 +278,11 @@ def run_speed(out_dir: Path, *, quick: bool, threads: int, shared_cpu: bool, mod
 
         kernel_rows = _kernel_rows(RESNET_SHAPES[-1:] if quick else RESNET_SHAPES, methods, fraction=0.25,
                                    batch=batches[-1], rounds=1 if quick else 3, min_run_time=min_run_time / 2)
+    alloc_rows = old.get("allocator", [])
+    if "allocator" in chosen:
+        from benchmarks._allocator import allocator_rows
+
+        alloc_rows = allocator_rows(methods, batch=batches[-1], rounds=2 if quick else 3, quick=quick)
     names = list(models or (("cifar_resnet20",) if quick else ("cifar_resnet20", "cifar_resnet56")))
     model_rows = [r for r in old.get("models", []) if r["model"] not in names] if "models" in chosen else \
         old.get("models", [])
@@ -268,7 +296,8 @@ def run_speed(out_dir: Path, *, quick: bool, threads: int, shared_cpu: bool, mod
     kept = [p for p in SPEED_PARTS if p not in chosen and old.get(p)]
     kept += [f"models {', '.join(others)}"] if "models" in chosen and others else []
     payload.update({"threads": threads, "batches": list(batches), "rounds": rounds, "min_run_time_s": min_run_time,
-                    "layer_fraction": 0.25, "layers": layer_rows, "kernels": kernel_rows, "models": model_rows})
+                    "layer_fraction": 0.25, "layers": layer_rows, "kernels": kernel_rows, "allocator": alloc_rows,
+                    "models": model_rows})
     if old and kept:
         earlier = old.get("previous") or {}
         if set(kept) <= set(earlier.get("kept", [])):  # the last run kept these too: name the run that measured them
@@ -279,4 +308,5 @@ def run_speed(out_dir: Path, *, quick: bool, threads: int, shared_cpu: bool, mod
     write_csv(out_dir / "speed_layers.csv", layer_rows)
     write_csv(out_dir / "speed_models.csv", model_rows)
     write_csv(out_dir / "speed_kernels.csv", kernel_rows)
+    write_csv(out_dir / "speed_allocator.csv", alloc_rows)
     return write_json(out_dir / "speed.json", payload)

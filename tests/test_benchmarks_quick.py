@@ -135,6 +135,9 @@ def test_quick_suites_write_results(tmp_path: Path, data_root: Path, weights_dir
     kinds = {r["kind"] for r in speed["kernels"]}
     assert {"dense 3x3", "1x1", "depthwise 3x3"} <= kinds and all(r["gmacs_per_s"] > 0 for r in speed["kernels"])
     assert speed["keep_freed_memory"] in (True, False) and _csv_rows(tmp_path / "speed_kernels.csv")
+    alloc = {(r["shape"], r["module"]): r for r in speed["allocator"]}
+    assert ("ResNet-20 (whole)", "original") in alloc and any(m == "cp" for _, m in alloc)
+    assert all(r["default_ms"] > 0 and r["keep_ms"] > 0 for r in alloc.values())
 
     cost = json.loads((tmp_path / "search_cost.json").read_text())
     _check_envelope(cost, "search-cost")
@@ -144,6 +147,7 @@ def test_quick_suites_write_results(tmp_path: Path, data_root: Path, weights_dir
 
     md = (tmp_path / "BENCHMARKS.md").read_text()
     for heading in ("## 1. Compression fronts", "## 2. Real speed", "### Why: throughput of each conv kind",
+                    "### Allocator: glibc defaults vs",
                     "## 3. Search cost", "## 5. GPU-scale"):
         assert heading in md
     assert (tmp_path / "plots" / "fronts.png").is_file()
