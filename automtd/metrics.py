@@ -6,8 +6,8 @@ MACs are counted by ``torch.utils.flop_counter.FlopCounterMode`` on a batch of o
 
 :func:`keep_freed_memory` is the allocator setting CPU latency is measured with: glibc may return a freed
 multi-megabyte activation buffer to the OS and page-fault it back in on the next forward, which costs a
-factorized layer (three convs, two extra intermediates) more than a dense one.  PyTorch's CPU tuning
-guide answers the same problem with jemalloc/tcmalloc.
+factorized network (more intermediates) more than a dense one; the speed suite's ``allocator`` part
+measures it.  PyTorch's CPU tuning guide answers the same problem with jemalloc/tcmalloc.
 """
 
 from __future__ import annotations
