@@ -39,9 +39,8 @@ def _worker(arm: str, methods: Sequence[str], batch: int, quick: bool, out: Path
     times: dict[str, float] = {}
     for case in RESNET_SHAPES[-1:] if quick else RESNET_SHAPES:
         dense, built = case_modules(case, methods, 0.25)
-        size = (case.c_in, case.hw, case.hw)
         modules = {"dense": dense, **{b.method: b.module for b in built}}
-        x = torch.randn(batch, *size).contiguous(memory_format=torch.channels_last)
+        x = torch.randn(batch, *case.input_size).contiguous(memory_format=torch.channels_last)
         deployed = [deploy_model(m).module for m in modules.values()]
         for name, ms in zip(modules, interleaved_latency(deployed, x, rounds=1, min_run_time=0.02 if quick else 0.3),
                             strict=True):

@@ -54,9 +54,8 @@ def kernel_rows(cases: Sequence[Any], methods: Sequence[str], *, fraction: float
     rows: list[dict[str, Any]] = []
     for case in cases:
         dense, built = case_modules(case, methods, fraction)
-        size = (case.c_in, case.hw, case.hw)
         modules = [("dense", dense), *((b.method, b.module) for b in built)]
-        x = torch.randn(batch, *size).contiguous(memory_format=torch.channels_last)
+        x = torch.randn(batch, *case.input_size).contiguous(memory_format=torch.channels_last)
         for name, module in modules:
             deployed = deploy_model(module).module
             for i, (conv, inp, out) in enumerate(_convs_with_inputs(deployed, x)):

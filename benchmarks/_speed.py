@@ -65,6 +65,11 @@ class LayerCase:
         s = f" s{self.stride}" if self.stride != 1 else ""
         return f"{self.family} {self.c_in}->{self.c_out} 3x3{s} @{self.hw}x{self.hw}"
 
+    @property
+    def input_size(self) -> tuple[int, int, int]:
+        """(channels, height, width) of the conv's input, without the batch."""
+        return self.c_in, self.hw, self.hw
+
     def conv(self) -> nn.Conv2d:
         return nn.Conv2d(self.c_in, self.c_out, 3, stride=self.stride, padding=1, bias=False)
 
@@ -140,7 +145,7 @@ def case_modules(case: LayerCase, methods: Sequence[str], fraction: float) -> tu
     torch.manual_seed(0)
     dense = nn.Sequential(case.conv()).eval()
     shape = LayerShape.of(dense[0])
-    size = (case.c_in, case.hw, case.hw)
+    size = case.input_size
     built: list[CaseModule] = []
     for name in methods:
         method = get_method(name)
@@ -162,7 +167,7 @@ def _layer_rows(cases: Sequence[LayerCase], methods: Sequence[str], *, fraction:
     for case in cases:
         dense, built = case_modules(case, methods, fraction)
         shape = LayerShape.of(dense[0])
-        size = (case.c_in, case.hw, case.hw)
+        size = case.input_size
         dense_macs = shape.dense_macs((case.hw, case.hw))
         eager = [dense, *(b[-1] for b in built)]
         forms = {"eager": eager, "deployed": [deploy_model(m).module for m in eager]}
