@@ -38,7 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="record that the CPU was shared with other jobs while measuring")
     p.add_argument("--models", nargs="+", default=None, help="models for fronts/speed (default per suite)")
     p.add_argument("--parts", nargs="+", default=None,
-                   help="fronts: searches baselines final; speed: layers kernels allocator models (default all)")
+                   help="fronts: searches baselines final; "
+                        "speed: layers kernels padding allocator models (default all)")
     p.add_argument("--config", type=Path, default=None,
                    help="fronts only: suite config (default configs/bench_fronts.yaml or bench_fronts_quick.yaml)")
     p.add_argument("--markdown", type=Path, default=None,

@@ -302,7 +302,8 @@ def _speed_section(out: Path, md: Path) -> list[str]:
                  "(target >= 0.7 at batch 64). Two modes, the same on both sides of each ratio: `eager` (the "
                  "modules as built: plain `nn.Conv2d` chains, BatchNorm, NCHW) and `deployed` "
                  "(`automtd.plan.deploy_model`: CP's depthwise kx1/1xk pair merged into one depthwise kxk, "
-                 "BatchNorm folded, channels-last, fed a channels-last batch; what `automtd apply --measure` times). "
+                 + ("ranks zero-padded to the SIMD width, " if speed.get("padding") else "")
+                 + "BatchNorm folded, channels-last, fed a channels-last batch; what `automtd apply --measure` times). "
                  "MACs are always those of the factorized model. "
                  + ("Allocator: `automtd.metrics.keep_freed_memory()` was on (glibc keeps freed activation buffers "
                     "for reuse instead of page-faulting them back in on every forward; both sides).\n"
@@ -333,6 +334,8 @@ def _speed_section(out: Path, md: Path) -> list[str]:
     ]))
     if speed.get("kernels"):
         lines += _kernels_lines(speed["kernels"])
+    if speed.get("padding"):
+        lines += _padding_lines(speed["padding"])
     if speed.get("allocator"):
         lines.append(f"### Allocator: glibc defaults vs `keep_freed_memory()` (batch {speed['allocator'][0]['batch']}, "
                      "deployed)\n")
@@ -350,6 +353,30 @@ def _speed_section(out: Path, md: Path) -> list[str]:
             if plot:
                 lines.append(f"![layer efficiency batch {batch} {mode}]({_rel(plot, md)})\n")
     return lines
+
+
+def _padding_lines(rows: list[dict[str, Any]]) -> list[str]:
+    from benchmarks._padding import padding_summary
+
+    return [
+        f"### Ranks padded to a multiple of {rows[0]['multiple']} (deployed, channels-last)\n",
+        "Each method's module at parameter fractions "
+        f"{', '.join(f'{f:g}' for f in dict.fromkeys(r['fraction'] for r in rows))} deployed with "
+        "`pad_channels=1` (ranks as they are) and with the default (inner widths zero-padded to the SIMD "
+        "width; the added channels carry zeros), timed in turn in one process (`benchmarks/_padding.py`). "
+        "gain = unpadded ms / padded ms; extra MACs = the zeros' share. Only modules with a rank off the "
+        "multiple are listed.\n",
+        md_table(padding_summary(rows), [
+            ("method", "method"), ("batch", "batch"), ("cases", "cases"), ("median", "median gain"),
+            ("low", "lowest"), ("high", "highest"), ("slower", "cases slower padded"),
+            ("extra_macs", "median extra MACs"),
+        ]),
+        md_table(rows, [
+            ("shape", "layer"), ("method", "method"), ("fraction", "fraction"), ("ranks", "ranks"),
+            ("widths", "padded widths"), ("batch", "batch"), ("plain_ms", "unpadded ms"),
+            ("padded_ms", "padded ms"), ("gain", "gain"), ("extra_macs", "extra MACs"),
+        ]),
+    ]
 
 
 def _kernels_lines(rows: list[dict[str, Any]]) -> list[str]:

@@ -1,6 +1,6 @@
 """Suite ``speed``: real CPU latency, original vs compressed, against the MAC ratio.
 
-Four tables; the first and last timed side by side in one process (original and compressed modules
+Five tables; the first and last timed side by side in one process (original and compressed modules
 interleaved round by round, median of the rounds, so a busy machine slows both alike):
 
 * ``layers``: one dense conv of each ResNet/VGG CIFAR layer shape vs each method's module at the
@@ -8,6 +8,8 @@ interleaved round by round, median of the rounds, so a busy machine slows both a
   "efficiency"; 1.0 means the method is as fast as its MACs promise);
 * ``kernels``: each plain conv of those modules alone, in GMAC/s (``benchmarks/_kernels.py``): why
   a method falls short of its MACs;
+* ``padding``: the same modules deployed with and without their ranks zero-padded to the SIMD width
+  (``benchmarks/_padding.py``);
 * ``allocator``: the same modules with glibc's defaults vs :func:`automtd.metrics.keep_freed_memory`,
   each arm in its own process (``benchmarks/_allocator.py``);
 * ``models``: whole pretrained models with each baseline plan (and each front plan written by the
@@ -15,7 +17,8 @@ interleaved round by round, median of the rounds, so a busy machine slows both a
 
 Each in two modes (``mode`` column): ``eager``, the modules as built, and ``deployed``, both sides
 through :func:`automtd.plan.deploy_model` (CP's depthwise ``kx1``/``1xk`` pair merged into one
-depthwise ``kxk``, BatchNorm folded, channels-last), the form one would ship, fed a channels-last batch.
+depthwise ``kxk``, ranks zero-padded to the SIMD width, BatchNorm folded, channels-last), the form one
+would ship, fed a channels-last batch.
 The process first calls :func:`automtd.metrics.keep_freed_memory` (glibc keeps freed activation
 buffers instead of page-faulting them back in on every forward; recorded as ``keep_freed_memory``).
 
@@ -94,7 +97,7 @@ VGG_SHAPES: tuple[LayerCase, ...] = (
 )
 LAYER_METHODS: tuple[str, ...] = ("cp", "tucker2", "ht2", "svd_channel", "svd_spatial")
 # eager: the modules as built (nn.Conv2d chains, BatchNorm, NCHW); deployed: automtd.plan.deploy_model on
-# both sides (CP's depthwise pair merged, BatchNorm folded, channels-last)
+# both sides (CP's depthwise pair merged, ranks padded, BatchNorm folded, channels-last)
 MODES: tuple[str, ...] = ("eager", "deployed")
 # the input batch in each mode's layout, as a layer's input is inside that network
 _LAYOUT = {"eager": torch.contiguous_format, "deployed": torch.channels_last}
@@ -247,7 +250,7 @@ def _model_rows(model_name: str, plans: Sequence[tuple[str, str, Any]], *, batch
     return rows
 
 
-SPEED_PARTS = ("layers", "kernels", "allocator", "models")
+SPEED_PARTS = ("layers", "kernels", "padding", "allocator", "models")
 
 
 def run_speed(out_dir: Path, *, quick: bool, threads: int, shared_cpu: bool, models: Sequence[str] | None = None,
@@ -283,6 +286,12 @@ def run_speed(out_dir: Path, *, quick: bool, threads: int, shared_cpu: bool, mod
 
         kernel_rows = _kernel_rows(RESNET_SHAPES[-1:] if quick else RESNET_SHAPES, methods, fraction=0.25,
                                    batch=batches[-1], rounds=1 if quick else 3, min_run_time=min_run_time / 2)
+    pad_rows = old.get("padding", [])
+    if "padding" in chosen:
+        from benchmarks._padding import padding_rows
+
+        pad_rows = padding_rows(cases, methods, fractions=(0.25,) if quick else (0.25, 0.5), batches=batches,
+                                rounds=1 if quick else 3, min_run_time=min_run_time / 2)
     alloc_rows = old.get("allocator", [])
     if "allocator" in chosen:
         from benchmarks._allocator import allocator_rows
@@ -301,7 +310,8 @@ def run_speed(out_dir: Path, *, quick: bool, threads: int, shared_cpu: bool, mod
     kept = [p for p in SPEED_PARTS if p not in chosen and old.get(p)]
     kept += [f"models {', '.join(others)}"] if "models" in chosen and others else []
     payload.update({"threads": threads, "batches": list(batches), "rounds": rounds, "min_run_time_s": min_run_time,
-                    "layer_fraction": 0.25, "layers": layer_rows, "kernels": kernel_rows, "allocator": alloc_rows,
+                    "layer_fraction": 0.25, "layers": layer_rows, "kernels": kernel_rows, "padding": pad_rows,
+                    "allocator": alloc_rows,
                     "models": model_rows})
     if old and kept:
         earlier = old.get("previous") or {}
@@ -313,5 +323,6 @@ def run_speed(out_dir: Path, *, quick: bool, threads: int, shared_cpu: bool, mod
     write_csv(out_dir / "speed_layers.csv", layer_rows)
     write_csv(out_dir / "speed_models.csv", model_rows)
     write_csv(out_dir / "speed_kernels.csv", kernel_rows)
+    write_csv(out_dir / "speed_padding.csv", pad_rows)
     write_csv(out_dir / "speed_allocator.csv", alloc_rows)
     return write_json(out_dir / "speed.json", payload)

@@ -29,7 +29,7 @@ def test_compressed_resnet_inference_form_is_exact_and_smaller_graph() -> None:
     _, compressed = _resnet20_cp()
     n_cp = sum(1 for m in compressed.modules() if type(m).__name__ == "FactorizedConv")
     deployed = deploy_model(compressed)
-    assert deployed.applied == ("merge_separable", "fold_bn", "channels_last")
+    assert deployed.applied == ("merge_separable", "pad_channels", "fold_bn", "channels_last")
     x = torch.randn(4, 3, 32, 32)
     with torch.no_grad():
         expected, got = compressed(x), deployed.module(x)
@@ -72,7 +72,7 @@ def test_compare_models_times_the_inference_form() -> None:
     original, compressed = _resnet20_cp()
     report = compare_models(original, compressed, (3, 32, 32), batch_sizes=(2,), min_run_time=0.01, threads=1)
     assert report["original"]["deploy"]["applied"] == ["fold_bn", "channels_last"]
-    assert report["compressed"]["deploy"]["applied"] == ["merge_separable", "fold_bn", "channels_last"]
-    assert "timed in inference form: merge_separable, fold_bn, channels_last" in measure_text(report)
+    assert report["compressed"]["deploy"]["applied"] == ["merge_separable", "pad_channels", "fold_bn", "channels_last"]
+    assert "timed in inference form: merge_separable, pad_channels, fold_bn, channels_last" in measure_text(report)
     eager = compare_models(original, compressed, (3, 32, 32), batch_sizes=(2,), min_run_time=0.01, deploy=False)
     assert "deploy" not in eager["compressed"] and "inference form" not in measure_text(eager)

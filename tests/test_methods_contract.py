@@ -316,8 +316,8 @@ def test_cp_recovers_exact_rank_kernel_factors_error() -> None:
 
 @pytest.mark.parametrize(("name", "case"), ALL)
 def test_inference_form_equals_module(name: str, case: str) -> None:
-    """deploy_model (separable pairs merged, BatchNorm folded, channels-last) keeps the function."""
-    from automtd.plan import deploy_model
+    """deploy_model (separable pairs merged, ranks padded, BatchNorm folded, channels-last) keeps the function."""
+    from automtd.plan import default_channel_multiple, deploy_model
 
     method = get_method(name)
     layer = _layer(case)
@@ -340,6 +340,8 @@ def test_inference_form_equals_module(name: str, case: str) -> None:
     depthwise_1d = [m for m in module.modules() if isinstance(m, nn.Conv2d) and m.groups > 1 and 1 in m.kernel_size]
     merged = [m for m in deployed.module.modules()
               if isinstance(m, nn.Conv2d) and m.groups > 1 and 1 not in m.kernel_size]
+    if case != "linear" and any(r % default_channel_multiple() for r in module.ranks):  # ranks off the SIMD width
+        assert "pad_channels" in deployed.applied
     if name == "cp" and case in ("stride2_asym_dil2_bias", "same_even_kernel"):
         assert len(depthwise_1d) == 2 and len(merged) == 1 and "merge_separable" in deployed.applied
     else:

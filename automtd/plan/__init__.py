@@ -10,10 +10,11 @@ See ``docs/architecture.md``.  :func:`make_plan` builds a plan from per-layer ch
 from automtd.plan._apply import apply_plan, check_plan, plan_mismatches
 from automtd.plan._cache import FactorCache, weight_digest
 from automtd.plan._compress import CompressResult, FinetuneOptions, compare_models, compress_checkpoint, finetune
-from automtd.plan._deploy import Deployed, deploy_model, merge_separable_convs
+from automtd.plan._deploy import Deployed, default_channel_multiple, deploy_model, merge_separable_convs
 from automtd.plan._export import export_torchscript, load_torchscript
 from automtd.plan._layers import LayerInfo, decomposable_layers, layer_weight, model_fingerprint, scan_layers
 from automtd.plan._make import make_plan, model_totals
+from automtd.plan._pad import pad_inner_channels
 from automtd.plan._report import describe_shape, layers_table, measure_text, plan_table, totals_text
 from automtd.plan._schema import PLAN_VERSION, RATIO_DEFINITIONS, LayerPlan, Plan, PlanTotals, SkippedLayer
 
@@ -34,6 +35,7 @@ __all__ = [
     "compare_models",
     "compress_checkpoint",
     "decomposable_layers",
+    "default_channel_multiple",
     "deploy_model",
     "describe_shape",
     "export_torchscript",
@@ -46,6 +48,7 @@ __all__ = [
     "merge_separable_convs",
     "model_fingerprint",
     "model_totals",
+    "pad_inner_channels",
     "plan_mismatches",
     "plan_table",
     "scan_layers",

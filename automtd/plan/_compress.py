@@ -171,7 +171,7 @@ def compare_models(
 
     Latency is ``automtd.metrics.measure_latency`` (``torch.utils.benchmark``) at each batch size; the
     thread count used is recorded with it.  With ``deploy`` (default) both models are timed in their
-    :func:`~automtd.plan.deploy_model` form (separable pairs merged, BatchNorm folded, channels-last),
+    :func:`~automtd.plan.deploy_model` form (separable pairs merged, ranks padded, BatchNorm folded, channels-last),
     the steps applied recorded under ``deploy``; params and MACs are always those of the models given.
     Timing first calls :func:`~automtd.metrics.keep_freed_memory` (recorded as ``keep_freed_memory``).
     """

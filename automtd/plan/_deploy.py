@@ -1,19 +1,24 @@
 """Inference form of a (compressed) model: the same function, fewer and faster kernels.
 
-:func:`deploy_model` returns a new module (the input is left untouched) after three exact rewrites:
+:func:`deploy_model` returns a new module (the input is left untouched) after four exact rewrites:
 
 ``merge_separable``
     a depthwise ``kx1`` conv followed by a depthwise ``1xk`` conv on the same channels (the middle of
     a CP layer) becomes one depthwise ``kxk`` conv whose kernels are the outer products of the pairs.
     Separable kernels act on different axes, so the output is unchanged; each channel then holds
     ``kh*kw`` weights instead of ``kh+kw``, but the activation map is read and written once, not twice.
+``pad_channels``
+    :func:`~automtd.plan._pad.pad_inner_channels`: each inner width of a conv chain (the ranks) is
+    zero-padded to a multiple of the SIMD width (16 fp32 on AVX-512 CPUs, else 8), which oneDNN runs
+    on its full-vector path; the added channels carry zeros.
 ``fold_bn``
     ``torch.fx.experimental.optimization.fuse``: every ``Conv -> BatchNorm`` (eval mode) becomes one
     conv with folded weights.  A model that torch.fx cannot trace keeps its BatchNorms (logged).
 ``channels_last``
     parameters in NHWC order, oneDNN's native layout on CPU (conv outputs follow the weights).
 
-Plans, params and MACs are those of the factorized model; this form only changes how it runs.
+Plans, params and MACs are those of the factorized model; this form only changes how it runs
+(the zeros added by ``pad_channels`` are not parameters of the plan).
 """
 
 from __future__ import annotations
@@ -25,7 +30,9 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-__all__ = ["Deployed", "deploy_model", "merge_separable_convs"]
+from automtd.plan._pad import pad_inner_channels
+
+__all__ = ["Deployed", "default_channel_multiple", "deploy_model", "merge_separable_convs"]
 
 log = logging.getLogger(__name__)
 
@@ -125,11 +132,18 @@ def _fold_bn(model: nn.Module) -> nn.Module:
     return fuse(model, inplace=False)  # a copy: a failure half-way leaves ``model`` as it was
 
 
+def default_channel_multiple() -> int:
+    """The fp32 SIMD width of this CPU in channels: 16 with AVX-512, else 8 (AVX2; also right for GPUs)."""
+    return 16 if torch.backends.cpu.get_cpu_capability().startswith("AVX512") else 8
+
+
 def deploy_model(
-    model: nn.Module, *, merge_separable: bool = True, fold_bn: bool = True, channels_last: bool = True
+    model: nn.Module, *, merge_separable: bool = True, pad_channels: int | None = None, fold_bn: bool = True,
+    channels_last: bool = True
 ) -> Deployed:
     """A copy of ``model`` in eval mode with the chosen rewrites (module docstring); outputs are unchanged
-    up to float rounding."""
+    up to float rounding.  ``pad_channels``: the multiple inner widths are padded to (None: this CPU's
+    :func:`default_channel_multiple`; 1: no padding)."""
     out = copy.deepcopy(model).eval()
     applied: list[str] = []
     skipped: dict[str, str] = {}
@@ -138,6 +152,13 @@ def deploy_model(
             applied.append("merge_separable")
         else:
             skipped["merge_separable"] = "no depthwise kx1 / 1xk pair"
+    multiple = default_channel_multiple() if pad_channels is None else pad_channels
+    if multiple == 1:
+        skipped["pad_channels"] = "turned off (pad_channels=1)"
+    elif pad_inner_channels(out, multiple):
+        applied.append("pad_channels")
+    else:
+        skipped["pad_channels"] = f"every inner width is already a multiple of {multiple}"
     if fold_bn:
         try:
             out = _fold_bn(out)
