@@ -27,16 +27,15 @@ def _inner_widths(module: nn.Module) -> list[int]:
 
 def padding_rows(cases: Sequence[Any], methods: Sequence[str], *, fractions: Sequence[float],
                  batches: Sequence[int], rounds: int, min_run_time: float) -> list[dict[str, Any]]:
-    """One row per (shape, batch, method, fraction) whose ranks get padded: ranks, padded widths, ms without / with
-    padding, gain, extra MACs."""
+    """One row per (shape, fraction, method, batch) whose ranks get padded: ranks, padded widths, ms without /
+    with padding, gain, extra MACs.  Each module is built, padded and deployed once for all batches."""
     from automtd.metrics import count_macs
     from automtd.plan import default_channel_multiple, deploy_model, pad_inner_channels
     from benchmarks._speed import case_modules, interleaved_latency
 
     multiple = default_channel_multiple()
     rows: list[dict[str, Any]] = []
-    for case, batch in ((c, n) for c in cases for n in batches):
-        x = torch.randn(batch, *case.input_size).contiguous(memory_format=torch.channels_last)
+    for case in cases:
         for fraction in fractions:
             for b in case_modules(case, methods, fraction)[1]:
                 wide = copy.deepcopy(b.module)
@@ -44,13 +43,16 @@ def padding_rows(cases: Sequence[Any], methods: Sequence[str], *, fractions: Seq
                     continue  # every rank already on the multiple: nothing to compare
                 plain = deploy_model(b.module, pad_channels=1).module
                 padded = deploy_model(b.module, pad_channels=multiple).module
-                t_plain, t_pad = interleaved_latency([plain, padded], x, rounds=rounds, min_run_time=min_run_time)
-                rows.append({
-                    "shape": case.label, "method": b.method, "fraction": fraction, "ranks": list(b.ranks),
-                    "widths": _inner_widths(wide), "multiple": multiple, "batch": batch,
-                    "plain_ms": t_plain, "padded_ms": t_pad, "gain": t_plain / t_pad,
-                    "extra_macs": count_macs(wide, case.input_size) / count_macs(b.module, case.input_size) - 1.0,
-                })
+                extra = count_macs(wide, case.input_size) / count_macs(b.module, case.input_size) - 1.0
+                for batch in batches:
+                    x = torch.randn(batch, *case.input_size).contiguous(memory_format=torch.channels_last)
+                    t_plain, t_pad = interleaved_latency([plain, padded], x, rounds=rounds,
+                                                         min_run_time=min_run_time)
+                    rows.append({
+                        "shape": case.label, "method": b.method, "fraction": fraction, "ranks": list(b.ranks),
+                        "widths": _inner_widths(wide), "multiple": multiple, "batch": batch,
+                        "plain_ms": t_plain, "padded_ms": t_pad, "gain": t_plain / t_pad, "extra_macs": extra,
+                    })
     return rows
 
 
