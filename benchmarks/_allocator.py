@@ -4,6 +4,7 @@ The setting is process-wide, so each arm runs in its own fresh process (``python
 --worker default|keep``), the two alternating for a few rounds; each times the dense conv and each
 method's deployed module on every ResNet layer shape, and the whole ResNet-20 with the quick baseline
 plans, at the speed suite's batch (channels-last input).  The median over rounds is kept per arm.
+Ranks are left unpadded (``pad_channels=1``): measured padding could choose differently in the two arms.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ def _worker(arm: str, methods: Sequence[str], batch: int, quick: bool, out: Path
         dense, built = case_modules(case, methods, 0.25)
         modules = {"dense": dense, **{b.method: b.module for b in built}}
         x = torch.randn(batch, *case.input_size).contiguous(memory_format=torch.channels_last)
-        deployed = [deploy_model(m).module for m in modules.values()]
+        deployed = [deploy_model(m, pad_channels=1).module for m in modules.values()]
         for name, ms in zip(modules, interleaved_latency(deployed, x, rounds=1, min_run_time=0.02 if quick else 0.3),
                             strict=True):
             times[f"{case.label}|{name}"] = ms
@@ -49,7 +50,7 @@ def _worker(arm: str, methods: Sequence[str], batch: int, quick: bool, out: Path
     models = {"original": base, **{label: _structure_model(copy.deepcopy(base), plan)
                                    for label, _, plan in baseline_plans(base, "cifar_resnet20", quick=True)}}
     x = torch.randn(batch, 3, 32, 32).contiguous(memory_format=torch.channels_last)
-    deployed = [deploy_model(m).module for m in models.values()]
+    deployed = [deploy_model(m, pad_channels=1).module for m in models.values()]
     for name, ms in zip(models, interleaved_latency(deployed, x, rounds=1, min_run_time=0.02 if quick else 0.5),
                         strict=True):
         times[f"ResNet-20 (whole)|{name}"] = ms

@@ -57,7 +57,7 @@ def kernel_rows(cases: Sequence[Any], methods: Sequence[str], *, fraction: float
         modules = [("dense", dense), *((b.method, b.module) for b in built)]
         x = torch.randn(batch, *case.input_size).contiguous(memory_format=torch.channels_last)
         for name, module in modules:
-            deployed = deploy_model(module).module
+            deployed = deploy_model(module, example_input=x).module
             for i, (conv, inp, out) in enumerate(_convs_with_inputs(deployed, x)):
                 ms = interleaved_latency([conv], inp.clone(), rounds=rounds, min_run_time=min_run_time)[0]
                 macs = out.numel() * (conv.in_channels // conv.groups) * conv.kernel_size[0] * conv.kernel_size[1]

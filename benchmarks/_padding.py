@@ -1,9 +1,11 @@
-"""Speed part ``padding``: inner widths (ranks) padded to the SIMD multiple vs left as they are.
+"""Speed part ``padding``: inner widths (ranks) zero-padded to a SIMD multiple vs left as they are.
 
-Each method's module for each layer shape, at two parameter fractions (whose ranks rarely fall on
-a multiple of 8), is deployed twice, ``deploy_model(m, pad_channels=1)`` and ``deploy_model(m)``
-(:func:`automtd.plan.default_channel_multiple`), and both are timed in turn in one process on the
-same channels-last batch (median of the rounds).  ``gain`` > 1 means padding made the module faster;
+Each method's module for each layer shape, at two parameter fractions (whose ranks rarely fall on a
+multiple of 8), is deployed with ``pad_channels=1`` (ranks as they are), padded to each of this CPU's
+:func:`automtd.plan.candidate_multiples` unmeasured (``pad_channels=8`` / ``16``), and with the default
+``pad_channels='auto'`` (each chain padded only where :func:`automtd.plan.tune_padding` measured it faster
+on that batch); the forms are timed in turn in one process on the same channels-last batch (median of
+the rounds).  One row per form: ``gain`` > 1 means that form ran faster than the unpadded one;
 ``extra_macs`` is the fraction of MACs the zero channels add.
 """
 
@@ -27,44 +29,56 @@ def _inner_widths(module: nn.Module) -> list[int]:
 
 def padding_rows(cases: Sequence[Any], methods: Sequence[str], *, fractions: Sequence[float],
                  batches: Sequence[int], rounds: int, min_run_time: float) -> list[dict[str, Any]]:
-    """One row per (shape, fraction, method, batch) whose ranks get padded: ranks, padded widths, ms without /
-    with padding, gain, extra MACs.  Each module is built, padded and deployed once for all batches."""
+    """One row per (shape, fraction, method, batch, form) whose ranks a fixed multiple would pad: ranks, widths
+    of the form, ms unpadded and in that form, gain, extra MACs.  Forms: ``pad N`` for each candidate multiple
+    that changes a width, and ``auto``."""
     from automtd.metrics import count_macs
-    from automtd.plan import default_channel_multiple, deploy_model, pad_inner_channels
+    from automtd.plan import candidate_multiples, deploy_model, pad_inner_channels
     from benchmarks._speed import case_modules, interleaved_latency
 
-    multiple = default_channel_multiple()
     rows: list[dict[str, Any]] = []
     for case in cases:
         for fraction in fractions:
             for b in case_modules(case, methods, fraction)[1]:
-                wide = copy.deepcopy(b.module)
-                if not pad_inner_channels(wide, multiple):
-                    continue  # every rank already on the multiple: nothing to compare
+                macs = count_macs(b.module, case.input_size)
+                fixed: dict[int, tuple[list[int], float, nn.Module]] = {}  # multiple -> (widths, extra MACs, deployed)
+                for m in candidate_multiples():
+                    wide = copy.deepcopy(b.module)
+                    if pad_inner_channels(wide, m):
+                        fixed[m] = (_inner_widths(wide), count_macs(wide, case.input_size) / macs - 1.0,
+                                    deploy_model(b.module, pad_channels=m).module)
+                if not fixed:
+                    continue  # every rank already on every multiple: nothing to compare
                 plain = deploy_model(b.module, pad_channels=1).module
-                padded = deploy_model(b.module, pad_channels=multiple).module
-                extra = count_macs(wide, case.input_size) / count_macs(b.module, case.input_size) - 1.0
                 for batch in batches:
                     x = torch.randn(batch, *case.input_size).contiguous(memory_format=torch.channels_last)
-                    t_plain, t_pad = interleaved_latency([plain, padded], x, rounds=rounds,
-                                                         min_run_time=min_run_time)
-                    rows.append({
-                        "shape": case.label, "method": b.method, "fraction": fraction, "ranks": list(b.ranks),
-                        "widths": _inner_widths(wide), "multiple": multiple, "batch": batch,
-                        "plain_ms": t_plain, "padded_ms": t_pad, "gain": t_plain / t_pad, "extra_macs": extra,
-                    })
+                    auto = deploy_model(b.module, example_input=x)
+                    chosen = next(iter(auto.padded.values()), 1)  # one chain per module
+                    forms = [(f"pad {m}", m, *fixed[m]) for m in fixed]
+                    widths, extra = fixed[chosen][:2] if chosen in fixed else (_inner_widths(b.module), 0.0)
+                    forms.append(("auto", chosen, widths, extra, auto.module))
+                    times = interleaved_latency([plain, *(f[-1] for f in forms)], x, rounds=rounds,
+                                                min_run_time=min_run_time)
+                    for (name, multiple, widths, extra, _), ms in zip(forms, times[1:], strict=True):
+                        rows.append({
+                            "shape": case.label, "method": b.method, "fraction": fraction, "ranks": list(b.ranks),
+                            "form": name, "multiple": multiple, "widths": widths, "batch": batch,
+                            "plain_ms": times[0], "form_ms": ms, "gain": times[0] / ms, "extra_macs": extra,
+                        })
     return rows
 
 
 def padding_summary(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per (method, batch): cases, median / lowest / highest gain, cases padding slowed, median extra MACs."""
-    groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    """Per (form, method, batch): cases, median / lowest / highest gain, cases slower than unpadded, median
+    extra MACs (for ``auto``: how many cases it padded)."""
+    groups: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
     for r in rows:
-        groups.setdefault((str(r["method"]), int(r["batch"])), []).append(r)
+        groups.setdefault((str(r["form"]), str(r["method"]), int(r["batch"])), []).append(r)
     out = []
-    for (method, batch), group in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+    for (form, method, batch), group in sorted(groups.items(), key=lambda kv: (kv[0][2], kv[0][0], kv[0][1])):
         gains = [float(r["gain"]) for r in group]
-        out.append({"method": method, "batch": batch, "cases": len(group), "median": statistics.median(gains),
-                    "low": min(gains), "high": max(gains), "slower": sum(g < 1.0 for g in gains),
+        out.append({"form": form, "method": method, "batch": batch, "cases": len(group),
+                    "median": statistics.median(gains), "low": min(gains), "high": max(gains),
+                    "slower": sum(g < 1.0 for g in gains), "padded": sum(int(r["multiple"]) > 1 for r in group),
                     "extra_macs": statistics.median(float(r["extra_macs"]) for r in group)})
     return out

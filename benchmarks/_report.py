@@ -358,23 +358,27 @@ def _speed_section(out: Path, md: Path) -> list[str]:
 def _padding_lines(rows: list[dict[str, Any]]) -> list[str]:
     from benchmarks._padding import padding_summary
 
+    if "form" not in rows[0]:  # written before the 'auto' form existed: every row padded to one multiple
+        rows = [{**r, "form": f"pad {r['multiple']}", "form_ms": r["padded_ms"]} for r in rows]
     return [
-        f"### Ranks padded to a multiple of {rows[0]['multiple']} (deployed, channels-last)\n",
+        "### Ranks padded to a SIMD multiple: fixed vs measured (`pad_channels='auto'`, deployed, channels-last)\n",
         "Each method's module at parameter fractions "
         f"{', '.join(f'{f:g}' for f in dict.fromkeys(r['fraction'] for r in rows))} deployed with "
-        "`pad_channels=1` (ranks as they are) and with the default (inner widths zero-padded to the SIMD "
-        "width; the added channels carry zeros), timed in turn in one process (`benchmarks/_padding.py`). "
-        "gain = unpadded ms / padded ms; extra MACs = the zeros' share. Only modules with a rank off the "
+        "`pad_channels=1` (ranks as they are), padded unmeasured to each multiple this CPU offers (`pad N`; "
+        "the added channels carry zeros) and with the default `pad_channels='auto'` (each chain padded only "
+        "where `tune_padding` measured it faster on that batch), timed in turn in one process "
+        "(`benchmarks/_padding.py`). gain = unpadded ms / that form's ms; extra MACs = the zeros' share; "
+        "padded = cases the form padded (for `auto`, the ones it chose to). Only modules with a rank off a "
         "multiple are listed.\n",
         md_table(padding_summary(rows), [
-            ("method", "method"), ("batch", "batch"), ("cases", "cases"), ("median", "median gain"),
-            ("low", "lowest"), ("high", "highest"), ("slower", "cases slower padded"),
-            ("extra_macs", "median extra MACs"),
+            ("form", "form"), ("method", "method"), ("batch", "batch"), ("cases", "cases"),
+            ("median", "median gain"), ("low", "lowest"), ("high", "highest"), ("slower", "cases slower"),
+            ("padded", "padded"), ("extra_macs", "median extra MACs"),
         ]),
         md_table(rows, [
             ("shape", "layer"), ("method", "method"), ("fraction", "fraction"), ("ranks", "ranks"),
-            ("widths", "padded widths"), ("batch", "batch"), ("plain_ms", "unpadded ms"),
-            ("padded_ms", "padded ms"), ("gain", "gain"), ("extra_macs", "extra MACs"),
+            ("form", "form"), ("widths", "widths"), ("batch", "batch"), ("plain_ms", "unpadded ms"),
+            ("form_ms", "form ms"), ("gain", "gain"), ("extra_macs", "extra MACs"),
         ]),
     ]
 

@@ -173,10 +173,11 @@ def _layer_rows(cases: Sequence[LayerCase], methods: Sequence[str], *, fraction:
         size = case.input_size
         dense_macs = shape.dense_macs((case.hw, case.hw))
         eager = [dense, *(b[-1] for b in built)]
-        forms = {"eager": eager, "deployed": [deploy_model(m).module for m in eager]}
         for batch, mode in ((b, m) for b in batches for m in MODES):
             x = torch.randn(batch, *size).contiguous(memory_format=_LAYOUT[mode])
-            times = interleaved_latency(forms[mode], x, rounds=rounds, min_run_time=min_run_time)
+            # deployed for this batch: ranks padded only where measured faster on it (pad_channels='auto')
+            forms = eager if mode == "eager" else [deploy_model(m, example_input=x).module for m in eager]
+            times = interleaved_latency(forms, x, rounds=rounds, min_run_time=min_run_time)
             log(f"layer {case.label} batch {batch} {mode}: dense {times[0]:.3f} ms")
             for (name, ranks, params, macs, _), t in zip(built, times[1:], strict=True):
                 mac_ratio = dense_macs / macs
@@ -228,16 +229,17 @@ def _model_rows(model_name: str, plans: Sequence[tuple[str, str, Any]], *, batch
 
     base = load_pretrained(model_name)
     rows: list[dict[str, Any]] = []
-    compressed = []
-    for label, method, plan in plans:
-        comp = _structure_model(copy.deepcopy(base), plan)
-        compressed.append((label, method, plan, {"eager": comp, "deployed": deploy_model(comp).module}))
-    originals = {"eager": base, "deployed": deploy_model(base).module}
+    compressed = [(label, method, plan, _structure_model(copy.deepcopy(base), plan)) for label, method, plan in plans]
     for batch, mode in ((b, m) for b in batches for m in MODES):
         x = torch.randn(batch, 3, 32, 32).contiguous(memory_format=_LAYOUT[mode])
+        # deployed for this batch: ranks padded only where measured faster on it (pad_channels='auto')
+        def form(m: nn.Module, x: torch.Tensor = x, mode: str = mode) -> nn.Module:
+            return m if mode == "eager" else deploy_model(m, example_input=x).module
+
+        original = form(base)
         # original timed between every compressed model: pairs (orig, comp) interleaved round by round
-        for label, method, plan, forms in compressed:
-            pair = [originals[mode], forms[mode]]
+        for label, method, plan, comp in compressed:
+            pair = [original, form(comp)]
             t_orig, t_comp = interleaved_latency(pair, x, rounds=rounds, min_run_time=min_run_time)
             speedup = t_orig / t_comp
             rows.append({

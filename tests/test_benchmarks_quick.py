@@ -137,9 +137,12 @@ def test_quick_suites_write_results(tmp_path: Path, data_root: Path, weights_dir
     assert speed["keep_freed_memory"] in (True, False) and _csv_rows(tmp_path / "speed_kernels.csv")
     pad = speed["padding"]
     assert {r["method"] for r in pad} == {"cp", "tucker2"} and _csv_rows(tmp_path / "speed_padding.csv")
-    for r in pad:  # only modules with a rank off the multiple, padded up to it, both timed
-        assert any(rank % r["multiple"] for rank in r["ranks"]) and all(w % r["multiple"] == 0 for w in r["widths"])
-        assert r["plain_ms"] > 0 and r["padded_ms"] > 0 and r["extra_macs"] > 0
+    for r in pad:  # only modules with a rank off a multiple; each form's widths on its multiple, all timed
+        assert r["plain_ms"] > 0 and r["form_ms"] > 0 and all(w % r["multiple"] == 0 for w in r["widths"])
+        if r["form"] != "auto":
+            assert r["form"] == f"pad {r['multiple']}" and any(rank % r["multiple"] for rank in r["ranks"])
+        assert (r["extra_macs"] > 0) == (r["multiple"] > 1)
+    assert {r["form"] for r in pad} >= {"pad 8", "auto"}
     alloc = {(r["shape"], r["module"]): r for r in speed["allocator"]}
     assert ("ResNet-20 (whole)", "original") in alloc and any(m == "cp" for _, m in alloc)
     assert all(r["default_ms"] > 0 and r["keep_ms"] > 0 for r in alloc.values())
@@ -152,7 +155,7 @@ def test_quick_suites_write_results(tmp_path: Path, data_root: Path, weights_dir
 
     md = (tmp_path / "BENCHMARKS.md").read_text()
     for heading in ("## 1. Compression fronts", "## 2. Real speed", "### Why: throughput of each conv kind",
-                    "### Ranks padded to a multiple of",
+                    "### Ranks padded to a SIMD multiple: fixed vs measured",
                     "### Allocator: glibc defaults vs",
                     "## 3. Search cost", "## 5. GPU-scale"):
         assert heading in md

@@ -11,7 +11,7 @@ from torch import nn
 from automtd import ConfigError
 from automtd.methods import LayerShape, get_method
 from automtd.metrics import count_params
-from automtd.plan import default_channel_multiple, deploy_model, pad_inner_channels
+from automtd.plan import candidate_multiples, default_channel_multiple, deploy_model, pad_inner_channels, tune_padding
 
 
 def _widths(seq: nn.Sequential) -> list[int]:
@@ -61,15 +61,83 @@ def test_sequences_that_cannot_be_padded_are_left_alone() -> None:
         assert [tuple(p.shape) for p in seq.parameters()] == before
 
 
-def test_deploy_pads_by_default_and_can_be_turned_off() -> None:
+def test_deploy_pad_channels_modes() -> None:
     layer = get_method("cp").from_layer(nn.Conv2d(16, 16, 3, padding=1), (13,), seed=0)
-    on = deploy_model(layer)
-    assert "pad_channels" in on.applied
+    fixed = deploy_model(layer, pad_channels=8)
+    assert "pad_channels" in fixed.applied and fixed.padded == {"": 8}
+    no_input = deploy_model(layer)  # 'auto' without a batch to time on: nothing padded, and it says why
+    assert "pad_channels" not in no_input.applied and no_input.padded == {}
+    assert "example_input" in no_input.skipped["pad_channels"]
     off = deploy_model(layer, pad_channels=1)
     assert "pad_channels" not in off.applied and "turned off" in off.skipped["pad_channels"]
     aligned = deploy_model(get_method("cp").from_layer(nn.Conv2d(16, 16, 3, padding=1), (16,), seed=0),
                            pad_channels=8)
     assert "already a multiple of 8" in aligned.skipped["pad_channels"]
-    assert default_channel_multiple() in (8, 16)
-    with pytest.raises(ConfigError, match="channel multiple 0"):
-        deploy_model(layer, pad_channels=0)
+    assert default_channel_multiple() in (8, 16) and set(candidate_multiples()) <= {8, 16}
+    for bad in (0, -8, "fast", True):
+        with pytest.raises(ConfigError, match="pad_channels="):
+            deploy_model(layer, pad_channels=bad)  # type: ignore[arg-type]
+
+
+def _net() -> nn.Sequential:
+    """Two factorized layers (ranks 13 and 6, off every multiple) around a ReLU, plus an unfactorized conv."""
+    torch.manual_seed(0)
+    return nn.Sequential(
+        get_method("cp").from_layer(nn.Conv2d(16, 16, 3, padding=1, stride=2), (13,), seed=0),
+        nn.ReLU(),
+        get_method("tucker2").from_layer(nn.Conv2d(16, 24, 3, padding=1, stride=2), (6, 6), seed=0),
+        nn.Conv2d(24, 8, 3),
+    ).eval()
+
+
+def _width_cost(module: nn.Module, x: torch.Tensor) -> float:
+    """A deterministic stand-in for a timer: the summed conv widths, so padding always looks slower."""
+    return float(sum(m.out_channels for m in module.modules() if isinstance(m, nn.Conv2d)))
+
+
+def test_tune_padding_keeps_only_what_the_timer_says_is_faster() -> None:
+    x = torch.randn(2, 16, 12, 12)
+    net = _net()
+    with torch.no_grad():
+        ref = net(x)
+    # padding measured slower everywhere: nothing changes
+    slower = copy.deepcopy(net)
+    assert tune_padding(slower, x, multiples=(8, 16), timer=_width_cost) == {}
+    assert [tuple(p.shape) for p in slower.parameters()] == [tuple(p.shape) for p in net.parameters()]
+    # the widest form measured fastest: each chain padded to its widest multiple (13 -> 16 either way: the
+    # tie goes to the smaller multiple), function unchanged
+    faster = copy.deepcopy(net)
+    chosen = tune_padding(faster, x, multiples=(8, 16), timer=lambda m, t: -_width_cost(m, t))
+    assert chosen == {"0": 8, "2": 16}
+    assert _widths(faster[0])[:-1] == [16, 16, 16] and _widths(faster[2])[:-1] == [16, 16]
+    with torch.no_grad():
+        torch.testing.assert_close(faster(x), ref, rtol=1e-5, atol=1e-5)
+    # a gain under min_gain is not worth the zeros: only chain 2 (timed 2x faster padded) is padded
+    # chain 0's three rounds (as is, padded to 8) first, then chain 2's: 1 % faster padded vs 2x faster
+    times = iter([10.0, 9.9] * 3 + [10.0, 5.0] * 3)
+    calls: list[tuple[int, ...]] = []
+
+    def scripted(module: nn.Module, t: torch.Tensor) -> float:
+        calls.append(tuple(t.shape))
+        return next(times)
+
+    some = copy.deepcopy(net)
+    assert tune_padding(some, x, multiples=(8,), timer=scripted, rounds=3) == {"2": 8}
+    assert calls == [(2, 16, 12, 12)] * 6 + [(2, 16, 6, 6)] * 6  # each chain timed on its own input
+    with pytest.raises(ConfigError, match="multiples"):
+        tune_padding(copy.deepcopy(net), x, multiples=(1,))
+
+
+def test_tune_padding_ignores_nested_chains_and_times_real_modules() -> None:
+    outer = nn.Sequential(_net(), nn.Flatten())  # the outer Sequential holds chains but is not one itself
+    x = torch.randn(1, 16, 12, 12)
+    with torch.no_grad():
+        ref = outer(x)
+    chosen = tune_padding(outer, x, min_run_time=0.001, rounds=1)  # real timings: any choice, same function
+    assert set(chosen) <= {"0.0", "0.2"} and set(chosen.values()) <= set(candidate_multiples())
+    with torch.no_grad():
+        torch.testing.assert_close(outer(x), ref, rtol=1e-5, atol=1e-5)
+    deployed = deploy_model(outer, example_input=x)
+    assert deployed.padded == {} or "pad_channels" in deployed.applied
+    with torch.no_grad():
+        torch.testing.assert_close(deployed.module(x), ref, rtol=1e-4, atol=1e-4)

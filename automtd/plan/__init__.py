@@ -17,6 +17,7 @@ from automtd.plan._make import make_plan, model_totals
 from automtd.plan._pad import pad_inner_channels
 from automtd.plan._report import describe_shape, layers_table, measure_text, plan_table, totals_text
 from automtd.plan._schema import PLAN_VERSION, RATIO_DEFINITIONS, LayerPlan, Plan, PlanTotals, SkippedLayer
+from automtd.plan._tune import candidate_multiples, tune_padding
 
 __all__ = [
     "PLAN_VERSION",
@@ -31,6 +32,7 @@ __all__ = [
     "PlanTotals",
     "SkippedLayer",
     "apply_plan",
+    "candidate_multiples",
     "check_plan",
     "compare_models",
     "compress_checkpoint",
@@ -53,5 +55,6 @@ __all__ = [
     "plan_table",
     "scan_layers",
     "totals_text",
+    "tune_padding",
     "weight_digest",
 ]

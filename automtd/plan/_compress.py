@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from automtd.plan._apply import apply_plan, check_plan
@@ -156,6 +157,18 @@ def compress_checkpoint(
     return CompressResult(model=model.eval(), original=original.eval(), meta=read_meta(out), directory=Path(out))
 
 
+def _record_deploy(record: dict[str, Any], deployed: Any, batch: int) -> None:
+    """Merge one batch size's deployment into ``record``: steps applied at any batch, skip reasons of the
+    steps applied at none, padded chains per batch."""
+    for step in deployed.applied:
+        if step not in record["applied"]:
+            record["applied"].append(step)
+    record["skipped"].update(deployed.skipped)
+    for step in record["applied"]:
+        record["skipped"].pop(step, None)
+    record["padded"][f"batch_{batch}"] = dict(deployed.padded)
+
+
 def compare_models(
     original: nn.Module,
     compressed: nn.Module,
@@ -171,8 +184,9 @@ def compare_models(
 
     Latency is ``automtd.metrics.measure_latency`` (``torch.utils.benchmark``) at each batch size; the
     thread count used is recorded with it.  With ``deploy`` (default) both models are timed in their
-    :func:`~automtd.plan.deploy_model` form (separable pairs merged, ranks padded, BatchNorm folded, channels-last),
-    the steps applied recorded under ``deploy``; params and MACs are always those of the models given.
+    :func:`~automtd.plan.deploy_model` form (separable pairs merged, ranks padded where measured faster at that
+    batch size, BatchNorm folded, channels-last), the steps applied recorded under ``deploy`` (``padded``: the
+    chains padded at each batch size); params and MACs are always those of the models given.
     Timing first calls :func:`~automtd.metrics.keep_freed_memory` (recorded as ``keep_freed_memory``).
     """
     from automtd.metrics import count_macs, count_params, keep_freed_memory, measure_latency
@@ -185,15 +199,17 @@ def compare_models(
     for label, model in (("original", original), ("compressed", compressed)):
         entry: dict[str, Any] = {"params": int(count_params(model)), "macs": int(count_macs(model, size))}
         if latency:
-            timed = model
-            if deploy:
-                deployed = deploy_model(model)
-                timed = deployed.module
-                entry["deploy"] = {"applied": list(deployed.applied), "skipped": deployed.skipped}
-            entry["latency"] = {
-                f"batch_{b}": measure_latency(timed, size, batch_size=b, threads=threads, min_run_time=min_run_time)
-                for b in batch_sizes
-            }
+            entry["latency"] = {}
+            for b in batch_sizes:
+                timed = model
+                if deploy:  # deployed per batch size: padding is kept where it is measured faster at that batch
+                    example = torch.randn(b, *size, device=next(model.parameters(), torch.empty(0)).device)
+                    deployed = deploy_model(model, example_input=example)
+                    timed = deployed.module
+                    _record_deploy(entry.setdefault("deploy", {"applied": [], "skipped": {}, "padded": {}}),
+                                   deployed, b)
+                entry["latency"][f"batch_{b}"] = measure_latency(timed, size, batch_size=b, threads=threads,
+                                                                 min_run_time=min_run_time)
         out[label] = entry
     out["params_ratio"] = out["original"]["params"] / max(out["compressed"]["params"], 1)
     out["macs_ratio"] = out["original"]["macs"] / max(out["compressed"]["macs"], 1)

@@ -8,9 +8,12 @@
     Separable kernels act on different axes, so the output is unchanged; each channel then holds
     ``kh*kw`` weights instead of ``kh+kw``, but the activation map is read and written once, not twice.
 ``pad_channels``
-    :func:`~automtd.plan._pad.pad_inner_channels`: each inner width of a conv chain (the ranks) is
-    zero-padded to a multiple of the SIMD width (16 fp32 on AVX-512 CPUs, else 8), which oneDNN runs
-    on its full-vector path; the added channels carry zeros.
+    :func:`~automtd.plan._pad.pad_inner_channels`: the inner widths of a conv chain (the ranks) are
+    zero-padded to a multiple of the SIMD width, which oneDNN may run on its full-vector path; the added
+    channels carry zeros.  Whether that is faster depends on the CPU, shape and batch (measured: up to
+    1.8x faster on an AVX2 EPYC, over 2x slower for small ranks padded to 16 on an AVX-512 Xeon), so the
+    default ``'auto'`` pads a chain only where :func:`~automtd.plan._tune.tune_padding` measures it faster
+    on ``example_input``; an integer pads every chain to that multiple unmeasured.
 ``fold_bn``
     ``torch.fx.experimental.optimization.fuse``: every ``Conv -> BatchNorm`` (eval mode) becomes one
     conv with folded weights.  A model that torch.fx cannot trace keeps its BatchNorms (logged).
@@ -25,12 +28,10 @@ from __future__ import annotations
 
 import copy
 import logging
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import torch
 from torch import nn
-
-from automtd.plan._pad import pad_inner_channels
 
 __all__ = ["Deployed", "default_channel_multiple", "deploy_model", "merge_separable_convs"]
 
@@ -38,11 +39,13 @@ log = logging.getLogger(__name__)
 
 
 class Deployed(NamedTuple):
-    """``module`` (eval mode), the ``applied`` steps and the ``skipped`` ones with the reason."""
+    """``module`` (eval mode), the ``applied`` steps, the ``skipped`` ones with the reason and ``padded``:
+    the conv chains whose ranks were padded, by name, with the multiple."""
 
     module: nn.Module
     applied: tuple[str, ...]
     skipped: dict[str, str]
+    padded: dict[str, int]
 
 
 def _same(kernel: int, dilation: int) -> tuple[int, int]:
@@ -137,13 +140,42 @@ def default_channel_multiple() -> int:
     return 16 if torch.backends.cpu.get_cpu_capability().startswith("AVX512") else 8
 
 
+def _pad(out: nn.Module, pad_channels: int | str, example_input: torch.Tensor | None,
+         skipped: dict[str, str]) -> dict[str, int]:
+    """Apply the ``pad_channels`` step to ``out`` in place; returns the padded chains (name -> multiple)."""
+    from automtd._errors import ConfigError
+    from automtd.plan._pad import _pad_sequence
+    from automtd.plan._tune import tune_padding
+
+    if pad_channels == "auto":
+        if example_input is None:
+            skipped["pad_channels"] = "auto needs example_input to time on (or give pad_channels=8 to pad unmeasured)"
+            return {}
+        device = next((p.device for p in out.parameters()), example_input.device)
+        padded = tune_padding(out, example_input.to(device))
+        if not padded:
+            skipped["pad_channels"] = "measured: padding made no conv chain faster"
+        return padded
+    if isinstance(pad_channels, bool) or not isinstance(pad_channels, int) or pad_channels < 1:
+        raise ConfigError(f"pad_channels={pad_channels!r} is not allowed; use 'auto', 1 (off) or a multiple such as 8")
+    if pad_channels == 1:
+        skipped["pad_channels"] = "turned off (pad_channels=1)"
+        return {}
+    padded = {name: pad_channels for name, seq in out.named_modules()
+              if isinstance(seq, nn.Sequential) and _pad_sequence(seq, pad_channels)}
+    if not padded:
+        skipped["pad_channels"] = f"every inner width is already a multiple of {pad_channels}"
+    return padded
+
+
 def deploy_model(
-    model: nn.Module, *, merge_separable: bool = True, pad_channels: int | None = None, fold_bn: bool = True,
-    channels_last: bool = True
+    model: nn.Module, *, merge_separable: bool = True, pad_channels: int | Literal["auto"] = "auto",
+    example_input: torch.Tensor | None = None, fold_bn: bool = True, channels_last: bool = True
 ) -> Deployed:
     """A copy of ``model`` in eval mode with the chosen rewrites (module docstring); outputs are unchanged
-    up to float rounding.  ``pad_channels``: the multiple inner widths are padded to (None: this CPU's
-    :func:`default_channel_multiple`; 1: no padding)."""
+    up to float rounding.  ``pad_channels``: ``'auto'`` (pad each chain only where measured faster on
+    ``example_input``, a batch as the model will see it; without one, nothing is padded), 1 (off) or the
+    multiple to pad every chain to."""
     out = copy.deepcopy(model).eval()
     applied: list[str] = []
     skipped: dict[str, str] = {}
@@ -152,13 +184,9 @@ def deploy_model(
             applied.append("merge_separable")
         else:
             skipped["merge_separable"] = "no depthwise kx1 / 1xk pair"
-    multiple = default_channel_multiple() if pad_channels is None else pad_channels
-    if multiple == 1:
-        skipped["pad_channels"] = "turned off (pad_channels=1)"
-    elif pad_inner_channels(out, multiple):
+    padded = _pad(out, pad_channels, example_input, skipped)
+    if padded:
         applied.append("pad_channels")
-    else:
-        skipped["pad_channels"] = f"every inner width is already a multiple of {multiple}"
     if fold_bn:
         try:
             out = _fold_bn(out)
@@ -171,5 +199,4 @@ def deploy_model(
     if channels_last:
         out = out.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         applied.append("channels_last")
-    return Deployed(out.eval(), tuple(applied), skipped)
-
+    return Deployed(out.eval(), tuple(applied), skipped, padded)

@@ -101,7 +101,11 @@ def measure_text(report: dict[str, Any]) -> str:
         )
         lines.append(f"{label:<11}{entry['params']:>12,}{entry['macs']:>15,}  {lat}")
         if entry.get("deploy"):
-            lines.append(f"{'':<11}timed in inference form: {', '.join(entry['deploy']['applied']) or 'as is'}")
+            deploy = entry["deploy"]
+            padded = "; ".join(f"{batch.replace('_', ' ')}: ranks padded in {len(chains)} conv chain(s)"
+                               for batch, chains in (deploy.get("padded") or {}).items() if chains)
+            lines.append(f"{'':<11}timed in inference form: {', '.join(deploy['applied']) or 'as is'}"
+                         + (f" ({padded})" if padded else ""))
     lines.append(
         f"params_ratio {report['params_ratio']:.3f}x, macs_ratio {report['macs_ratio']:.3f}x (original / compressed)"
     )

@@ -261,8 +261,10 @@ def _latency(ctx: SearchContext, model: nn.Module) -> float:
 
     # median milliseconds per image at batch 1 of the inference form (noisy on a shared machine: an optional
     # objective)
-    timed = deploy_model(model).module
-    return 1000.0 * float(measure_latency(timed, ctx.config.model.input_size, min_run_time=0.3, device=ctx.device))
+    size = tuple(ctx.config.model.input_size)
+    model = model.to(ctx.device)
+    timed = deploy_model(model, example_input=torch.randn(1, *size, device=ctx.device)).module
+    return 1000.0 * float(measure_latency(timed, size, min_run_time=0.3, device=ctx.device))
 
 
 _LISTENERS: list[Callable[[optuna.trial.Trial, str], None]] = []
