@@ -141,3 +141,33 @@ def test_tune_padding_ignores_nested_chains_and_times_real_modules() -> None:
     assert deployed.padded == {} or "pad_channels" in deployed.applied
     with torch.no_grad():
         torch.testing.assert_close(deployed.module(x), ref, rtol=1e-4, atol=1e-4)
+
+
+def test_tune_padding_remembers_its_measurements(monkeypatch: pytest.MonkeyPatch) -> None:
+    from automtd.plan import _tune
+
+    calls: list[tuple[int, ...]] = []
+
+    def fake_time_ms(module: nn.Module, x: torch.Tensor, min_run_time: float) -> float:
+        calls.append(tuple(x.shape))
+        return -_width_cost(module, x)  # padded measured faster
+
+    monkeypatch.setattr(_tune, "_time_ms", fake_time_ms)
+    monkeypatch.setattr(_tune, "_DECISIONS", {})
+    x = torch.randn(2, 16, 12, 12)
+    first = tune_padding(_net(), x, multiples=(8,))
+    timed = len(calls)
+    assert first == {"0": 8, "2": 8} and timed == 2 * 2 * 3  # 2 chains x (as is, padded) x 3 rounds
+    again = tune_padding(_net(), x, multiples=(8,))
+    assert again == first and len(calls) == timed  # same chains, same input shapes: not timed again
+    tune_padding(_net(), torch.randn(4, 16, 12, 12), multiples=(8,))
+    assert len(calls) == 2 * timed  # another batch size is measured afresh
+    assert not _tune.tune_padding(_net(), x, multiples=(8,), timer=lambda m, t: 1.0)  # a given timer: no memory
+
+
+def test_tune_padding_leaves_the_training_mode_as_it_was() -> None:
+    net = _net().train()
+    tune_padding(net, torch.randn(2, 16, 12, 12), multiples=(8,), timer=_width_cost)
+    assert net.training and all(m.training for m in net.modules())
+    tune_padding(net.eval(), torch.randn(2, 16, 12, 12), multiples=(8,), timer=_width_cost)
+    assert not any(m.training for m in net.modules())

@@ -52,12 +52,14 @@ def _chain_inputs(model: nn.Module, names: Sequence[str], example_input: torch.T
     seen: dict[str, torch.Tensor] = {}
     hooks = [model.get_submodule(n).register_forward_pre_hook(
         lambda _m, args, n=n: seen.setdefault(n, args[0].detach().clone())) for n in names]
+    was_training = model.training
     try:
         with torch.inference_mode():
             model.eval()(example_input)
     finally:
         for h in hooks:
             h.remove()
+        model.train(was_training)
     return seen
 
 
