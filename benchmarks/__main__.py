@@ -42,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "speed: layers kernels padding allocator models (default all)")
     p.add_argument("--config", type=Path, default=None,
                    help="fronts only: suite config (default configs/bench_fronts.yaml or bench_fronts_quick.yaml)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="fronts only: override a key of the suite config, e.g. --set 'final.only=[cp_*]'")
     p.add_argument("--markdown", type=Path, default=None,
                    help="report only: markdown path (default BENCHMARKS.md; OUT/BENCHMARKS.md with --quick or --out)")
     return p
@@ -100,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from benchmarks._fronts import run_fronts
 
             written = run_fronts(out, models=args.models, parts=args.parts, config=args.config,
-                                 threads=args.threads, **common)
+                                 overrides=args.overrides, threads=args.threads, **common)
             log(f"wrote {written}")
         elif suite == "speed":
             from benchmarks._speed import run_speed

@@ -18,7 +18,11 @@ Parts (``--parts``, default all, in this order; each writes its own file so they
     VBMF Tucker-2, HT-2 at the paper's energies and uniform CP, saved as plans beside the front plans.
 ``final``
     Every saved plan gets the same final fine-tune (``final`` section: steps, cosine, KD from the
-    original) and is scored on the test set -> ``fronts_final.csv``.
+    original) and is scored on the test set -> ``fronts_final.csv``.  ``final.plans_from`` takes the plans
+    another run saved (a second, longer budget on the same plans: ``configs/bench_fronts_long.yaml``),
+    ``final.only`` a subset by name; processes on disjoint subsets can share one results folder (rows are
+    merged under a file lock), and a plan with the layers of one already measured gets that row, marked
+    ``same_as``, instead of a second identical fine-tune.
 
 The summary (``fronts.json`` / ``fronts_summary.csv``) gives, per model and source, the best params
 and MAC ratios at <= 0.5 and <= 1.0 point test-accuracy drop, next to the HT-2 paper's CIFAR-10 points
@@ -27,14 +31,17 @@ and MAC ratios at <= 0.5 and <= 1.0 point test-accuracy drop, next to the HT-2 p
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import fcntl
+import fnmatch
 import hashlib
 import json
 import math
 import time
 import warnings
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +80,14 @@ class FinalSection(StrictModel):
     test_subset: int | None = Field(None, ge=1)
     eval_batch_size: int = Field(500, ge=1)
     eval_before: bool = Field(False, description="also score each plan on the test set before the fine-tune")
+    plans_from: str | None = Field(
+        None, description="fine-tune the plans (and use the factor cache) another fronts run saved in this results "
+        "folder, relative to the repo, instead of this run's own: a second fine-tune budget on the same plans"
+    )
+    only: list[str] = Field(
+        default_factory=list, description="fnmatch patterns of the plan names to fine-tune (default all): "
+        "two processes with disjoint patterns can share one results folder"
+    )
 
 
 class BaselinesSection(StrictModel):
@@ -368,6 +383,52 @@ def _final_key(model: str, label: str, sha: str | None, params_ratio: float) -> 
     return model, label, sha if sha else f"ratio:{params_ratio:.6f}"
 
 
+def _budget(f: FinalSection) -> dict[str, Any]:
+    """What makes two final rows comparable: the fine-tune recipe, not which plans a process was given."""
+    budget = f.model_dump(exclude={"only"})
+    if budget["plans_from"] is None:
+        del budget["plans_from"]  # rows measured before the key existed stay comparable
+    return budget
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``path``.lock (processes sharing a results folder merge, never overwrite)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(path.suffix + ".lock"), "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _read_final(done_path: Path, budget: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The file's payload and its rows measured with ``budget`` (rows of another budget are not comparable)."""
+    previous = read_json(done_path) if done_path.is_file() else {}
+    return previous, [r for r in previous.get("final", []) if previous.get("final_budget") == budget]
+
+
+def _row_key(r: dict[str, Any]) -> tuple[str, str, str]:
+    return _final_key(r["model"], r["plan"], r.get("plan_sha"), r["params_ratio"])
+
+
+def _save_final(out: Path, budget: dict[str, Any], new: Sequence[dict[str, Any]],
+                drop: Callable[[dict[str, Any]], bool] = lambda r: False,
+                header: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Merge ``new`` rows into ``fronts_final.json``/``.csv`` under the lock (rows another process wrote in the
+    meantime are kept), dropping the rows ``drop`` names; ``header`` (the part's envelope) replaces the file's.
+    Returns all rows."""
+    done_path = out / "fronts_final.json"
+    with _locked(done_path):
+        previous, rows = _read_final(done_path, budget)
+        keys = {_row_key(r) for r in new}
+        rows = [r for r in rows if _row_key(r) not in keys and not drop(r)] + list(new)
+        write_csv(out / "fronts_final.csv", rows)
+        write_json(done_path, {**(previous if header is None else header), "final": rows, "final_budget": budget})
+    return rows
+
+
 def _run_final(cfg: FrontsConfig, out: Path) -> dict[str, Any]:
     from automtd.data import get_dataset, make_loader
     from automtd.models import get_model_spec
@@ -376,13 +437,14 @@ def _run_final(cfg: FrontsConfig, out: Path) -> dict[str, Any]:
     from benchmarks._common import data_root, kd_finetune, load_pretrained
 
     f = cfg.final
-    done_path = out / "fronts_final.json"
-    previous = read_json(done_path) if done_path.is_file() else {}
-    # rows already measured with this same final budget are kept, not re-run (parts may run at different times)
-    same_budget = previous.get("final_budget") == f.model_dump()
-    rows: list[dict[str, Any]] = [r for r in previous.get("final", []) if same_budget]
-    done = {_final_key(r["model"], r["plan"], r.get("plan_sha"), r["params_ratio"]) for r in rows}
+    budget = _budget(f)
+    plan_root = REPO / f.plans_from if f.plans_from else out
+    # rows already measured with this same final budget are kept, not re-run (parts may run at different times,
+    # or in two processes on disjoint `only` patterns)
+    by_sha = {r["plan_sha"]: r for r in _read_final(out / "fronts_final.json", budget)[1] if r.get("plan_sha")}
+    new: list[dict[str, Any]] = []
     present: set[tuple[str, str, str]] = set()  # the plans on disk now: rows of plans since replaced are dropped
+    plan_files = _plan_files(cfg, plan_root)
     for model in cfg.models:
         spec = get_model_spec(model.name)
         common = {"root": data_root(), "mean": spec.mean, "std": spec.std}
@@ -395,16 +457,25 @@ def _run_final(cfg: FrontsConfig, out: Path) -> dict[str, Any]:
         start = time.perf_counter()
         base_acc = float(evaluate(base, test_loader, device="cpu"))
         log(f"{model.name}: original test accuracy {base_acc:.2f}% ({time.perf_counter() - start:.0f} s)")
-        cache = FactorCache(out / "fronts" / "factors")
-        for path in sorted((out / "fronts" / "plans" / model.name).glob("*.yaml")):
+        cache = FactorCache(plan_root / "fronts" / "factors")
+        for path in plan_files[model.name]:
             plan = Plan.load(path)
             source, label = _source_of(path.stem)
             sha = _plan_sha(plan)
             keys = {_final_key(model.name, label, sha, plan.params_ratio),
                     _final_key(model.name, label, None, plan.params_ratio)}  # the second: rows from before plan_sha
             present |= keys
+            done = {_row_key(r) for r in _read_final(out / "fronts_final.json", budget)[1]}
             if keys & done:
                 log(f"final {model.name} {label}: already measured, kept")
+                continue
+            twin = by_sha.get(sha)
+            if twin is not None and twin["model"] == model.name:
+                # the same layers under another name (e.g. the mixed search found CP's plan): the fine-tune is
+                # seeded, so its result is that row's; copied, and marked as such
+                new.append({**twin, "source": source, "plan": label, "same_as": twin["plan"]})
+                _save_final(out, budget, new)
+                log(f"final {model.name} {label}: the same plan as {twin['plan']}, its result copied")
                 continue
             t0 = time.perf_counter()
             student = apply_plan(copy.deepcopy(base), plan, cache=cache, seed=0)
@@ -415,22 +486,39 @@ def _run_final(cfg: FrontsConfig, out: Path) -> dict[str, Any]:
                                kd_temperature=f.kd_temperature) if f.steps else 0.0
             acc = float(evaluate(student, test_loader, device="cpu"))
             methods = sorted({lp.method for lp in plan.layers})
-            rows.append({
+            new.append({
                 "model": model.name, "source": source, "plan": label, "plan_sha": sha, "methods": "+".join(methods),
                 "params_ratio": plan.params_ratio, "macs_ratio": plan.macs_ratio, "base_test_acc": base_acc,
                 "test_acc_no_ft": acc_no_ft, "test_acc": acc, "drop": base_acc - acc,
-                "decompose_s": t_dec, "finetune_s": t_ft,
+                "decompose_s": t_dec, "finetune_s": t_ft, "finetune_steps": f.steps,
             })
+            by_sha[sha] = new[-1]
             log(f"final {model.name} {label}: params x{plan.params_ratio:.2f} MACs x{plan.macs_ratio:.2f} "
                 f"test {acc_no_ft:.2f} -> {acc:.2f}% (drop {base_acc - acc:+.2f})")
-            write_csv(out / "fronts_final.csv", rows)  # after every plan: a long run keeps what it measured
-            write_json(done_path, {**previous, "final": rows, "final_budget": f.model_dump()})
+            _save_final(out, budget, new)  # after every plan: a long run keeps what it measured
     names = {m.name for m in cfg.models}
-    rows = [r for r in rows if r["model"] not in names
-            or _final_key(r["model"], r["plan"], r.get("plan_sha"), r["params_ratio"]) in present]
-    write_csv(out / "fronts_final.csv", rows)
-    write_json(done_path, {**previous, "final": rows, "final_budget": f.model_dump()})
-    return {"final": rows, "final_budget": f.model_dump()}
+    rows = _save_final(out, budget, new, drop=lambda r: r["model"] in names and _selected(r["plan"], f.only)
+                       and _row_key(r) not in present)
+    return {"final": rows, "final_budget": budget}
+
+
+def _plan_files(cfg: FrontsConfig, plan_root: Path) -> dict[str, list[Path]]:
+    """Per model, the saved plans ``final.only`` selects; a pattern that selects nothing is an error (a typo
+    would otherwise fine-tune nothing and look like success)."""
+    files = {m.name: sorted((plan_root / "fronts" / "plans" / m.name).glob("*.yaml")) for m in cfg.models}
+    stems = sorted({p.stem for paths in files.values() for p in paths})
+    unmatched = [pat for pat in cfg.final.only if not any(fnmatch.fnmatchcase(s, pat) for s in stems)]
+    where = plan_root / "fronts" / "plans"
+    if not stems:
+        raise SystemExit(f"no plans in {where}: run the searches and baselines parts first, or point "
+                         "final.plans_from at the results folder of a run that did")
+    if unmatched:
+        raise SystemExit(f"final.only {unmatched} matches no plan in {where}; the plans there: {', '.join(stems)}")
+    return {name: [p for p in paths if _selected(p.stem, cfg.final.only)] for name, paths in files.items()}
+
+
+def _selected(stem: str, patterns: Sequence[str]) -> bool:
+    return not patterns or any(fnmatch.fnmatchcase(stem, p) for p in patterns)
 
 
 # ----------------------------------------------------------------------------- summary
@@ -481,11 +569,11 @@ def load_fronts_config(path: Path, overrides: Sequence[str] = ()) -> FrontsConfi
 
 def run_fronts(out_dir: Path, *, quick: bool, shared_cpu: bool, threads: int, models: Sequence[str] | None = None,
                parts: Sequence[str] | None = None, config: Path | None = None,
-               argv: Sequence[str] | None = None) -> Path:
+               overrides: Sequence[str] = (), argv: Sequence[str] | None = None) -> Path:
     """Run the chosen parts and (re)write ``fronts.json`` and ``fronts_summary.csv`` from all parts so far."""
     torch.set_num_threads(threads)
     path = config or REPO / "configs" / ("bench_fronts_quick.yaml" if quick else "bench_fronts.yaml")
-    cfg = load_fronts_config(path)
+    cfg = load_fronts_config(path, overrides)
     if models:
         known = {m.name: m for m in cfg.models}
         missing = [m for m in models if m not in known]
@@ -503,8 +591,12 @@ def run_fronts(out_dir: Path, *, quick: bool, shared_cpu: bool, threads: int, mo
             payload = envelope(f"fronts:{part}", quick=quick, shared_cpu=shared_cpu, argv=argv)
             payload["threads"] = threads
             payload["config"] = {"path": str(path), **cfg.model_dump(mode="json")}
-            payload.update(runners[part](cfg, out_dir))
-            write_json(out_dir / f"fronts_{part}.json", payload)
+            result = runners[part](cfg, out_dir)
+            if part == "final":  # merged under the lock: another process may share the file
+                _save_final(out_dir, result["final_budget"], [], header=payload)
+            else:
+                payload.update(result)
+                write_json(out_dir / f"fronts_{part}.json", payload)
     summary_payload = envelope("fronts", quick=quick, shared_cpu=shared_cpu, argv=argv)
     final_path = out_dir / "fronts_final.json"
     final_rows = read_json(final_path)["final"] if final_path.is_file() else []

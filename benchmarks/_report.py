@@ -227,11 +227,16 @@ def _fronts_section(out: Path, md: Path, title: str = "## 1. Compression fronts 
         ], fmt=lambda v: f"{v:.3g}" if isinstance(v, float) and v == v else _fmt(v)))
     if final is not None:
         lines.append("### Every plan after the final fine-tune (test set)\n")
+        twins = any(r.get("same_as") for r in final["final"])
+        if twins:
+            lines.append("`same as`: the plan has exactly the layers (methods, ranks) of a plan measured already; "
+                         "the seeded fine-tune's result of that plan is copied, not measured again.\n")
         lines.append(md_table(final["final"], [
             ("model", "model"), ("source", "source"), ("plan", "plan"), ("methods", "methods"),
             ("params_ratio", "params x"), ("macs_ratio", "MACs x"),
             ("test_acc_no_ft", "test % before FT (no BN recal.)"),
             ("test_acc", "test % after FT"), ("drop", "drop (pts)"), ("finetune_s", "FT s"),
+            *((("same_as", "same as"),) if twins else ()),
         ]))
         plot = _plot_fronts(final["final"], (summary or {}).get("ht2_paper", {}), out / "plots" / "fronts.png")
         if plot:
@@ -513,6 +518,37 @@ the repository root:
 """
 
 
+def _long_section(out: Path, md: Path) -> list[str]:
+    """The ResNet-20 plans again after a longer final fine-tune, next to their short-budget scores."""
+    long = out / "fronts_long"
+    final = _load(long, "fronts_final.json")
+    if final is None:
+        return []
+    budget = final.get("final_budget", {})
+    steps, batch = budget.get("steps") or 0, budget.get("batch_size") or 1
+    epochs = steps * batch / 45000
+    lines = _fronts_section(
+        long, md, f"### ResNet-20: the same plans after a {epochs:.1f}-epoch final fine-tune "
+        "(`configs/bench_fronts_long.yaml`)",
+        "python -m benchmarks fronts --config configs/bench_fronts_long.yaml --out benchmarks/results/fronts_long "
+        "--parts final")
+    short = {(r["model"], r["plan_sha"]): r for r in (_load(out, "fronts_final.json") or {}).get("final", [])
+             if r.get("plan_sha")}
+    both = [{**r, "short_acc": short[k]["test_acc"], "short_drop": short[k]["drop"],
+             "gain": short[k]["drop"] - r["drop"]}
+            for r in final["final"] if (k := (r["model"], r.get("plan_sha"))) in short]
+    if both:
+        short_steps = ((_load(out, "fronts_final.json") or {}).get("final_budget") or {}).get("steps")
+        lines.append(f"Each plan above next to its score after the short final fine-tune of section 1 "
+                     f"({short_steps} steps; the same plan, the same recipe otherwise):\n")
+        lines.append(md_table(sorted(both, key=lambda r: r["params_ratio"]), [
+            ("plan", "plan"), ("methods", "methods"), ("params_ratio", "params x"), ("macs_ratio", "MACs x"),
+            ("short_acc", f"test % after {short_steps} steps"), ("short_drop", "drop"),
+            ("test_acc", f"test % after {steps} steps"), ("drop", "drop"), ("gain", "points recovered"),
+        ]))
+    return lines
+
+
 def run_report(out_dir: Path, markdown: Path) -> Path:
     """Write ``markdown`` (and ``out_dir/plots/*.png``) from the results in ``out_dir``."""
     md = markdown.resolve()
@@ -533,6 +569,7 @@ def run_report(out_dir: Path, markdown: Path) -> Path:
             r56, md, "### ResNet-56 (smaller CPU budget: `configs/bench_fronts_resnet56_cpu.yaml`)",
             "python -m benchmarks fronts --config configs/bench_fronts_resnet56_cpu.yaml "
             "--out benchmarks/results/fronts_resnet56")
+    parts += _long_section(out, md)
     parts += _speed_section(out, md)
     parts += _cost_section(out)
     parts += _others_section(out, md)

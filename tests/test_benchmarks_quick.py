@@ -161,6 +161,36 @@ def test_quick_suites_write_results(tmp_path: Path, data_root: Path, weights_dir
         assert heading in md
     assert (tmp_path / "plots" / "fronts.png").is_file()
 
+    # a second final budget on the plans this run saved, in two processes on disjoint plan sets sharing one folder
+    plans = tmp_path / "fronts" / "plans" / "cifar_resnet20"
+    twin = plans / "mixed_twin.yaml"
+    twin.write_bytes((plans / "baseline_ht2_e0.7.yaml").read_bytes())  # a mixed plan with a baseline's layers
+    long = tmp_path / "fronts_long"
+    cmd = [sys.executable, "-m", "benchmarks", "fronts", "--config", str(CONFIGS / "bench_fronts_quick.yaml"),
+           "--out", str(long), "--parts", "final", "--set", f"final.plans_from={tmp_path}", "--set", "final.steps=2"]
+    procs = [subprocess.Popen([*cmd, "--set", f"final.only={only}"], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True) for only in ("[baseline_*, mixed_twin]", "[ht2_*]")]
+    for proc in procs:
+        assert proc.wait(timeout=600) == 0, proc.stderr.read()[-3000:] if proc.stderr else ""
+    rows = {r["plan"]: r for r in json.loads((long / "fronts_final.json").read_text())["final"]}
+    assert set(rows) == {"baseline_ht2_e0.7", "mixed_twin"} | {p.stem for p in plans.glob("ht2_*.yaml")}
+    assert all(r["finetune_steps"] == 2 for r in rows.values())
+    assert rows["mixed_twin"]["same_as"] == "baseline_ht2_e0.7" and rows["mixed_twin"]["source"] == "search mixed"
+    assert rows["mixed_twin"]["test_acc"] == rows["baseline_ht2_e0.7"]["test_acc"]
+    again = subprocess.run([*cmd, "--set", "final.only=[ht2_t*]"], cwd=REPO, env=env, capture_output=True, text=True,
+                           timeout=600)  # same budget: measured rows kept, nothing re-run, no row lost
+    assert again.returncode == 0 and "already measured" in again.stderr
+    assert set(json.loads((long / "fronts_final.json").read_text())["final"][0]) >= {"plan", "test_acc"}
+    assert len(json.loads((long / "fronts_final.json").read_text())["final"]) == len(rows)
+    typo = subprocess.run([*cmd, "--set", "final.only=[cp_nope]"], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert typo.returncode != 0 and "['cp_nope'] matches no plan" in typo.stderr.strip().splitlines()[-1]
+    report = subprocess.run([sys.executable, "-m", "benchmarks", "report", "--out", str(tmp_path)], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert report.returncode == 0, report.stderr[-3000:]
+    md = (tmp_path / "BENCHMARKS.md").read_text()
+    assert "the same plans after a" in md and "points recovered" in md and "| same as |" in md
+
 
 def test_sensitivity_winners_picks_lowest_drop_then_fewest_params() -> None:
     from benchmarks._fronts import sensitivity_winners
