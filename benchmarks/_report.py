@@ -23,6 +23,7 @@ OTHER_SECTIONS = (
     ("storage", "Storage throughput and overhead per trial (distributed helper, `bench_storage.py`)"),
     ("deeptwist", "DeepTwist (training-methods helper, `bench_deeptwist.py`)"),
     ("funnel", "Funnel regularization (training-methods helper, `bench_funnel.py`)"),
+    ("final_lr", "Final fine-tune learning rate (`bench_final_lr.py`; one plan, one budget per file)"),
 )
 
 
@@ -168,6 +169,9 @@ def _fronts_section(out: Path, md: Path, title: str = "## 1. Compression fronts 
         return lines
     if final is not None:
         lines.append(_machine_line(final))
+        if len(final.get("commands") or []) > 1:
+            lines.append("Its rows were measured by several processes sharing the folder (disjoint `final.only`): "
+                         + "; ".join(f"`{c}`" for c in final["commands"]) + ".\n")
         b = final.get("final_budget", {})
         lines.append(f"Final fine-tune of every plan: {b.get('steps')} SGD steps, batch {b.get('batch_size')}, "
                      f"lr {b.get('lr')} {b.get('schedule')}, KD alpha {b.get('kd_alpha')} from the original, "
@@ -307,7 +311,8 @@ def _speed_section(out: Path, md: Path) -> list[str]:
                  "(target >= 0.7 at batch 64). Two modes, the same on both sides of each ratio: `eager` (the "
                  "modules as built: plain `nn.Conv2d` chains, BatchNorm, NCHW) and `deployed` "
                  "(`automtd.plan.deploy_model`: CP's depthwise kx1/1xk pair merged into one depthwise kxk, "
-                 + ("ranks zero-padded to the SIMD width, " if speed.get("padding") else "")
+                 + ("each chain's ranks zero-padded to the SIMD width only where `tune_padding` measured it "
+                    "faster on that batch (`pad_channels='auto'`), " if speed.get("padding") else "")
                  + "BatchNorm folded, channels-last, fed a channels-last batch; what `automtd apply --measure` times). "
                  "MACs are always those of the factorized model. "
                  + ("Allocator: `automtd.metrics.keep_freed_memory()` was on (glibc keeps freed activation buffers "
@@ -468,6 +473,16 @@ def _cost_section(out: Path) -> list[str]:
     return lines
 
 
+def _demote_headings(text: str) -> str:
+    """Push a file's own headings below this section's; ``#`` lines inside code fences are comments."""
+    lines, fenced = [], False
+    for ln in text.splitlines():
+        if ln.lstrip().startswith("```"):
+            fenced = not fenced
+        lines.append("###" + ln if ln.startswith("#") and not fenced else ln)
+    return "\n".join(lines)
+
+
 def _others_section(out: Path, md: Path) -> list[str]:
     lines = ["## 4. Other benchmarks (their own scripts; results included as written)\n"]
     results = Path(__file__).resolve().parent / "results"
@@ -483,8 +498,7 @@ def _others_section(out: Path, md: Path) -> list[str]:
             continue
         for p in found:
             text = p.read_text().strip()
-            # demote the file's own headings below this section's
-            text = "\n".join("###" + ln if ln.startswith("#") else ln for ln in text.splitlines())
+            text = _demote_headings(text)
             lines.append(f"_From `{_rel(p, md)}`:_\n\n{text}\n")
     return lines
 
@@ -518,27 +532,34 @@ the repository root:
 """
 
 
-def _long_section(out: Path, md: Path) -> list[str]:
-    """The ResNet-20 plans again after a longer final fine-tune, next to their short-budget scores."""
-    long = out / "fronts_long"
+LONG_RUNS = (  # (folder of the long run, folder of the short run it re-scores, model label, config)
+    ("fronts_long", "", "ResNet-20", "configs/bench_fronts_long.yaml"),
+)
+
+
+def _long_section(out: Path, md: Path, folder: str, short_folder: str, label: str, config: str) -> list[str]:
+    """Saved plans again after a longer final fine-tune, next to their short-budget scores."""
+    long = out / folder
     final = _load(long, "fronts_final.json")
     if final is None:
         return []
     budget = final.get("final_budget", {})
     steps, batch = budget.get("steps") or 0, budget.get("batch_size") or 1
-    epochs = steps * batch / 45000
+    epochs = steps * batch / (budget.get("train_subset") or 45000)  # the train split: 50,000 less 5,000 for val
     lines = _fronts_section(
-        long, md, f"### ResNet-20: the same plans after a {epochs:.1f}-epoch final fine-tune "
-        "(`configs/bench_fronts_long.yaml`)",
-        "python -m benchmarks fronts --config configs/bench_fronts_long.yaml --out benchmarks/results/fronts_long "
-        "--parts final")
-    short = {(r["model"], r["plan_sha"]): r for r in (_load(out, "fronts_final.json") or {}).get("final", [])
-             if r.get("plan_sha")}
+        long, md, f"### {label}: the same plans after a {epochs:.1f}-epoch final fine-tune (`{config}`)",
+        f"python -m benchmarks fronts --config {config} --out benchmarks/results/{folder} --parts final")
+    short_out = out / short_folder if short_folder else out
+    def keys(r: dict[str, Any]) -> list[tuple[str, str]]:  # short rows from before plan_sha: name and params ratio
+        return ([(r["model"], r["plan_sha"])] if r.get("plan_sha") else []) + [
+            (r["model"], f"{r['plan']}@{r['params_ratio']:.6f}")]
+
+    short = {k: r for r in (_load(short_out, "fronts_final.json") or {}).get("final", []) for k in keys(r)}
     both = [{**r, "short_acc": short[k]["test_acc"], "short_drop": short[k]["drop"],
              "gain": short[k]["drop"] - r["drop"]}
-            for r in final["final"] if (k := (r["model"], r.get("plan_sha"))) in short]
+            for r in final["final"] if (k := next((k for k in keys(r) if k in short), None))]
     if both:
-        short_steps = ((_load(out, "fronts_final.json") or {}).get("final_budget") or {}).get("steps")
+        short_steps = ((_load(short_out, "fronts_final.json") or {}).get("final_budget") or {}).get("steps")
         lines.append(f"Each plan above next to its score after the short final fine-tune of section 1 "
                      f"({short_steps} steps; the same plan, the same recipe otherwise):\n")
         lines.append(md_table(sorted(both, key=lambda r: r["params_ratio"]), [
@@ -569,7 +590,8 @@ def run_report(out_dir: Path, markdown: Path) -> Path:
             r56, md, "### ResNet-56 (smaller CPU budget: `configs/bench_fronts_resnet56_cpu.yaml`)",
             "python -m benchmarks fronts --config configs/bench_fronts_resnet56_cpu.yaml "
             "--out benchmarks/results/fronts_resnet56")
-    parts += _long_section(out, md)
+    for run in LONG_RUNS:
+        parts += _long_section(out, md, *run)
     parts += _speed_section(out, md)
     parts += _cost_section(out)
     parts += _others_section(out, md)

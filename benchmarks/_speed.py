@@ -17,8 +17,8 @@ interleaved round by round, median of the rounds, so a busy machine slows both a
 
 Each in two modes (``mode`` column): ``eager``, the modules as built, and ``deployed``, both sides
 through :func:`automtd.plan.deploy_model` (CP's depthwise ``kx1``/``1xk`` pair merged into one
-depthwise ``kxk``, ranks zero-padded to the SIMD width, BatchNorm folded, channels-last), the form one
-would ship, fed a channels-last batch.
+depthwise ``kxk``, ranks zero-padded to the SIMD width where measured faster, BatchNorm folded,
+channels-last), the form one would ship, fed a channels-last batch.
 The process first calls :func:`automtd.metrics.keep_freed_memory` (glibc keeps freed activation
 buffers instead of page-faulting them back in on every forward; recorded as ``keep_freed_memory``).
 

@@ -2,7 +2,7 @@
 
 Not a test.  Applies one plan to the pretrained model, fine-tunes it with KD from the original (SGD,
 cosine, the fronts suite's recipe) for ``--steps`` steps at each ``--lrs`` value, and scores the test set.
-Writes ``final_lr.json`` and ``final_lr.md`` to ``--out``.
+Writes ``final_lr.json`` and ``final_lr.md`` (``final_lr_TAG.*`` with ``--tag``) to ``--out``.
 
     python benchmarks/bench_final_lr.py --plan benchmarks/results/fronts/plans/cifar_resnet20/baseline_ht2_e0.9.yaml
 """
@@ -38,7 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--shared-cpu", action="store_true", help="record that other jobs shared the CPU")
     p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--tag", default="", help="write final_lr_TAG.json/.md (another budget beside the default run)")
     args = p.parse_args(argv)
+    stem = f"final_lr_{args.tag}" if args.tag else "final_lr"
 
     import torch
 
@@ -69,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
                "params_ratio": plan.params_ratio, "macs_ratio": plan.macs_ratio, "steps": args.steps,
                "batch_size": args.batch_size, "test_images": len(test.dataset), "base_test_acc": base_acc,
                "rows": rows}
-    write_json(args.out / "final_lr.json", payload)
+    write_json(args.out / f"{stem}.json", payload)
     lines = [
         "# Final fine-tune learning rate (`benchmarks/bench_final_lr.py`)", "",
         f"Command: `python benchmarks/bench_final_lr.py {' '.join(argv if argv is not None else sys.argv[1:])}`; "
@@ -82,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         "| lr | test % after fine-tune | drop (pts) | fine-tune s |", "|---|---|---|---|",
         *(f"| {r['lr']} | {r['test_acc']:.2f} | {r['drop']:.2f} | {r['finetune_s']:.0f} |" for r in rows),
     ]
-    (args.out / "final_lr.md").write_text("\n".join(lines) + "\n")
+    (args.out / f"{stem}.md").write_text("\n".join(lines) + "\n")
     return 0
 
 

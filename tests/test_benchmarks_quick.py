@@ -75,6 +75,15 @@ def test_report_without_results_says_not_run(tmp_path: Path) -> None:
     assert "## 1. Compression fronts" in md and "**Not run.**" in md and "configs/gpu/" in md
 
 
+def test_included_reports_demote_headings_but_not_code_comments() -> None:
+    sys.path.insert(0, str(REPO))
+    from benchmarks._report import _demote_headings
+
+    text = "# Title\n\ntext\n```\n# a shell comment\npython x.py\n```\n## Reading"
+    assert _demote_headings(text).splitlines() == [
+        "#### Title", "", "text", "```", "# a shell comment", "python x.py", "```", "##### Reading"]
+
+
 def test_unknown_argument_is_an_error() -> None:
     out = subprocess.run([sys.executable, "-m", "benchmarks", "speed", "--bogus"], cwd=REPO,
                          capture_output=True, text=True, timeout=120)
@@ -205,3 +214,21 @@ def test_sensitivity_winners_picks_lowest_drop_then_fewest_params() -> None:
     out = {w["layer"]: w for w in sensitivity_winners(table)}
     assert out["a"]["winner"] == "cp" and not out["a"]["tied"] and "drop_ht2" not in out["a"]
     assert out["b"]["winner"] == "tucker2" and out["b"]["tied"] and out["b"]["kept_cp"] == 0.25
+
+
+def test_final_rows_from_two_processes_keep_both_commands(tmp_path: Path) -> None:
+    sys.path.insert(0, str(REPO))
+    from benchmarks._fronts import _save_final
+
+    budget = {"steps": 3}
+
+    def row(plan: str) -> dict[str, object]:
+        return {"model": "m", "plan": plan, "plan_sha": plan * 4, "params_ratio": 2.0, "drop": 0.5}
+
+    _save_final(tmp_path, budget, [row("a")], header={"command": "run a"})
+    _save_final(tmp_path, budget, [row("b")], header={"command": "run b"})
+    saved = json.loads((tmp_path / "fronts_final.json").read_text())
+    assert [r["plan"] for r in saved["final"]] == ["a", "b"] and saved["commands"] == ["run a", "run b"]
+    _save_final(tmp_path, {"steps": 4}, [row("c")], header={"command": "run c"})  # another budget: rows replaced
+    saved = json.loads((tmp_path / "fronts_final.json").read_text())
+    assert [r["plan"] for r in saved["final"]] == ["c"] and saved["commands"] == ["run c"]
