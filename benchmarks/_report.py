@@ -534,6 +534,7 @@ the repository root:
 
 LONG_RUNS = (  # (folder of the long run, folder of the short run it re-scores, model label, config)
     ("fronts_long", "", "ResNet-20", "configs/bench_fronts_long.yaml"),
+    ("fronts_resnet56_long", "fronts_resnet56", "ResNet-56", "configs/bench_fronts_resnet56_long.yaml"),
 )
 
 
