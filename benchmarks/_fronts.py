@@ -426,7 +426,7 @@ def _save_final(out: Path, budget: dict[str, Any], new: Sequence[dict[str, Any]]
         kept = [r for r in rows if _row_key(r) not in keys and not drop(r)]
         rows = kept + list(new)
         if header is not None:  # every process whose rows the file still holds, in the order they finished
-            earlier = previous.get("commands") or [previous.get("command")] if kept else []
+            earlier = (previous.get("commands") or [previous.get("command")]) if kept else []
             header = {**header, "commands": list(dict.fromkeys(c for c in [*earlier, header.get("command")] if c))}
         write_csv(out / "fronts_final.csv", rows)
         write_json(done_path, {**(previous if header is None else header), "final": rows, "final_budget": budget})
