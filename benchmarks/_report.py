@@ -550,17 +550,18 @@ def _long_section(out: Path, md: Path, folder: str, short_folder: str, label: st
     lines = _fronts_section(
         long, md, f"### {label}: the same plans after a {epochs:.1f}-epoch final fine-tune (`{config}`)",
         f"python -m benchmarks fronts --config {config} --out benchmarks/results/{folder} --parts final")
-    short_out = out / short_folder if short_folder else out
-    def keys(r: dict[str, Any]) -> list[tuple[str, str]]:  # short rows from before plan_sha: name and params ratio
-        return ([(r["model"], r["plan_sha"])] if r.get("plan_sha") else []) + [
-            (r["model"], f"{r['plan']}@{r['params_ratio']:.6f}")]
+    from benchmarks._fronts import _final_key, _row_key
 
-    short = {k: r for r in (_load(short_out, "fronts_final.json") or {}).get("final", []) for k in keys(r)}
+    def keys(r: dict[str, Any]) -> list[tuple[str, str, str]]:  # short rows from before plan_sha: name and ratio
+        return [_row_key(r), _final_key(r["model"], r["plan"], None, r["params_ratio"])]
+
+    short_final = _load(out / short_folder if short_folder else out, "fronts_final.json") or {}
+    short = {k: r for r in short_final.get("final", []) for k in keys(r)}
     both = [{**r, "short_acc": short[k]["test_acc"], "short_drop": short[k]["drop"],
              "gain": short[k]["drop"] - r["drop"]}
             for r in final["final"] if (k := next((k for k in keys(r) if k in short), None))]
     if both:
-        short_steps = ((_load(short_out, "fronts_final.json") or {}).get("final_budget") or {}).get("steps")
+        short_steps = (short_final.get("final_budget") or {}).get("steps")
         lines.append(f"Each plan above next to its score after the short final fine-tune of section 1 "
                      f"({short_steps} steps; the same plan, the same recipe otherwise):\n")
         lines.append(md_table(sorted(both, key=lambda r: r["params_ratio"]), [
