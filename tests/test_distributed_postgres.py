@@ -272,7 +272,9 @@ def test_worker_with_other_spec_is_refused_and_writes_nothing(pg_server: PgServe
     assert after.get_trials(deepcopy=False) == [] and dict(after.user_attrs) == before
 
 
-def test_search_and_worker_with_another_config_are_refused(pg_url: str, tmp_path: Path) -> None:
+def test_search_and_worker_with_another_config_are_refused(pg_url: str, tmp_path: Path,
+                                                            resnet20_checkpoint: Path) -> None:
+    # `search` resolves the checkpoint before it opens the study: the weights must be here (never downloaded)
     from automtd.search._config import load_search_config
     from automtd.search._objective import directions, study_spec
 
@@ -291,6 +293,7 @@ def test_search_and_worker_with_another_config_are_refused(pg_url: str, tmp_path
     data = yaml.safe_load(quickstart.read_text())
     steps = data["finetune"]["steps"]
     data["finetune"]["steps"] = steps + 1
+    data["data"]["download"] = False
     other = tmp_path / "other.yaml"
     other.write_text(yaml.safe_dump(data, sort_keys=False))
     expected = f"finetune.steps: {steps} -> {steps + 1}"
