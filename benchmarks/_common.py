@@ -25,6 +25,7 @@ __all__ = [
     "RESULTS",
     "CHECKPOINTS",
     "machine_info",
+    "cpu_model",
     "envelope",
     "write_json",
     "read_json",
@@ -51,7 +52,8 @@ def log(message: str) -> None:
     print(f"[bench {_dt.datetime.now().strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else what :mod:`platform` knows."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -83,7 +85,7 @@ def machine_info(*, shared_cpu: bool = False) -> dict[str, Any]:
 
     return {
         "nproc": os.cpu_count(),
-        "cpu_model": _cpu_model(),
+        "cpu_model": cpu_model(),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),

@@ -170,7 +170,8 @@ def _fronts_section(out: Path, md: Path, title: str = "## 1. Compression fronts 
     if final is not None:
         lines.append(_machine_line(final))
         if len(final.get("commands") or []) > 1:
-            lines.append("Its rows were measured by several processes sharing the folder (disjoint `final.only`): "
+            lines.append("Its rows were measured by several processes sharing the folder (disjoint `final.only`; the "
+                         "line above is the last one's): "
                          + "; ".join(f"`{c}`" for c in final["commands"]) + ".\n")
         b = final.get("final_budget", {})
         lines.append(f"Final fine-tune of every plan: {b.get('steps')} SGD steps, batch {b.get('batch_size')}, "
@@ -235,11 +236,16 @@ def _fronts_section(out: Path, md: Path, title: str = "## 1. Compression fronts 
         if twins:
             lines.append("`same as`: the plan has exactly the layers (methods, ranks) of a plan measured already; "
                          "the seeded fine-tune's result of that plan is copied, not measured again.\n")
+        cpus = {r.get("cpu") or "?" for r in final["final"]}
+        if len(cpus) > 1:  # processes that shared the folder ran on different machines
+            lines.append(f"The rows were measured on {len(cpus)} CPUs ({', '.join(f'`{c}`' for c in sorted(cpus))}): "
+                         "accuracies do not depend on it, fine-tune seconds compare only within one CPU.\n")
         lines.append(md_table(final["final"], [
             ("model", "model"), ("source", "source"), ("plan", "plan"), ("methods", "methods"),
             ("params_ratio", "params x"), ("macs_ratio", "MACs x"),
             ("test_acc_no_ft", "test % before FT (no BN recal.)"),
             ("test_acc", "test % after FT"), ("drop", "drop (pts)"), ("finetune_s", "FT s"),
+            *((("cpu", "CPU"), ("measured_utc", "measured")) if len(cpus) > 1 else ()),
             *((("same_as", "same as"),) if twins else ()),
         ]))
         plot = _plot_fronts(final["final"], (summary or {}).get("ht2_paper", {}), out / "plots" / "fronts.png")

@@ -232,3 +232,21 @@ def test_final_rows_from_two_processes_keep_both_commands(tmp_path: Path) -> Non
     _save_final(tmp_path, {"steps": 4}, [row("c")], header={"command": "run c"})  # another budget: rows replaced
     saved = json.loads((tmp_path / "fronts_final.json").read_text())
     assert [r["plan"] for r in saved["final"]] == ["c"] and saved["commands"] == ["run c"]
+
+
+@pytest.mark.parametrize("cpus", [("cpu A", "cpu A"), ("cpu A", "cpu B")])
+def test_final_table_names_the_cpu_when_rows_span_machines(tmp_path: Path, cpus: tuple[str, str]) -> None:
+    sys.path.insert(0, str(REPO))
+    from benchmarks._fronts import _save_final
+    from benchmarks._report import _fronts_section
+
+    for plan, cpu in zip(("a", "b"), cpus, strict=True):
+        row = {"model": "m", "source": "search cp", "plan": plan, "plan_sha": plan * 4, "methods": "cp",
+               "params_ratio": 2.0, "macs_ratio": 1.5, "test_acc": 90.0, "drop": 0.5, "finetune_s": 10.0,
+               "cpu": cpu, "measured_utc": "2026-12-03 16:00 UTC"}
+        _save_final(tmp_path, {"steps": 3}, [row], header={"command": f"run {plan}", "machine": {"cpu_model": cpu}})
+    text = "\n".join(_fronts_section(tmp_path, tmp_path / "BENCHMARKS.md"))
+    spans = cpus[0] != cpus[1]
+    assert ("| CPU | measured |" in text) is spans
+    assert ("measured on 2 CPUs (`cpu A`, `cpu B`)" in text) is spans
+    assert "| cpu B | 2026-12-03 16:00 UTC |" in text if spans else "cpu B" not in text
