@@ -26,6 +26,7 @@ __all__ = [
     "CHECKPOINTS",
     "machine_info",
     "cpu_model",
+    "utc_now",
     "envelope",
     "write_json",
     "read_json",
@@ -50,6 +51,11 @@ CHECKPOINTS: dict[str, str] = {
 def log(message: str) -> None:
     """Progress line on stderr (results go to files, never to stdout)."""
     print(f"[bench {_dt.datetime.now().strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def utc_now() -> str:
+    """The time as result files record it, e.g. ``2026-12-03 16:04 UTC``."""
+    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def cpu_model() -> str:
@@ -89,7 +95,7 @@ def machine_info(*, shared_cpu: bool = False) -> dict[str, Any]:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
-        "date_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date_utc": utc_now(),
         "git_commit": _git_commit(),
         "shared_cpu": shared_cpu,
         "note": "measured while the CPU was shared with other jobs" if shared_cpu else "",

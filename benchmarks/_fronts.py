@@ -49,7 +49,7 @@ import torch
 from pydantic import Field
 
 from automtd._config import StrictModel, load_config
-from benchmarks._common import REPO, cpu_model, envelope, log, read_json, write_csv, write_json
+from benchmarks._common import REPO, cpu_model, envelope, log, read_json, utc_now, write_csv, write_json
 
 __all__ = ["FrontsConfig", "run_fronts", "hypervolume_2d", "summarize", "HT2_PAPER", "PARTS"]
 
@@ -409,10 +409,6 @@ def _read_final(done_path: Path, budget: dict[str, Any]) -> tuple[dict[str, Any]
     return previous, [r for r in previous.get("final", []) if previous.get("final_budget") == budget]
 
 
-def _utc_now() -> str:
-    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-
-
 def _row_key(r: dict[str, Any]) -> tuple[str, str, str]:
     return _final_key(r["model"], r["plan"], r.get("plan_sha"), r["params_ratio"])
 
@@ -500,7 +496,7 @@ def _run_final(cfg: FrontsConfig, out: Path) -> dict[str, Any]:
                 "test_acc_no_ft": acc_no_ft, "test_acc": acc, "drop": base_acc - acc,
                 "decompose_s": t_dec, "finetune_s": t_ft, "finetune_steps": f.steps,
                 # processes sharing a folder may run on different machines: the seconds are the row's CPU's
-                "cpu": cpu_model(), "measured_utc": _utc_now(),
+                "cpu": cpu_model(), "measured_utc": utc_now(),
             })
             by_sha[sha] = new[-1]
             log(f"final {model.name} {label}: params x{plan.params_ratio:.2f} MACs x{plan.macs_ratio:.2f} "

@@ -237,7 +237,8 @@ def _fronts_section(out: Path, md: Path, title: str = "## 1. Compression fronts 
             lines.append("`same as`: the plan has exactly the layers (methods, ranks) of a plan measured already; "
                          "the seeded fine-tune's result of that plan is copied, not measured again.\n")
         cpus = {r.get("cpu") or "?" for r in final["final"]}
-        if len(cpus) > 1:  # processes that shared the folder ran on different machines
+        spans = len(cpus) > 1
+        if spans:  # processes that shared the folder ran on different machines
             lines.append(f"The rows were measured on {len(cpus)} CPUs ({', '.join(f'`{c}`' for c in sorted(cpus))}): "
                          "accuracies do not depend on it, fine-tune seconds compare only within one CPU.\n")
         lines.append(md_table(final["final"], [
@@ -245,7 +246,7 @@ def _fronts_section(out: Path, md: Path, title: str = "## 1. Compression fronts 
             ("params_ratio", "params x"), ("macs_ratio", "MACs x"),
             ("test_acc_no_ft", "test % before FT (no BN recal.)"),
             ("test_acc", "test % after FT"), ("drop", "drop (pts)"), ("finetune_s", "FT s"),
-            *((("cpu", "CPU"), ("measured_utc", "measured")) if len(cpus) > 1 else ()),
+            *((("cpu", "CPU"), ("measured_utc", "measured")) if spans else ()),
             *((("same_as", "same as"),) if twins else ()),
         ]))
         plot = _plot_fronts(final["final"], (summary or {}).get("ht2_paper", {}), out / "plots" / "fronts.png")
