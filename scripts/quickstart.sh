@@ -2,7 +2,7 @@
 # The main job on the embedded default: install, then search per-layer decompositions of a
 # pretrained CIFAR ResNet-20 (SQLite study in studies/, bundled configs/quickstart.yaml),
 # print the Pareto front and write its plot.
-# Usage: bash scripts/quickstart.sh [extra `automtd search` arguments, e.g. --set n_trials=4]
+# Usage: bash scripts/quickstart.sh [extra `automtd search` arguments, e.g. --n-trials 4]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
