@@ -3,7 +3,7 @@
 Own suites: ``fronts``, ``speed``, ``search-cost``, ``report`` (and ``all`` = the first three, then
 ``report``).  Delegated suites run the other benchmark scripts of this folder in a subprocess when
 they exist: ``decompose`` (bench_decompose.py), ``storage`` (bench_storage.py), ``deeptwist``
-(bench_deeptwist.py), ``funnel`` (bench_funnel.py).  Results go to ``--out`` (default
+(bench_deeptwist.py), ``funnel`` (bench_funnel.py), ``proxy`` (bench_proxy.py).  Results go to ``--out`` (default
 ``benchmarks/results``, or ``benchmarks/results/quick`` with ``--quick``) as JSON/CSV; ``report``
 turns them into ``BENCHMARKS.md`` and plots.  Arguments after ``--`` replace a delegated
 script's default recipe, e.g. ``python -m benchmarks storage -- --procs 1,2 --out DIR``.
@@ -25,7 +25,16 @@ DELEGATED = {
     "storage": "bench_storage.py",
     "deeptwist": "bench_deeptwist.py",
     "funnel": "bench_funnel.py",
+    "proxy": "bench_proxy.py",
 }
+# ``proxy``: per model, its search config, the plans its fronts run exported and the final fine-tunes of them
+_PROXY_RUNS = (
+    ("resnet20", "configs/bench_search_resnet20.yaml", "benchmarks/results/fronts/plans/cifar_resnet20",
+     ("100 steps=benchmarks/results/fronts_final.csv", "3 epochs=benchmarks/results/fronts_long/fronts_final.csv")),
+    ("resnet56", "configs/bench_search_resnet56.yaml", "benchmarks/results/fronts_resnet56/fronts/plans/cifar_resnet56",
+     ("50 steps=benchmarks/results/fronts_resnet56/fronts_final.csv",
+      "1.5 epochs=benchmarks/results/fronts_resnet56_long/fronts_final.csv")),
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", nargs="+", default=None, help="models for fronts/speed (default per suite)")
     p.add_argument("--parts", nargs="+", default=None,
                    help="fronts: searches baselines final; "
-                        "speed: layers kernels padding allocator models (default all)")
+                        "speed: layers kernels padding allocator models collapse (default all)")
     p.add_argument("--config", type=Path, default=None,
                    help="fronts only: suite config (default configs/bench_fronts.yaml or bench_fronts_quick.yaml)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -58,6 +67,10 @@ def _recipes(suite: str, out: Path, threads: int) -> list[list[str]]:
     if suite == "deeptwist":
         return [["--mode", mode, "--target", "2.8", "--threads", str(threads),
                  "--out", str(out / f"deeptwist_{mode}_2.8.json")] for mode in ("finetune", "deeptwist")]
+    if suite == "proxy":
+        return [["--search-config", config, "--plans", plans, *(a for f in finals for a in ("--final", f)),
+                 "--threads", str(threads), "--out", str(out), "--tag", tag]
+                for tag, config, plans, finals in _PROXY_RUNS]
     return [["configs/funnel_resnet20.yaml", "--set", "output=runs/bench_funnel_resnet20"]]
 
 

@@ -28,6 +28,7 @@ __all__ = [
     "cpu_model",
     "utc_now",
     "envelope",
+    "command_line",
     "write_json",
     "read_json",
     "write_csv",
@@ -102,15 +103,22 @@ def machine_info(*, shared_cpu: bool = False) -> dict[str, Any]:
     }
 
 
-def envelope(suite: str, *, quick: bool, shared_cpu: bool, argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """The common header of a result file."""
-    args = list(sys.argv[1:] if argv is None else argv)
+def envelope(suite: str, *, quick: bool, shared_cpu: bool, argv: Sequence[str] | None = None,
+             script: str | None = None) -> dict[str, Any]:
+    """The common header of a result file; ``script`` (e.g. ``benchmarks/bench_proxy.py``) when the command
+    was a script of this folder rather than ``python -m benchmarks``."""
     return {
         "suite": suite,
-        "command": "python -m benchmarks " + " ".join(shlex.quote(a) for a in args),
+        "command": command_line(argv, script=script),
         "quick": quick,
         "machine": machine_info(shared_cpu=shared_cpu),
     }
+
+
+def command_line(argv: Sequence[str] | None = None, *, script: str | None = None) -> str:
+    """The shell command that ran with ``argv`` (default ``sys.argv[1:]``), quoted so it can be pasted."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    return f"python {script or '-m benchmarks'} " + " ".join(shlex.quote(a) for a in args)
 
 
 def write_json(path: Path, payload: Mapping[str, Any]) -> Path:

@@ -24,6 +24,7 @@ OTHER_SECTIONS = (
     ("deeptwist", "DeepTwist (training-methods helper, `bench_deeptwist.py`)"),
     ("funnel", "Funnel regularization (training-methods helper, `bench_funnel.py`)"),
     ("final_lr", "Final fine-tune learning rate (`bench_final_lr.py`; one plan, one budget per file)"),
+    ("proxy", "Does the per-trial score rank plans as the final fine-tune does? (`bench_proxy.py`, a model a file)"),
 )
 
 
@@ -320,12 +321,17 @@ def _speed_section(out: Path, md: Path) -> list[str]:
                  "(`automtd.plan.deploy_model`: CP's depthwise kx1/1xk pair merged into one depthwise kxk, "
                  + ("each chain's ranks zero-padded to the SIMD width only where `tune_padding` measured it "
                     "faster on that batch (`pad_channels='auto'`), " if speed.get("padding") else "")
+                 + ("a factorized conv run as its exact dense product where that was measured faster "
+                    "(`collapse='auto'`), " if speed.get("models_collapse") else "")
                  + "BatchNorm folded, channels-last, fed a channels-last batch; what `automtd apply --measure` times). "
                  "MACs are always those of the factorized model. "
                  + ("Allocator: `automtd.metrics.keep_freed_memory()` was on (glibc keeps freed activation buffers "
                     "for reuse instead of page-faulting them back in on every forward; both sides).\n"
                     if speed.get("keep_freed_memory") else "Allocator: the C library's defaults.\n"))
     lines.append("### Whole models\n")
+    if speed.get("collapse") and not speed.get("models_collapse"):
+        lines.append("These rows were measured before `deploy_model` had its `collapse` step: every factorized "
+                     "conv ran as its chain. The collapse table below times both forms side by side.\n")
     lines.append("Summary per method (plans grouped by the methods they use): median speed-up / MAC ratio over "
                  "the plans, and how many plans reach 0.7.\n")
     lines.append(md_table(_method_summary(speed["models"], key="method", item="plan"), [
@@ -353,6 +359,8 @@ def _speed_section(out: Path, md: Path) -> list[str]:
         lines += _kernels_lines(speed["kernels"])
     if speed.get("padding"):
         lines += _padding_lines(speed["padding"])
+    if speed.get("collapse"):
+        lines += _collapse_lines(speed["collapse"])
     if speed.get("allocator"):
         lines.append(f"### Allocator: glibc defaults vs `keep_freed_memory()` (batch {speed['allocator'][0]['batch']}, "
                      "deployed)\n")
@@ -370,6 +378,42 @@ def _speed_section(out: Path, md: Path) -> list[str]:
             if plot:
                 lines.append(f"![layer efficiency batch {batch} {mode}]({_rel(plot, md)})\n")
     return lines
+
+
+def _collapse_lines(rows: list[dict[str, Any]]) -> list[str]:
+    from benchmarks._collapse import collapse_summary
+
+    return [
+        "### Chains vs their dense product: `collapse='auto'` (whole models, deployed, channels-last)\n",
+        "Each plan deployed with `collapse=False` (every factorized conv runs as its chain) and with the default "
+        "`collapse='auto'` (a chain runs as its exact dense product where `tune_collapse` measured that faster "
+        "on the input it gets at that batch), timed in turn with the deployed original in one process "
+        "(`benchmarks/_collapse.py`). Both efficiencies divide by the plan's MAC ratio; `deployed MACs x` is "
+        "the ratio the collapsed form really runs at (merged depthwise kernels and padding zeros included). "
+        "Slower = plans whose deployed form ran slower than the original.\n",
+        *_models_not_run(rows, "collapse"),
+        md_table(collapse_summary(rows), [
+            ("method", "methods"), ("batch", "batch"), ("plans", "plans"),
+            ("eff_chains", "median speed-up / MACs x, chains"), ("eff_collapse", "with collapse"),
+            ("reach_chains", ">= 0.7, chains"), ("reach_collapse", ">= 0.7, collapse"),
+            ("slower_chains", "slower, chains"), ("slower_collapse", "slower, collapse"),
+            ("with_collapse", "plans with a chain collapsed"),
+        ]),
+        md_table(rows, [
+            ("model", "model"), ("plan", "plan"), ("method", "methods"), ("batch", "batch"),
+            ("macs_ratio", "MACs x"), ("collapsed", "collapsed"), ("chains", "of chains"),
+            ("deployed_macs_ratio", "deployed MACs x"), ("orig_ms", "original ms"), ("chains_ms", "chains ms"),
+            ("collapse_ms", "collapse ms"), ("speedup_chains", "speed-up, chains"),
+            ("speedup_collapse", "speed-up, collapse"), ("eff_collapse", "speed-up / MACs x, collapse"),
+        ]),
+    ]
+
+
+def _models_not_run(rows: list[dict[str, Any]], part: str) -> list[str]:
+    """A line naming the models of the speed suite a part has no rows of, with the command that adds them."""
+    missing = [m for m in ("cifar_resnet20", "cifar_resnet56") if m not in {r["model"] for r in rows}]
+    return [f"Not run for {', '.join(missing)}: `python -m benchmarks speed --threads 1 --parts {part} --models "
+            f"{' '.join(missing)}` adds {'them' if len(missing) > 1 else 'it'}.\n"] if missing else []
 
 
 def _padding_lines(rows: list[dict[str, Any]]) -> list[str]:

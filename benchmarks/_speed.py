@@ -252,7 +252,7 @@ def _model_rows(model_name: str, plans: Sequence[tuple[str, str, Any]], *, batch
     return rows
 
 
-SPEED_PARTS = ("layers", "kernels", "padding", "allocator", "models")
+SPEED_PARTS = ("layers", "kernels", "padding", "allocator", "models", "collapse")
 
 
 def run_speed(out_dir: Path, *, quick: bool, threads: int, shared_cpu: bool, models: Sequence[str] | None = None,
@@ -300,6 +300,17 @@ def run_speed(out_dir: Path, *, quick: bool, threads: int, shared_cpu: bool, mod
 
         alloc_rows = allocator_rows(methods, batch=batches[-1], rounds=2 if quick else 3, quick=quick)
     names = list(models or (("cifar_resnet20",) if quick else ("cifar_resnet20", "cifar_resnet56")))
+    collapse_rows = old.get("collapse", [])
+    if "collapse" in chosen:
+        from benchmarks._collapse import collapse_rows as _collapse_rows
+
+        collapse_rows = [r for r in collapse_rows if r["model"] not in names]
+        for name in names:
+            plans = baseline_plans(load_pretrained(name), name, quick=quick) + _front_plans(out_dir, name)
+            # the smoke run: uniform CP (its chains are the ones collapse is for) at the larger batch only
+            collapse_rows += _collapse_rows(name, [p for p in plans if p[1] == "cp"][:1] if quick else plans,
+                                            batches=batches[-1:] if quick else batches, rounds=2 if quick else 3,
+                                            min_run_time=min_run_time)
     model_rows = [r for r in old.get("models", []) if r["model"] not in names] if "models" in chosen else \
         old.get("models", [])
     if "models" in chosen:
@@ -313,8 +324,10 @@ def run_speed(out_dir: Path, *, quick: bool, threads: int, shared_cpu: bool, mod
     kept += [f"models {', '.join(others)}"] if "models" in chosen and others else []
     payload.update({"threads": threads, "batches": list(batches), "rounds": rounds, "min_run_time_s": min_run_time,
                     "layer_fraction": 0.25, "layers": layer_rows, "kernels": kernel_rows, "padding": pad_rows,
-                    "allocator": alloc_rows,
-                    "models": model_rows})
+                    "allocator": alloc_rows, "models": model_rows, "collapse": collapse_rows,
+                    # whether the whole-model rows were deployed with the collapse step (rows written before it
+                    # existed ran every factorized conv as its chain)
+                    "models_collapse": True if "models" in chosen else bool(old.get("models_collapse"))})
     if old and kept:
         earlier = old.get("previous") or {}
         if set(kept) <= set(earlier.get("kept", [])):  # the last run kept these too: name the run that measured them
@@ -327,4 +340,5 @@ def run_speed(out_dir: Path, *, quick: bool, threads: int, shared_cpu: bool, mod
     write_csv(out_dir / "speed_kernels.csv", kernel_rows)
     write_csv(out_dir / "speed_padding.csv", pad_rows)
     write_csv(out_dir / "speed_allocator.csv", alloc_rows)
+    write_csv(out_dir / "speed_collapse.csv", collapse_rows)
     return write_json(out_dir / "speed.json", payload)

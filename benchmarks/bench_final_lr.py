@@ -67,14 +67,15 @@ def main(argv: list[str] | None = None) -> int:
         acc = float(evaluate(student, test, device="cpu"))
         rows.append({"lr": lr, "test_acc": acc, "drop": base_acc - acc, "finetune_s": seconds})
         log(f"lr {lr}: test {acc:.2f}% (original {base_acc:.2f}%)")
-    payload = {**envelope("final-lr", quick=False, shared_cpu=args.shared_cpu, argv=argv), "plan": str(args.plan),
+    payload = {**envelope("final-lr", quick=False, shared_cpu=args.shared_cpu, argv=argv,
+                           script="benchmarks/bench_final_lr.py"), "plan": str(args.plan),
                "params_ratio": plan.params_ratio, "macs_ratio": plan.macs_ratio, "steps": args.steps,
                "batch_size": args.batch_size, "test_images": len(test.dataset), "base_test_acc": base_acc,
                "rows": rows}
     write_json(args.out / f"{stem}.json", payload)
     lines = [
         "# Final fine-tune learning rate (`benchmarks/bench_final_lr.py`)", "",
-        f"Command: `python benchmarks/bench_final_lr.py {' '.join(argv if argv is not None else sys.argv[1:])}`; "
+        f"Command: `{payload['command']}`; "
         f"{payload['machine']['date_utc']}; plan `{args.plan.name}` (params x{plan.params_ratio:.2f}, MACs "
         f"x{plan.macs_ratio:.2f}); {args.steps} SGD steps of batch {args.batch_size}, cosine, KD alpha 0.9 from "
         f"the original; test set {len(test.dataset)} images, original {base_acc:.2f}%. Machine: "

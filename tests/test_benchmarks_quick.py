@@ -152,6 +152,11 @@ def test_quick_suites_write_results(tmp_path: Path, data_root: Path, weights_dir
             assert r["form"] == f"pad {r['multiple']}" and any(rank % r["multiple"] for rank in r["ranks"])
         assert (r["extra_macs"] > 0) == (r["multiple"] > 1)
     assert {r["form"] for r in pad} >= {"pad 8", "auto"}
+    (row,) = speed["collapse"]
+    assert row["plan"] == "uniform CP f=0.25" and row["chains"] == 18 and 0 <= row["collapsed"] <= 18
+    assert row["orig_ms"] > 0 and row["chains_ms"] > 0 and row["collapse_ms"] > 0
+    assert (row["deployed_macs_ratio"] < row["macs_ratio"]) if row["collapsed"] else row["deployed_macs_ratio"] > 1
+    assert _csv_rows(tmp_path / "speed_collapse.csv")
     alloc = {(r["shape"], r["module"]): r for r in speed["allocator"]}
     assert ("ResNet-20 (whole)", "original") in alloc and any(m == "cp" for _, m in alloc)
     assert all(r["default_ms"] > 0 and r["keep_ms"] > 0 for r in alloc.values())
@@ -165,7 +170,7 @@ def test_quick_suites_write_results(tmp_path: Path, data_root: Path, weights_dir
     md = (tmp_path / "BENCHMARKS.md").read_text()
     for heading in ("## 1. Compression fronts", "## 2. Real speed", "### Why: throughput of each conv kind",
                     "### Ranks padded to a SIMD multiple: fixed vs measured",
-                    "### Allocator: glibc defaults vs",
+                    "### Allocator: glibc defaults vs", "### Chains vs their dense product",
                     "## 3. Search cost", "## 5. GPU-scale"):
         assert heading in md
     assert (tmp_path / "plots" / "fronts.png").is_file()
@@ -250,3 +255,47 @@ def test_final_table_names_the_cpu_when_rows_span_machines(tmp_path: Path, cpus:
     assert ("| CPU | measured |" in text) is spans
     assert ("measured on 2 CPUs (`cpu A`, `cpu B`)" in text) is spans
     assert "| cpu B | 2026-12-03 16:00 UTC |" in text if spans else "cpu B" not in text
+
+
+def test_proxy_correlations_rank_and_leave_baselines_out(tmp_path: Path) -> None:
+    sys.path.insert(0, str(REPO))
+    from benchmarks.bench_proxy import correlations, final_drops
+
+    final = tmp_path / "fronts_final.csv"
+    final.write_text("model,plan,drop\nm,baseline_x,9.0\nm,a,1.0\nm,b,2.0\nm,c,3.0\nother,a,50.0\n")
+    drops = final_drops(final, "m")
+    assert drops == {"baseline_x": 9.0, "a": 1.0, "b": 2.0, "c": 3.0}  # the other model's row is not read
+    rows = [{"plan": plan, "up": up, "down": down, "flat": 1.0}
+            for plan, up, down in (("baseline_x", 0.0, 9.0), ("a", 1.0, 3.0), ("b", 2.0, 2.0), ("c", 3.0, 1.0),
+                                   ("not_in_final", 5.0, 5.0))]
+    got = {r["plans"]: r for r in correlations(rows, {"f": drops}, ["up", "down", "flat"])}
+    assert got["searched"]["n"] == 3 and got["all"]["n"] == 4
+    assert got["searched"]["up"] == 1.0 and got["searched"]["down"] == -1.0
+    assert got["all"]["up"] == pytest.approx(-0.2) and got["all"]["down"] == pytest.approx(0.2)
+    assert got["all"]["flat"] is None  # a constant score has no rank correlation
+
+
+def test_proxy_refuses_a_bad_final_argument(tmp_path: Path) -> None:
+    out = subprocess.run([sys.executable, "benchmarks/bench_proxy.py", "--search-config",
+                          "configs/bench_search_quick.yaml", "--plans", str(tmp_path), "--final", "no-equals-sign"],
+                         cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "--final 'no-equals-sign': give LABEL=CSV" in out.stderr
+
+
+def test_proxy_quick_run_writes_scores(tmp_path: Path, data_root: Path, weights_dir: Path) -> None:
+    env = {**os.environ, "AUTOMTD_DATA": str(data_root), "AUTOMTD_WEIGHTS": str(weights_dir.parent)}
+    plans = REPO / "benchmarks" / "results" / "fronts" / "plans" / "cifar_resnet20"
+    out = subprocess.run([sys.executable, "-m", "benchmarks", "proxy", "--", "--search-config",
+                          "configs/bench_search_quick.yaml", "--plans", str(plans), "--limit", "3",
+                          "--test-images", "100", "--final", f"short={REPO / 'benchmarks/results/fronts_final.csv'}",
+                          "--out", str(tmp_path)], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    saved = json.loads((tmp_path / "proxy.json").read_text())
+    assert saved["suite"] == "proxy" and saved["quick"] is True and saved["machine"]["cpu_model"]
+    assert saved["command"].startswith("python benchmarks/bench_proxy.py --search-config")
+    assert saved["base_val_acc"] == 100.0  # the pretrained net has memorised the val split
+    assert [r["plan"] for r in saved["rows"]] == sorted(p.stem for p in plans.glob("*.yaml"))[:3]
+    for r in saved["rows"]:
+        assert 0.0 <= r["val_drop"] <= 100.0 and -100.0 <= r["test100_drop"] <= 100.0 and r["val_kl"] >= 0.0
+    assert {c["plans"] for c in saved["correlations"]} == {"all", "searched"}
+    assert "| final | plans | n | val_drop | test100_drop | val_kl |" in (tmp_path / "proxy.md").read_text()

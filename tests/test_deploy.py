@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 
+import pytest
 import torch
 from torch import nn
 
+from automtd import ConfigError
 from automtd.baselines import uniform_plan
 from automtd.models import get_model
 from automtd.plan import apply_plan, compare_models, deploy_model, measure_text, merge_separable_convs
+from automtd.plan._collapse import dense_equivalents, tune_collapse
 
 
 def _resnet20_cp() -> tuple[nn.Module, nn.Module]:
@@ -74,10 +78,57 @@ def test_compare_models_times_the_inference_form() -> None:
     assert report["original"]["deploy"]["applied"] == ["fold_bn", "channels_last"]
     deploy = report["compressed"]["deploy"]
     # padding is measured per chain at each batch size: applied exactly when some chain was padded
-    assert [s for s in deploy["applied"] if s != "pad_channels"] == ["merge_separable", "fold_bn", "channels_last"]
+    # padding and collapse are measured per chain: applied or skipped with a reason, by what was measured
+    measured = ("pad_channels", "collapse")
+    assert [s for s in deploy["applied"] if s not in measured] == ["merge_separable", "fold_bn", "channels_last"]
+    assert all((s in deploy["applied"]) != (s in deploy["skipped"]) for s in measured)
     assert list(deploy["padded"]) == ["batch_2"]
     assert ("pad_channels" in deploy["applied"]) == bool(deploy["padded"]["batch_2"])
     assert ("pad_channels" in deploy["skipped"]) != ("pad_channels" in deploy["applied"])
     assert "timed in inference form: merge_separable, " in measure_text(report)
     eager = compare_models(original, compressed, (3, 32, 32), batch_sizes=(2,), min_run_time=0.01, deploy=False)
     assert "deploy" not in eager["compressed"] and "inference form" not in measure_text(eager)
+
+
+def _chain_timer(dense_ms: float, chain_ms: float) -> Callable[[nn.Module, torch.Tensor], float]:
+    def timer(module: nn.Module, x: torch.Tensor) -> float:
+        return dense_ms if isinstance(module, nn.Conv2d) else chain_ms
+    return timer
+
+
+@pytest.mark.parametrize(("dense_ms", "chain_ms", "collapsed"),
+                         [(1.0, 2.0, True), (1.0, 1.02, False), (2.0, 1.0, False)])
+def test_collapse_keeps_a_chain_unless_its_dense_product_is_measured_faster(
+        dense_ms: float, chain_ms: float, collapsed: bool) -> None:
+    _, compressed = _resnet20_cp()
+    dense = dense_equivalents(compressed)
+    assert len(dense) == 18  # every 3x3 conv of the ResNet-20 but the stem (uniform CP leaves it dense)
+    model = copy.deepcopy(compressed)
+    x = torch.randn(2, 3, 32, 32)
+    chosen = tune_collapse(model, dense, x, timer=_chain_timer(dense_ms, chain_ms), rounds=1)
+    assert bool(chosen) is collapsed and (len(chosen) == 18 if collapsed else not chosen)
+    assert isinstance(model.layer1[0].conv1, nn.Conv2d) is collapsed
+    with torch.no_grad():
+        assert torch.allclose(model(x), compressed(x), atol=1e-4, rtol=1e-4)
+
+
+def test_collapse_refuses_a_dense_conv_that_computes_something_else() -> None:
+    _, compressed = _resnet20_cp()
+    dense = dense_equivalents(compressed)
+    with torch.no_grad():
+        dense["layer1.0.conv1"].weight.mul_(1.5)
+    model = copy.deepcopy(compressed)
+    chosen = tune_collapse(model, dense, torch.randn(2, 3, 32, 32), timer=_chain_timer(1.0, 9.0), rounds=1)
+    assert "layer1.0.conv1" not in chosen and len(chosen) == 17
+    assert type(model.layer1[0].conv1).__name__ == "FactorizedConv"
+
+
+def test_collapse_options() -> None:
+    _, compressed = _resnet20_cp()
+    assert "needs example_input" in deploy_model(compressed).skipped["collapse"]
+    assert deploy_model(compressed, collapse=False).skipped["collapse"] == "turned off (collapse=False)"
+    every = deploy_model(compressed, collapse=True)
+    assert len(every.collapsed) == 18 and "collapse" in every.applied
+    assert not any(type(m).__name__ == "FactorizedConv" for m in every.module.modules())
+    with pytest.raises(ConfigError, match="collapse='yes' is not allowed"):
+        deploy_model(compressed, collapse="yes")  # type: ignore[arg-type]

@@ -346,3 +346,35 @@ def test_inference_form_equals_module(name: str, case: str) -> None:
         assert len(depthwise_1d) == 2 and len(merged) == 1 and "merge_separable" in deployed.applied
     else:
         assert len(merged) <= (1 if name == "cp" else 0)
+
+
+@pytest.mark.parametrize(("name", "case"), ALL)
+def test_collapse_gives_the_chain_back_as_one_dense_conv(name: str, case: str) -> None:
+    """dense_equivalent / deploy_model(collapse=True): the chain, with its weights moved off the decomposition
+    (as fine-tuning moves them), equals one conv of the dense layer's geometry."""
+    from automtd.plan import deploy_model
+    from automtd.plan._collapse import dense_equivalent
+
+    method = get_method(name)
+    layer = _layer(case)
+    module = method.from_layer(layer, method.ranks_for_fraction(LayerShape.of(layer), 0.3), seed=0)
+    gen = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(0.3 * torch.randn(p.shape, generator=gen) * p.abs().mean())
+    x = _input(layer)
+    dense = dense_equivalent(module)
+    deployed = deploy_model(nn.Sequential(module), collapse=True, pad_channels=1)
+    if case == "linear":
+        assert dense is None and deployed.skipped["collapse"] == "no factorized conv"
+        return
+    assert isinstance(dense, nn.Conv2d)
+    assert (dense.stride, dense.padding, dense.dilation, dense.padding_mode) == (
+        layer.stride, layer.padding, layer.dilation, layer.padding_mode)  # type: ignore[union-attr]
+    assert (dense.bias is None) == (layer.bias is None)
+    with torch.no_grad():
+        expected = module(x)
+        assert _rel(dense(x), expected) < 1e-4, (name, case)
+        assert _rel(deployed.module(x), expected) < 1e-4, (name, case)
+    assert list(deployed.collapsed) == ["0"] and "collapse" in deployed.applied
+    assert not any(isinstance(m, FactorizedConv) for m in deployed.module.modules())

@@ -338,6 +338,7 @@ class FactorizedConv(nn.Sequential):
         super().__init__(*layers)
         self.title = title
         self.method = method
+        self.shape = shape  # the dense layer's geometry (stride, padding, dilation, bias), e.g. to collapse it back
         self.in_channels = shape.in_channels
         self.out_channels = shape.out_channels
         self.kernel_size = shape.kernel_size

@@ -167,6 +167,7 @@ def _record_deploy(record: dict[str, Any], deployed: Any, batch: int) -> None:
     for step in record["applied"]:
         record["skipped"].pop(step, None)
     record["padded"][f"batch_{batch}"] = dict(deployed.padded)
+    record.setdefault("collapsed", {})[f"batch_{batch}"] = dict(deployed.collapsed)
 
 
 def compare_models(
@@ -185,8 +186,9 @@ def compare_models(
     Latency is ``automtd.metrics.measure_latency`` (``torch.utils.benchmark``) at each batch size; the
     thread count used is recorded with it.  With ``deploy`` (default) both models are timed in their
     :func:`~automtd.plan.deploy_model` form (separable pairs merged, ranks padded where measured faster at that
-    batch size, BatchNorm folded, channels-last), the steps applied recorded under ``deploy`` (``padded``: the
-    chains padded at each batch size); params and MACs are always those of the models given.
+    batch size, factorized convs run as their dense product where measured faster, BatchNorm folded,
+    channels-last), the steps applied recorded under ``deploy`` (``padded`` / ``collapsed``: the chains padded /
+    collapsed at each batch size); params and MACs are always those of the models given.
     Timing first calls :func:`~automtd.metrics.keep_freed_memory` (recorded as ``keep_freed_memory``).
     """
     from automtd.metrics import count_macs, count_params, keep_freed_memory, measure_latency

@@ -1,6 +1,6 @@
 """Inference form of a (compressed) model: the same function, fewer and faster kernels.
 
-:func:`deploy_model` returns a new module (the input is left untouched) after four exact rewrites:
+:func:`deploy_model` returns a new module (the input is left untouched) after five exact rewrites:
 
 ``merge_separable``
     a depthwise ``kx1`` conv followed by a depthwise ``1xk`` conv on the same channels (the middle of
@@ -14,6 +14,13 @@
     1.8x faster on an AVX2 EPYC, over 2x slower for small ranks padded to 16 on an AVX-512 Xeon), so the
     default ``'auto'`` pads a chain only where :func:`~automtd.plan._tune.tune_padding` measures it faster
     on ``example_input``; an integer pads every chain to that multiple unmeasured.
+``collapse``
+    :func:`~automtd.plan._collapse.tune_collapse`: a factorized conv whose exact dense product (the method's
+    ``reconstruct`` of its weights) is measured faster on ``example_input`` runs as that one conv.  Thin
+    chains are memory-bound, and at batch 1 overhead-bound: where the ranks are close to or above the channel
+    counts (a CP rank of 30 on a 16-channel layer) a chain can run slower than the dense conv despite fewer
+    MACs (BENCHMARKS.md, speed section, collapse table).  Default ``'auto'``; without an example input
+    nothing is collapsed.
 ``fold_bn``
     ``torch.fx.experimental.optimization.fuse``: every ``Conv -> BatchNorm`` (eval mode) becomes one
     conv with folded weights.  A model that torch.fx cannot trace keeps its BatchNorms (logged).
@@ -21,7 +28,8 @@
     parameters in NHWC order, oneDNN's native layout on CPU (conv outputs follow the weights).
 
 Plans, params and MACs are those of the factorized model; this form only changes how it runs
-(the zeros added by ``pad_channels`` are not parameters of the plan).
+(the zeros added by ``pad_channels`` are not parameters of the plan; a collapsed chain runs the dense
+layer's MACs, which ``Deployed.collapsed`` names).
 """
 
 from __future__ import annotations
@@ -39,13 +47,15 @@ log = logging.getLogger(__name__)
 
 
 class Deployed(NamedTuple):
-    """``module`` (eval mode), the ``applied`` steps, the ``skipped`` ones with the reason and ``padded``:
-    the conv chains whose ranks were padded, by name, with the multiple."""
+    """``module`` (eval mode), the ``applied`` steps, the ``skipped`` ones with the reason, ``padded``:
+    the conv chains whose ranks were padded, by name, with the multiple, and ``collapsed``: the factorized
+    convs run as their dense product, by name, with the measured speed-up (``inf``: unmeasured)."""
 
     module: nn.Module
     applied: tuple[str, ...]
     skipped: dict[str, str]
     padded: dict[str, int]
+    collapsed: dict[str, float]
 
 
 def _same(kernel: int, dilation: int) -> tuple[int, int]:
@@ -168,14 +178,45 @@ def _pad(out: nn.Module, pad_channels: int | str, example_input: torch.Tensor | 
     return padded
 
 
+def _collapse(out: nn.Module, collapse: bool | str, dense: dict[str, nn.Conv2d],
+              example_input: torch.Tensor | None, skipped: dict[str, str]) -> dict[str, float]:
+    """Apply the ``collapse`` step to ``out`` in place; returns the collapsed chains (name -> speed-up)."""
+    from automtd._errors import ConfigError
+    from automtd.plan._collapse import tune_collapse
+
+    if collapse not in (True, False, "auto"):
+        raise ConfigError(f"collapse={collapse!r} is not allowed; use 'auto' (measured), True (every chain) or False")
+    if collapse is False:
+        skipped["collapse"] = "turned off (collapse=False)"
+        return {}
+    if not dense:
+        skipped["collapse"] = "no factorized conv"
+        return {}
+    if collapse == "auto" and example_input is None:
+        skipped["collapse"] = "auto needs example_input to time on (or give collapse=True to collapse every chain)"
+        return {}
+    device = next((p.device for p in out.parameters()), torch.device("cpu"))
+    x = example_input.to(device) if example_input is not None and collapse == "auto" else None
+    collapsed = tune_collapse(out, dense, x)  # x None: every chain, unmeasured
+    if not collapsed:
+        skipped["collapse"] = "measured: no factorized conv ran faster as its dense product"
+    return collapsed
+
+
 def deploy_model(
     model: nn.Module, *, merge_separable: bool = True, pad_channels: int | Literal["auto"] = "auto",
-    example_input: torch.Tensor | None = None, fold_bn: bool = True, channels_last: bool = True
+    example_input: torch.Tensor | None = None, fold_bn: bool = True, channels_last: bool = True,
+    collapse: bool | Literal["auto"] = "auto",
 ) -> Deployed:
     """A copy of ``model`` in eval mode with the chosen rewrites (module docstring); outputs are unchanged
     up to float rounding.  ``pad_channels``: ``'auto'`` (pad each chain only where measured faster on
     ``example_input``, a batch as the model will see it; without one, nothing is padded), 1 (off) or the
-    multiple to pad every chain to."""
+    multiple to pad every chain to.  ``collapse``: ``'auto'`` (a factorized conv runs as its dense product
+    only where that is measured faster on ``example_input``; without one, none does), ``True`` (every one:
+    the dense model back) or ``False``."""
+    from automtd.plan._collapse import dense_equivalents
+
+    dense = dense_equivalents(model) if collapse is not False else {}  # from the chains as the plan built them
     out = copy.deepcopy(model).eval()
     applied: list[str] = []
     skipped: dict[str, str] = {}
@@ -187,6 +228,9 @@ def deploy_model(
     padded = _pad(out, pad_channels, example_input, skipped)
     if padded:
         applied.append("pad_channels")
+    collapsed = _collapse(out, collapse, dense, example_input, skipped)
+    if collapsed:
+        applied.append("collapse")
     if fold_bn:
         try:
             out = _fold_bn(out)
@@ -199,4 +243,4 @@ def deploy_model(
     if channels_last:
         out = out.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         applied.append("channels_last")
-    return Deployed(out.eval(), tuple(applied), skipped, padded)
+    return Deployed(out.eval(), tuple(applied), skipped, padded, collapsed)

@@ -102,8 +102,11 @@ def measure_text(report: dict[str, Any]) -> str:
         lines.append(f"{label:<11}{entry['params']:>12,}{entry['macs']:>15,}  {lat}")
         if entry.get("deploy"):
             deploy = entry["deploy"]
-            padded = "; ".join(f"{batch.replace('_', ' ')}: ranks padded in {len(chains)} conv chain(s)"
-                               for batch, chains in (deploy.get("padded") or {}).items() if chains)
+            notes = [f"{batch.replace('_', ' ')}: ranks padded in {len(chains)} conv chain(s)"
+                     for batch, chains in (deploy.get("padded") or {}).items() if chains]
+            notes += [f"{batch.replace('_', ' ')}: {len(chains)} factorized conv(s) run as their dense product"
+                      for batch, chains in (deploy.get("collapsed") or {}).items() if chains]
+            padded = "; ".join(notes)
             lines.append(f"{'':<11}timed in inference form: {', '.join(deploy['applied']) or 'as is'}"
                          + (f" ({padded})" if padded else ""))
     lines.append(

@@ -1,0 +1,159 @@
+"""Run a factorized conv as its exact dense product where that is measured faster (``deploy_model(collapse=...)``).
+
+A factorized layer is a chain of linear convs, so it equals one dense conv whose kernel is the method's
+``reconstruct`` of the chain's weights (after fine-tuning too: the weights are still factors of that shape).
+The chain does fewer MACs but reads and writes its thin intermediate maps once per conv and launches a
+kernel per conv; where the ranks are close to or above the channel counts (a CP rank of 30 on a 16-channel
+layer), or at batch 1, oneDNN can run the one dense conv faster than the chain.  So, like the padding step,
+each chain is timed on the input it gets for an example batch against its dense product, and replaced only
+where that beats it by ``min_gain``.
+Outputs are unchanged up to float rounding (checked on that input before any replacement); the plan,
+its params and MACs stay those of the factorized model, and the saved weights stay factorized.
+"""
+
+from __future__ import annotations
+
+import copy
+import statistics
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+from automtd.plan._tune import Timer, _chain_inputs, _time_ms
+
+__all__ = ["dense_equivalent", "dense_equivalents", "tune_collapse"]
+
+# Measured choices of this process (like tune_padding's): same convs, same input shape -> same answer.
+_DECISIONS: dict[tuple[object, ...], float] = {}
+_RTOL = 1e-3  # the dense product must match the chain to this fraction of the chain's output scale
+
+
+def dense_equivalent(chain: nn.Module) -> nn.Conv2d | None:
+    """The one ``nn.Conv2d`` computing what a factorized conv chain (``FactorizedConv``) computes, or None for
+    any other module.  Geometry (stride, padding, dilation, padding mode) is the dense layer's the chain
+    replaced; the kernel is the method's ``reconstruct`` of the chain's current weights, the bias its last conv's."""
+    from automtd.methods import get_method
+    from automtd.methods._layers import FactorizedConv
+
+    if not isinstance(chain, FactorizedConv):
+        return None
+    convs = [m for m in chain.children() if isinstance(m, nn.Conv2d)]
+    method = get_method(chain.method)
+    names = getattr(method, "factor_names", ())
+    if len(convs) != len(list(chain.children())) or len(convs) != len(names):
+        return None  # already rewritten (merged, padded) or not a chain of one conv per factor
+    first = convs[0].weight
+    with torch.no_grad():
+        kernel = method.reconstruct({k: c.weight.detach() for k, c in zip(names, convs, strict=True)})
+    shape, bias = chain.shape, convs[-1].bias
+    dense = nn.Conv2d(shape.in_channels, shape.out_channels, shape.kernel_size, stride=shape.stride,
+                      padding=shape.padding, dilation=shape.dilation, groups=shape.groups, bias=bias is not None,
+                      padding_mode=shape.padding_mode,  # type: ignore[arg-type]  # a LayerShape of a real conv
+                      device=first.device, dtype=first.dtype)
+    with torch.no_grad():
+        dense.weight.copy_(kernel)
+        if bias is not None and dense.bias is not None:
+            dense.bias.copy_(bias.detach())
+    return dense.train(chain.training)
+
+
+def dense_equivalents(model: nn.Module) -> dict[str, nn.Conv2d]:
+    """``{name: dense_equivalent}`` of every factorized conv chain of ``model`` (computed before any rewrite)."""
+    out: dict[str, nn.Conv2d] = {}
+    for name, module in model.named_modules():
+        dense = dense_equivalent(module)
+        if dense is not None:
+            out[name] = dense
+    return out
+
+
+def _key(chain: nn.Module, x: torch.Tensor, min_gain: float) -> tuple[object, ...]:
+    convs = tuple((c.in_channels, c.out_channels, c.kernel_size, c.stride, str(c.padding), c.dilation, c.groups,
+                   c.bias is not None) for c in chain.modules() if isinstance(c, nn.Conv2d))
+    return (convs, tuple(x.shape), x.dtype, str(x.device), min_gain, torch.get_num_threads())
+
+
+def _set(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent, _, leaf = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, leaf, module)
+
+
+def tune_collapse(
+    model: nn.Module,
+    dense: Mapping[str, nn.Conv2d],
+    example_input: torch.Tensor | None,
+    *,
+    min_gain: float = 1.05,
+    rounds: int = 3,
+    min_run_time: float = 0.02,
+    timer: Timer | None = None,
+) -> dict[str, float]:
+    """Replace, in place, each chain named in ``dense`` whose dense product runs at least ``min_gain`` times
+    faster on the input it gets for ``example_input``; with ``example_input=None`` replace every one unmeasured.
+
+    Chains and dense convs are timed channels-last, in turn for ``rounds`` rounds (median); a choice is
+    remembered for the process unless ``timer(module, x)`` (milliseconds) replaces the measurement.  A chain
+    whose dense product does not match it on that input (beyond float rounding) is kept.  Returns
+    ``{name: measured speed-up of the dense conv}`` (``inf`` when unmeasured) of the chains replaced.
+    """
+    from automtd._errors import ConfigError
+
+    if min_gain < 1.0 or rounds < 1:
+        raise ConfigError(f"min_gain={min_gain!r}, rounds={rounds!r}: need min_gain >= 1 and rounds >= 1")
+    present = {name: conv for name, conv in dense.items() if _has(model, name)}
+    if example_input is None:
+        for name, conv in present.items():
+            _set(model, name, copy.deepcopy(conv))
+        return {name: float("inf") for name in present}
+    measure = timer or (lambda m, x: _time_ms(m, x, min_run_time))
+    inputs = _chain_inputs(model, list(present), example_input)
+    chosen: dict[str, float] = {}
+    for name, conv in present.items():
+        if name not in inputs:  # not run by this forward: leave it as it is
+            continue
+        chain, x = model.get_submodule(name), inputs[name].contiguous(memory_format=torch.channels_last)
+        candidate = copy.deepcopy(conv).eval().to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        if not _matches(chain, candidate, x):
+            continue
+        key = _key(chain, x, min_gain)
+        gain = _DECISIONS.get(key) if timer is None else None
+        if gain is None:
+            gain = _gain(chain, candidate, x, measure, rounds)
+            if timer is None:
+                _DECISIONS[key] = gain
+        if gain >= min_gain:
+            _set(model, name, candidate.train(chain.training))
+            chosen[name] = gain
+    return chosen
+
+
+def _has(model: nn.Module, name: str) -> bool:
+    try:
+        model.get_submodule(name)
+    except AttributeError:
+        return False
+    return True
+
+
+def _matches(chain: nn.Module, dense: nn.Module, x: torch.Tensor) -> bool:
+    with torch.inference_mode():
+        was = chain.training
+        try:
+            want = chain.eval()(x)
+        finally:
+            chain.train(was)
+        got = dense(x)
+    scale = float(want.abs().max()) or 1.0
+    return bool(got.shape == want.shape and float((got - want).abs().max()) <= _RTOL * scale)
+
+
+def _gain(chain: nn.Module, dense: nn.Module, x: torch.Tensor, measure: Timer, rounds: int) -> float:
+    """Median time of ``chain`` over that of ``dense`` on ``x`` (both channels-last, timed in turn)."""
+    timed = (copy.deepcopy(chain).eval().to(memory_format=torch.channels_last), dense)  # type: ignore[call-overload]
+    samples: tuple[list[float], list[float]] = ([], [])
+    with torch.inference_mode():
+        for _ in range(rounds):
+            for module, acc in zip(timed, samples, strict=True):
+                acc.append(float(measure(module, x)))
+    return statistics.median(samples[0]) / max(statistics.median(samples[1]), 1e-9)

@@ -1,0 +1,76 @@
+"""Speed part ``collapse``: whole plans deployed with and without running slow chains as their dense product.
+
+For each plan (the baselines and the front plans, as the ``models`` part), at each batch size, three
+modules are timed in turn in one process on the same channels-last batch: the original deployed, the plan
+deployed with ``collapse=False`` (every factorized conv as its chain) and with the default
+``collapse='auto'`` (a chain runs as its exact dense product where :func:`automtd.plan._collapse.tune_collapse`
+measured that faster on its input).  Both efficiencies use the plan's MAC ratio (what the factorized model
+promises); ``deployed_macs_ratio`` is what the collapsed form really runs.
+"""
+
+from __future__ import annotations
+
+import copy
+import statistics
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+__all__ = ["collapse_rows", "collapse_summary"]
+
+
+def collapse_rows(model_name: str, plans: Sequence[tuple[str, str, Any]], *, batches: Sequence[int], rounds: int,
+                  min_run_time: float) -> list[dict[str, Any]]:
+    """One row per (plan, batch): ms of the original / chains / collapsed form, speed-ups, efficiencies, how
+    many of the plan's factorized convs were collapsed and the MAC ratio the collapsed form runs at."""
+    from automtd.metrics import count_macs
+    from automtd.plan import deploy_model
+    from benchmarks._common import load_pretrained, log
+    from benchmarks._speed import _structure_model, interleaved_latency
+
+    base = load_pretrained(model_name)
+    base_macs = count_macs(base, (3, 32, 32))
+    rows: list[dict[str, Any]] = []
+    for label, method, plan in plans:
+        comp = _structure_model(copy.deepcopy(base), plan)
+        chains = sum(1 for m in comp.modules() if type(m).__name__ == "FactorizedConv")
+        for batch in batches:
+            x = torch.randn(batch, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+            original = deploy_model(base, example_input=x).module
+            plain = deploy_model(comp, example_input=x, collapse=False).module
+            auto = deploy_model(comp, example_input=x)
+            t_orig, t_plain, t_auto = interleaved_latency([original, plain, auto.module], x, rounds=rounds,
+                                                          min_run_time=min_run_time)
+            deployed_macs = count_macs(auto.module, (3, 32, 32))
+            rows.append({
+                "model": model_name, "plan": label, "method": method, "batch": batch,
+                "macs_ratio": plan.macs_ratio, "deployed_macs_ratio": base_macs / deployed_macs,
+                "chains": chains, "collapsed": len(auto.collapsed), "orig_ms": t_orig, "chains_ms": t_plain,
+                "collapse_ms": t_auto, "speedup_chains": t_orig / t_plain, "speedup_collapse": t_orig / t_auto,
+                "eff_chains": t_orig / t_plain / plan.macs_ratio, "eff_collapse": t_orig / t_auto / plan.macs_ratio,
+            })
+            log(f"collapse {model_name} {label} batch {batch}: {len(auto.collapsed)}/{chains} chains collapsed, "
+                f"x{t_orig / t_plain:.2f} -> x{t_orig / t_auto:.2f} (MACs x{plan.macs_ratio:.2f})")
+    return rows
+
+
+def collapse_summary(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per (methods, batch): plans, median efficiency as chains and with collapse, plans reaching 0.7 each
+    way, plans slower than the original each way, and how many had a chain collapsed."""
+    groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((str(r["method"]), int(r["batch"])), []).append(r)
+    out = []
+    for (method, batch), group in sorted(groups.items(), key=lambda kv: (kv[0][1], len(kv[0][0]), kv[0][0])):
+        out.append({
+            "method": method, "batch": batch, "plans": len(group),
+            "eff_chains": statistics.median(float(r["eff_chains"]) for r in group),
+            "eff_collapse": statistics.median(float(r["eff_collapse"]) for r in group),
+            "reach_chains": sum(float(r["eff_chains"]) >= 0.7 for r in group),
+            "reach_collapse": sum(float(r["eff_collapse"]) >= 0.7 for r in group),
+            "slower_chains": sum(float(r["speedup_chains"]) < 1.0 for r in group),
+            "slower_collapse": sum(float(r["speedup_collapse"]) < 1.0 for r in group),
+            "with_collapse": sum(int(r["collapsed"]) > 0 for r in group),
+        })
+    return out
