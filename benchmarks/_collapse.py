@@ -17,7 +17,9 @@ from typing import Any
 
 import torch
 
-__all__ = ["collapse_rows", "collapse_summary"]
+__all__ = ["ROUNDS", "collapse_rows", "collapse_summary"]
+
+ROUNDS = 3  # rounds of the full run (median); the smoke run takes 2
 
 
 def collapse_rows(model_name: str, plans: Sequence[tuple[str, str, Any]], *, batches: Sequence[int], rounds: int,

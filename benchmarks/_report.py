@@ -381,17 +381,19 @@ def _speed_section(out: Path, md: Path) -> list[str]:
 
 
 def _collapse_lines(rows: list[dict[str, Any]]) -> list[str]:
-    from benchmarks._collapse import collapse_summary
+    from benchmarks._collapse import ROUNDS, collapse_summary
 
     return [
         "### Chains vs their dense product: `collapse='auto'` (whole models, deployed, channels-last)\n",
         "Each plan deployed with `collapse=False` (every factorized conv runs as its chain) and with the default "
         "`collapse='auto'` (a chain runs as its exact dense product where `tune_collapse` measured that faster "
         "on the input it gets at that batch), timed in turn with the deployed original in one process "
-        "(`benchmarks/_collapse.py`). Both efficiencies divide by the plan's MAC ratio; `deployed MACs x` is "
+        f"({ROUNDS} rounds, median; `benchmarks/_collapse.py`). Both efficiencies divide by the plan's MAC ratio; "
+        "`deployed MACs x` is "
         "the ratio the collapsed form really runs at (merged depthwise kernels and padding zeros included). "
         "Slower = plans whose deployed form ran slower than the original.\n",
         *_models_not_run(rows, "collapse"),
+        *_collapse_noise(rows),
         md_table(collapse_summary(rows), [
             ("method", "methods"), ("batch", "batch"), ("plans", "plans"),
             ("eff_chains", "median speed-up / MACs x, chains"), ("eff_collapse", "with collapse"),
@@ -407,6 +409,18 @@ def _collapse_lines(rows: list[dict[str, Any]]) -> list[str]:
             ("speedup_collapse", "speed-up, collapse"), ("eff_collapse", "speed-up / MACs x, collapse"),
         ]),
     ]
+
+
+def _collapse_noise(rows: list[dict[str, Any]]) -> list[str]:
+    """Rows where nothing was collapsed time one module twice: how far apart their two timings are."""
+    import statistics
+
+    same = [abs(float(r["chains_ms"]) / float(r["collapse_ms"]) - 1.0) for r in rows if not int(r["collapsed"])]
+    if not same:
+        return []
+    return [f"In the {len(same)} rows where no chain was collapsed the two forms are the same module, so their "
+            f"times show this table's noise: they differ by a median {100 * statistics.median(same):.0f} % (at "
+            f"most {100 * max(same):.0f} %).\n"]
 
 
 def _models_not_run(rows: list[dict[str, Any]], part: str) -> list[str]:

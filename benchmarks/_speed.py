@@ -255,6 +255,27 @@ def _model_rows(model_name: str, plans: Sequence[tuple[str, str, Any]], *, batch
 SPEED_PARTS = ("layers", "kernels", "padding", "allocator", "models", "collapse")
 
 
+def _provenance(old: dict[str, Any], kept: Sequence[str]) -> dict[str, Any] | None:
+    """Who measured each kept part: ``{kept, command, machine, previous}``, nearest run first.  A part the
+    last run itself kept is credited to the run its ``previous`` chain names; any other to the last run."""
+    runs: list[dict[str, Any]] = [old]  # the last run, then the runs its chain names, nearest first
+    credits: dict[str, int] = {}
+    node = old.get("previous")
+    while node:
+        runs.append(node)
+        for part in node.get("kept", []):
+            credits.setdefault(part, len(runs) - 1)
+        node = node.get("previous")
+    parts_of: dict[int, list[str]] = {}
+    for part in kept:
+        parts_of.setdefault(credits.get(part, 0), []).append(part)
+    chain: dict[str, Any] | None = None
+    for i in sorted(parts_of, reverse=True):
+        chain = {"kept": parts_of[i], "command": runs[i].get("command"), "machine": runs[i].get("machine"),
+                 **({"previous": chain} if chain else {})}
+    return chain
+
+
 def run_speed(out_dir: Path, *, quick: bool, threads: int, shared_cpu: bool, models: Sequence[str] | None = None,
               parts: Sequence[str] | None = None, argv: Sequence[str] | None = None) -> Path:
     """Run the suite and write ``speed.json`` + ``speed_layers.csv`` + ``speed_models.csv`` into ``out_dir``.
@@ -302,6 +323,7 @@ def run_speed(out_dir: Path, *, quick: bool, threads: int, shared_cpu: bool, mod
     names = list(models or (("cifar_resnet20",) if quick else ("cifar_resnet20", "cifar_resnet56")))
     collapse_rows = old.get("collapse", [])
     if "collapse" in chosen:
+        from benchmarks._collapse import ROUNDS as COLLAPSE_ROUNDS
         from benchmarks._collapse import collapse_rows as _collapse_rows
 
         collapse_rows = [r for r in collapse_rows if r["model"] not in names]
@@ -309,8 +331,8 @@ def run_speed(out_dir: Path, *, quick: bool, threads: int, shared_cpu: bool, mod
             plans = baseline_plans(load_pretrained(name), name, quick=quick) + _front_plans(out_dir, name)
             # the smoke run: uniform CP (its chains are the ones collapse is for) at the larger batch only
             collapse_rows += _collapse_rows(name, [p for p in plans if p[1] == "cp"][:1] if quick else plans,
-                                            batches=batches[-1:] if quick else batches, rounds=2 if quick else 3,
-                                            min_run_time=min_run_time)
+                                            batches=batches[-1:] if quick else batches,
+                                            rounds=2 if quick else COLLAPSE_ROUNDS, min_run_time=min_run_time)
     model_rows = [r for r in old.get("models", []) if r["model"] not in names] if "models" in chosen else \
         old.get("models", [])
     if "models" in chosen:
@@ -319,9 +341,10 @@ def run_speed(out_dir: Path, *, quick: bool, threads: int, shared_cpu: bool, mod
             fronts = _front_plans(out_dir, name)
             plans = baseline_plans(base, name, quick=quick) + (fronts[:1] if quick else fronts)
             model_rows += _model_rows(name, plans, batches=batches, rounds=rounds, min_run_time=min_run_time)
-    others = sorted({r["model"] for r in old.get("models", []) if r["model"] not in names})
     kept = [p for p in SPEED_PARTS if p not in chosen and old.get(p)]
-    kept += [f"models {', '.join(others)}"] if "models" in chosen and others else []
+    for part in ("models", "collapse"):  # rows of models this run did not time, kept from the last run
+        others = sorted({r["model"] for r in old.get(part, []) if r["model"] not in names})
+        kept += [f"{part} {', '.join(others)}"] if part in chosen and others else []
     payload.update({"threads": threads, "batches": list(batches), "rounds": rounds, "min_run_time_s": min_run_time,
                     "layer_fraction": 0.25, "layers": layer_rows, "kernels": kernel_rows, "padding": pad_rows,
                     "allocator": alloc_rows, "models": model_rows, "collapse": collapse_rows,
@@ -329,12 +352,7 @@ def run_speed(out_dir: Path, *, quick: bool, threads: int, shared_cpu: bool, mod
                     # existed ran every factorized conv as its chain)
                     "models_collapse": True if "models" in chosen else bool(old.get("models_collapse"))})
     if old and kept:
-        earlier = old.get("previous") or {}
-        if set(kept) <= set(earlier.get("kept", [])):  # the last run kept these too: name the run that measured them
-            payload["previous"] = earlier
-        else:
-            payload["previous"] = {"kept": kept, "command": old.get("command"), "machine": old.get("machine"),
-                                   **({"previous": earlier} if earlier else {})}
+        payload["previous"] = _provenance(old, kept)
     write_csv(out_dir / "speed_layers.csv", layer_rows)
     write_csv(out_dir / "speed_models.csv", model_rows)
     write_csv(out_dir / "speed_kernels.csv", kernel_rows)

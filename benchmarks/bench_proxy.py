@@ -104,12 +104,36 @@ def _score(ctx: Any, plan: Any, tests: Mapping[int, Any]) -> dict[str, float]:
     return out
 
 
-def _table(rows: Sequence[Mapping[str, Any]], cols: Sequence[str], fmt: Mapping[str, str]) -> list[str]:
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for r in rows:
-        cells = ["n/a" if r[c] is None else format(r[c], fmt.get(c, "")) for c in cols]
-        lines.append("| " + " | ".join(cells) + " |")
-    return lines
+def render(payload: Mapping[str, Any]) -> str:
+    """The markdown report of a ``proxy*.json`` payload."""
+    from benchmarks._report import md_table
+
+    m, drops = payload["machine"], payload["final_drops"]
+    sizes = list(payload["base_test_acc"])
+    scores = ["val_drop", *(f"test{n}_drop" for n in sizes), "val_kl"]
+    docs = {**SCORES_DOC, **{f"test{n}_drop": f"top-1 drop on {n} held-out test images (original {b:.2f}%)"
+                             for n, b in payload["base_test_acc"].items()}}
+    plans = [{**r, "val_kl": f"{r['val_kl']:.4f}", **{f"final {k}": d.get(r["plan"]) for k, d in drops.items()}}
+             for r in payload["rows"]]
+    lines = [
+        f"# Which per-trial score ranks plans as the final fine-tune does? ({payload['model']})", "",
+        f"Command: `{payload['command']}`; {m['date_utc']}; {m['nproc']} CPU ({m['cpu_model']}), "
+        f"{payload['threads']} torch thread(s)" + ("; the CPU was shared with other jobs." if m.get("shared_cpu")
+                                                   else "."), "",
+        f"Each plan: the per-trial recipe of `{payload['search_config']}` ({payload['finetune_steps']} KD fine-tune "
+        f"steps, every plan on the same batches), then scored on {payload['val_images']} val images the original "
+        f"has memorised (it scores {payload['base_val_acc']:.2f}% on them) and on held-out test images. Scores:", "",
+        *(f"- `{k}`: {docs[k]}" for k in scores), "",
+        "Spearman rank correlation of each score with the plan's test drop after each final fine-tune "
+        "(1 = the same order; – where a score or the drops are constant); `searched` leaves the baselines (far "
+        "larger drops, easy to order) out.", "",
+        md_table(payload["correlations"], [("final", "final"), ("plans", "plans"), ("n", "n"),
+                                           *((s, s) for s in scores)]),
+        "Every plan (test drops of the finals in points):", "",
+        md_table(plans, [("plan", "plan"), ("params_ratio", "params x"), *((s, s) for s in scores),
+                         *((f"final {k}", f"final {k}") for k in drops)]),
+    ]
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -193,36 +217,15 @@ def _run(args: argparse.Namespace, p: argparse.ArgumentParser, finals: Mapping[s
         base_val = ctx.base_accuracy
     score_names = ["val_drop", *(f"test{n}_drop" for n in sizes), "val_kl"]
     drops = {label: final_drops(path, cfg.model.name) for label, path in finals.items()}
-    corr = correlations(rows, drops, score_names)
     payload = {**envelope("proxy", quick=args.limit is not None, shared_cpu=args.shared_cpu, argv=argv,
                            script="benchmarks/bench_proxy.py"),
-               "search_config": str(args.search_config), "model": cfg.model.name, "base_val_acc": base_val,
-               "base_test_acc": {str(n): b for n, (_, b) in tests.items()},
+               "threads": args.threads, "search_config": str(args.search_config), "model": cfg.model.name,
+               "base_val_acc": base_val, "base_test_acc": {str(n): b for n, (_, b) in tests.items()},
                "finetune_steps": cfg.finetune.steps, "val_images": len(ctx.val_loader.dataset),  # type: ignore[arg-type]
-               "finals": {k: str(v) for k, v in finals.items()}, "rows": rows, "correlations": corr}
+               "finals": {k: str(v) for k, v in finals.items()}, "final_drops": drops, "rows": rows,
+               "correlations": correlations(rows, drops, score_names)}
     write_json(args.out / f"{stem}.json", payload)
-    m = payload["machine"]
-    docs = {**SCORES_DOC, **{f"test{n}_drop": f"top-1 drop on {n} held-out test images (original "
-                                               f"{b:.2f}%)" for n, (_, b) in tests.items()}}
-    lines = [
-        f"# Which per-trial score ranks plans as the final fine-tune does? ({cfg.model.name})", "",
-        f"Command: `{payload['command']}`; "
-        f"{m['date_utc']}; {m['nproc']} CPU ({m['cpu_model']}), {args.threads} torch thread(s)"
-        + ("; the CPU was shared with other jobs." if args.shared_cpu else "."), "",
-        f"Each plan: the per-trial recipe of `{args.search_config}` ({cfg.finetune.steps} KD fine-tune steps, every "
-        f"plan on the same batches), then scored on {payload['val_images']} val images the original has memorised "
-        f"(it scores {base_val:.2f}% on them) and on held-out test images. Scores:", "",
-        *(f"- `{k}`: {docs[k]}" for k in score_names), "",
-        "Spearman rank correlation of each score with the plan's test drop after each final fine-tune "
-        "(1 = the same order); `searched` leaves the baselines (far larger drops, easy to order) out.", "",
-        *_table(corr, ["final", "plans", "n", *score_names], {s: ".2f" for s in score_names}), "",
-        "Every plan:", "",
-        *_table([{**r, **{f"final {k}": d.get(r["plan"]) for k, d in drops.items()}} for r in rows],
-                ["plan", "params_ratio", *score_names, *(f"final {k}" for k in drops)],
-                {"params_ratio": ".2f", **{s: ".2f" for s in score_names}, "val_kl": ".4f",
-                 **{f"final {k}": ".2f" for k in drops}}),
-    ]
-    (args.out / f"{stem}.md").write_text("\n".join(lines) + "\n")
+    (args.out / f"{stem}.md").write_text(render(payload))
     return 0
 
 

@@ -299,3 +299,21 @@ def test_proxy_quick_run_writes_scores(tmp_path: Path, data_root: Path, weights_
         assert 0.0 <= r["val_drop"] <= 100.0 and -100.0 <= r["test100_drop"] <= 100.0 and r["val_kl"] >= 0.0
     assert {c["plans"] for c in saved["correlations"]} == {"all", "searched"}
     assert "| final | plans | n | val_drop | test100_drop | val_kl |" in (tmp_path / "proxy.md").read_text()
+
+
+def test_speed_provenance_credits_each_kept_part_to_the_run_that_measured_it() -> None:
+    sys.path.insert(0, str(REPO))
+    from benchmarks._speed import _provenance
+
+    amd = {"kept": ["layers", "models"], "command": "speed all", "machine": {"cpu_model": "AMD"}}
+    last = {"command": "speed collapse r20", "machine": {"cpu_model": "Xeon"}, "previous": amd}
+    chain = _provenance(last, ["layers", "models", "collapse cifar_resnet20"])
+    assert chain is not None
+    assert (chain["kept"], chain["command"]) == (["collapse cifar_resnet20"], "speed collapse r20")
+    assert (chain["previous"]["kept"], chain["previous"]["command"]) == (["layers", "models"], "speed all")
+    assert "previous" not in chain["previous"]
+    # a part re-measured now is credited to nobody; one the last run measured itself goes to the last run
+    only = _provenance(last, ["models"])
+    assert only == {"kept": ["models"], "command": "speed all", "machine": {"cpu_model": "AMD"}}
+    assert _provenance({"command": "c", "machine": {}}, ["padding"]) == {"kept": ["padding"], "command": "c",
+                                                                          "machine": {}}
