@@ -7,7 +7,8 @@ kernel per conv; where the ranks are close to or above the channel counts (a CP 
 layer), or at batch 1, oneDNN can run the one dense conv faster than the chain.  So, like the padding step,
 each chain is timed on the input it gets for an example batch against its dense product, and replaced only
 where that beats it by ``min_gain``.
-Outputs are unchanged up to float rounding (checked on that input before any replacement); the plan,
+Outputs are unchanged up to float rounding (measured mode checks that on the input before replacing; the
+contract tests check it for every method and layer case); the plan,
 its params and MACs stay those of the factorized model, and the saved weights stay factorized.
 """
 
