@@ -16,30 +16,31 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+from torch import nn
 
 __all__ = ["ROUNDS", "collapse_rows", "collapse_summary"]
 
 ROUNDS = 3  # rounds of the full run (median); the smoke run takes 2
 
 
-def collapse_rows(model_name: str, plans: Sequence[tuple[str, str, Any]], *, batches: Sequence[int], rounds: int,
-                  min_run_time: float) -> list[dict[str, Any]]:
+def collapse_rows(model_name: str, base: nn.Module, plans: Sequence[tuple[str, str, Any]], *,
+                  batches: Sequence[int], rounds: int, min_run_time: float) -> list[dict[str, Any]]:
     """One row per (plan, batch): ms of the original / chains / collapsed form, speed-ups, efficiencies, how
     many of the plan's factorized convs were collapsed and the MAC ratio the collapsed form runs at."""
     from automtd.metrics import count_macs
     from automtd.plan import deploy_model
-    from benchmarks._common import load_pretrained, log
+    from benchmarks._common import log
     from benchmarks._speed import _structure_model, interleaved_latency
 
-    base = load_pretrained(model_name)
     base_macs = count_macs(base, (3, 32, 32))
+    inputs = {b: torch.randn(b, 3, 32, 32).contiguous(memory_format=torch.channels_last) for b in batches}
+    originals = {b: deploy_model(base, example_input=x).module for b, x in inputs.items()}
     rows: list[dict[str, Any]] = []
     for label, method, plan in plans:
         comp = _structure_model(copy.deepcopy(base), plan)
         chains = sum(1 for m in comp.modules() if type(m).__name__ == "FactorizedConv")
         for batch in batches:
-            x = torch.randn(batch, 3, 32, 32).contiguous(memory_format=torch.channels_last)
-            original = deploy_model(base, example_input=x).module
+            x, original = inputs[batch], originals[batch]
             plain = deploy_model(comp, example_input=x, collapse=False).module
             auto = deploy_model(comp, example_input=x)
             t_orig, t_plain, t_auto = interleaved_latency([original, plain, auto.module], x, rounds=rounds,

@@ -328,9 +328,10 @@ def run_speed(out_dir: Path, *, quick: bool, threads: int, shared_cpu: bool, mod
 
         collapse_rows = [r for r in collapse_rows if r["model"] not in names]
         for name in names:
-            plans = baseline_plans(load_pretrained(name), name, quick=quick) + _front_plans(out_dir, name)
+            base = load_pretrained(name)
+            plans = baseline_plans(base, name, quick=quick) + _front_plans(out_dir, name)
             # the smoke run: uniform CP (its chains are the ones collapse is for) at the larger batch only
-            collapse_rows += _collapse_rows(name, [p for p in plans if p[1] == "cp"][:1] if quick else plans,
+            collapse_rows += _collapse_rows(name, base, [p for p in plans if p[1] == "cp"][:1] if quick else plans,
                                             batches=batches[-1:] if quick else batches,
                                             rounds=2 if quick else COLLAPSE_ROUNDS, min_run_time=min_run_time)
     model_rows = [r for r in old.get("models", []) if r["model"] not in names] if "models" in chosen else \

@@ -15,13 +15,12 @@ its params and MACs stay those of the factorized model, and the saved weights st
 from __future__ import annotations
 
 import copy
-import statistics
 from collections.abc import Mapping
 
 import torch
 from torch import nn
 
-from automtd.plan._tune import Timer, _chain_inputs, _time_ms
+from automtd.plan._tune import Timer, _chain_inputs, _key, _time_ms, median_times
 
 __all__ = ["dense_equivalent", "dense_equivalents", "tune_collapse"]
 
@@ -69,12 +68,6 @@ def dense_equivalents(model: nn.Module) -> dict[str, nn.Conv2d]:
     return out
 
 
-def _key(chain: nn.Module, x: torch.Tensor, min_gain: float) -> tuple[object, ...]:
-    convs = tuple((c.in_channels, c.out_channels, c.kernel_size, c.stride, str(c.padding), c.dilation, c.groups,
-                   c.bias is not None) for c in chain.modules() if isinstance(c, nn.Conv2d))
-    return (convs, tuple(x.shape), x.dtype, str(x.device), min_gain, torch.get_num_threads())
-
-
 def _set(model: nn.Module, name: str, module: nn.Module) -> None:
     parent, _, leaf = name.rpartition(".")
     setattr(model.get_submodule(parent) if parent else model, leaf, module)
@@ -117,10 +110,11 @@ def tune_collapse(
         candidate = copy.deepcopy(conv).eval().to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         if not _matches(chain, candidate, x):
             continue
-        key = _key(chain, x, min_gain)
+        key = _key(chain, x, (), min_gain)  # tune_padding's key: the chain's convs and the input
         gain = _DECISIONS.get(key) if timer is None else None
         if gain is None:
-            gain = _gain(chain, candidate, x, measure, rounds)
+            ms = median_times({"chain": chain, "dense": candidate}, x, measure, rounds=rounds)
+            gain = ms["chain"] / max(ms["dense"], 1e-9)
             if timer is None:
                 _DECISIONS[key] = gain
         if gain >= min_gain:
@@ -148,13 +142,3 @@ def _matches(chain: nn.Module, dense: nn.Module, x: torch.Tensor) -> bool:
     scale = float(want.abs().max()) or 1.0
     return bool(got.shape == want.shape and float((got - want).abs().max()) <= _RTOL * scale)
 
-
-def _gain(chain: nn.Module, dense: nn.Module, x: torch.Tensor, measure: Timer, rounds: int) -> float:
-    """Median time of ``chain`` over that of ``dense`` on ``x`` (both channels-last, timed in turn)."""
-    timed = (copy.deepcopy(chain).eval().to(memory_format=torch.channels_last), dense)  # type: ignore[call-overload]
-    samples: tuple[list[float], list[float]] = ([], [])
-    with torch.inference_mode():
-        for _ in range(rounds):
-            for module, acc in zip(timed, samples, strict=True):
-                acc.append(float(measure(module, x)))
-    return statistics.median(samples[0]) / max(statistics.median(samples[1]), 1e-9)

@@ -178,18 +178,20 @@ def _pad(out: nn.Module, pad_channels: int | str, example_input: torch.Tensor | 
     return padded
 
 
-def _collapse(out: nn.Module, collapse: bool | str, dense: dict[str, nn.Conv2d],
+def _collapse(out: nn.Module, collapse: bool | str, source: nn.Module,
               example_input: torch.Tensor | None, skipped: dict[str, str]) -> dict[str, float]:
-    """Apply the ``collapse`` step to ``out`` in place; returns the collapsed chains (name -> speed-up)."""
+    """Apply the ``collapse`` step to ``out`` in place, with the dense products of ``source``'s chains (as the
+    plan built them, before the other rewrites); returns the collapsed chains (name -> speed-up)."""
     from automtd._errors import ConfigError
-    from automtd.plan._collapse import tune_collapse
+    from automtd.methods import FactorizedConv
+    from automtd.plan._collapse import dense_equivalents, tune_collapse
 
     if collapse not in (True, False, "auto"):
         raise ConfigError(f"collapse={collapse!r} is not allowed; use 'auto' (measured), True (every chain) or False")
     if collapse is False:
         skipped["collapse"] = "turned off (collapse=False)"
         return {}
-    if not dense:
+    if not any(isinstance(m, FactorizedConv) for m in source.modules()):
         skipped["collapse"] = "no factorized conv"
         return {}
     if collapse == "auto" and example_input is None:
@@ -197,7 +199,7 @@ def _collapse(out: nn.Module, collapse: bool | str, dense: dict[str, nn.Conv2d],
         return {}
     device = next((p.device for p in out.parameters()), torch.device("cpu"))
     x = example_input.to(device) if example_input is not None and collapse == "auto" else None
-    collapsed = tune_collapse(out, dense, x)  # x None: every chain, unmeasured
+    collapsed = tune_collapse(out, dense_equivalents(source), x)  # x None: every chain, unmeasured
     if not collapsed:
         skipped["collapse"] = "measured: no factorized conv ran faster as its dense product"
     return collapsed
@@ -214,9 +216,6 @@ def deploy_model(
     multiple to pad every chain to.  ``collapse``: ``'auto'`` (a factorized conv runs as its dense product
     only where that is measured faster on ``example_input``; without one, none does), ``True`` (every one:
     the dense model back) or ``False``."""
-    from automtd.plan._collapse import dense_equivalents
-
-    dense = dense_equivalents(model) if collapse is not False else {}  # from the chains as the plan built them
     out = copy.deepcopy(model).eval()
     applied: list[str] = []
     skipped: dict[str, str] = {}
@@ -228,7 +227,7 @@ def deploy_model(
     padded = _pad(out, pad_channels, example_input, skipped)
     if padded:
         applied.append("pad_channels")
-    collapsed = _collapse(out, collapse, dense, example_input, skipped)
+    collapsed = _collapse(out, collapse, model, example_input, skipped)
     if collapsed:
         applied.append("collapse")
     if fold_bn:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import statistics
 from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import torch
 from torch import nn
@@ -22,6 +23,7 @@ from automtd.plan._pad import _pad_sequence
 __all__ = ["candidate_multiples", "tune_padding"]
 
 Timer = Callable[[nn.Module, torch.Tensor], float]
+K = TypeVar("K")
 
 # Measured choices of this process, like cuDNN's benchmark cache: a chain of the same convs on an input of the
 # same shape gets the same answer without being timed again (key: see _key).
@@ -123,18 +125,22 @@ def tune_padding(
     return chosen
 
 
-def _fastest(seq: nn.Module, forms: dict[int, nn.Module], x: torch.Tensor, measure: Timer, *, rounds: int,
-             min_gain: float) -> int:
-    """The multiple whose padded form runs fastest on ``x`` if it beats ``seq`` as it is by ``min_gain``, else 1."""
+def median_times(variants: dict[K, nn.Module], x: torch.Tensor, measure: Timer, *, rounds: int) -> dict[K, float]:
+    """Median ms of copies of each module on ``x`` (channels-last for images), the modules timed in turn."""
     layout = torch.channels_last if x.dim() == 4 else torch.contiguous_format
     x = x.contiguous(memory_format=layout)
-    variants = {1: seq, **forms}
     timed = {k: copy.deepcopy(v).eval().to(memory_format=layout) for k, v in variants.items()}  # type: ignore[call-overload]
-    samples: dict[int, list[float]] = {k: [] for k in timed}
+    samples: dict[K, list[float]] = {k: [] for k in timed}
     with torch.inference_mode():
         for _ in range(rounds):
             for k, module in timed.items():
                 samples[k].append(float(measure(module, x)))
-    ms = {k: statistics.median(v) for k, v in samples.items()}
+    return {k: statistics.median(v) for k, v in samples.items()}
+
+
+def _fastest(seq: nn.Module, forms: dict[int, nn.Module], x: torch.Tensor, measure: Timer, *, rounds: int,
+             min_gain: float) -> int:
+    """The multiple whose padded form runs fastest on ``x`` if it beats ``seq`` as it is by ``min_gain``, else 1."""
+    ms = median_times({1: seq, **forms}, x, measure, rounds=rounds)
     best = min(forms, key=lambda k: ms[k])
     return best if ms[1] >= min_gain * ms[best] else 1
