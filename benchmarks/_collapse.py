@@ -1,11 +1,13 @@
 """Speed part ``collapse``: whole plans deployed with and without running slow chains as their dense product.
 
-For each plan (the baselines and the front plans, as the ``models`` part), at each batch size, three
+For each plan (the baselines and the front plans, as the ``models`` part), at each batch size, four
 modules are timed in turn in one process on the same channels-last batch: the original deployed, the plan
-deployed with ``collapse=False`` (every factorized conv as its chain) and with the default
-``collapse='auto'`` (a chain runs as its exact dense product where :func:`automtd.plan._collapse.tune_collapse`
-measured that faster on its input).  Both efficiencies use the plan's MAC ratio (what the factorized model
-promises); ``deployed_macs_ratio`` is what the collapsed form really runs.
+deployed with ``collapse=False`` (every factorized conv as its chain), with the default ``collapse='auto'``
+(a chain runs as its exact dense product or as two merged convs where
+:func:`automtd.plan._collapse.tune_collapse` measured that faster on its input) and, to show what the merged
+forms add, with ``tune_collapse`` offered the dense product only (the step as it was before merged forms).
+The efficiencies use the plan's MAC ratio (what the factorized model promises); ``deployed_macs_ratio`` is what
+the collapsed form really runs.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ ROUNDS = 3  # rounds of the full run (median); the smoke run takes 2
 def collapse_rows(model_name: str, base: nn.Module, plans: Sequence[tuple[str, str, Any]], *,
                   batches: Sequence[int], rounds: int, min_run_time: float) -> list[dict[str, Any]]:
     """One row per (plan, batch): ms of the original / chains / collapsed form, speed-ups, efficiencies, how
-    many of the plan's factorized convs were collapsed and the MAC ratio the collapsed form runs at."""
+    many of the plan's factorized convs were collapsed (``merged``: of those, how many run as two merged convs
+    rather than one dense conv) and the MAC ratio the collapsed form runs at."""
     from automtd.metrics import count_macs
     from automtd.plan import deploy_model
     from benchmarks._common import log
@@ -43,37 +46,61 @@ def collapse_rows(model_name: str, base: nn.Module, plans: Sequence[tuple[str, s
             x, original = inputs[batch], originals[batch]
             plain = deploy_model(comp, example_input=x, collapse=False).module
             auto = deploy_model(comp, example_input=x)
-            t_orig, t_plain, t_auto = interleaved_latency([original, plain, auto.module], x, rounds=rounds,
-                                                          min_run_time=min_run_time)
+            dense_only, n_dense = _dense_only(comp, x)
+            t_orig, t_plain, t_auto, t_dense = interleaved_latency([original, plain, auto.module, dense_only], x,
+                                                                   rounds=rounds, min_run_time=min_run_time)
             deployed_macs = count_macs(auto.module, (3, 32, 32))
+            merged = sum(not isinstance(auto.module.get_submodule(n), nn.Conv2d) for n in auto.collapsed)
             rows.append({
                 "model": model_name, "plan": label, "method": method, "batch": batch,
                 "macs_ratio": plan.macs_ratio, "deployed_macs_ratio": base_macs / deployed_macs,
-                "chains": chains, "collapsed": len(auto.collapsed), "orig_ms": t_orig, "chains_ms": t_plain,
+                "chains": chains, "collapsed": len(auto.collapsed), "merged": merged,
+                "orig_ms": t_orig, "chains_ms": t_plain,
                 "collapse_ms": t_auto, "speedup_chains": t_orig / t_plain, "speedup_collapse": t_orig / t_auto,
                 "eff_chains": t_orig / t_plain / plan.macs_ratio, "eff_collapse": t_orig / t_auto / plan.macs_ratio,
+                "collapsed_dense": n_dense, "dense_only_ms": t_dense,
+                "eff_dense_only": t_orig / t_dense / plan.macs_ratio,
             })
-            log(f"collapse {model_name} {label} batch {batch}: {len(auto.collapsed)}/{chains} chains collapsed, "
-                f"x{t_orig / t_plain:.2f} -> x{t_orig / t_auto:.2f} (MACs x{plan.macs_ratio:.2f})")
+            log(f"collapse {model_name} {label} batch {batch}: {len(auto.collapsed)}/{chains} chains collapsed "
+                f"({merged} to two merged convs), "
+                f"x{t_orig / t_plain:.2f} -> x{t_orig / t_auto:.2f}, dense only x{t_orig / t_dense:.2f} "
+                f"(MACs x{plan.macs_ratio:.2f})")
     return rows
 
 
+def _dense_only(comp: nn.Module, x: torch.Tensor) -> tuple[nn.Module, int]:
+    """``comp`` deployed as ``deploy_model`` does, but with ``tune_collapse`` offered only each chain's dense
+    product; returns it and how many chains it collapsed."""
+    from automtd.plan import deploy_model
+    from automtd.plan._collapse import DENSE, exact_forms, tune_collapse
+    from automtd.plan._deploy import _fold_bn
+
+    out = deploy_model(comp, example_input=x, collapse=False, fold_bn=False, channels_last=False).module
+    chosen = tune_collapse(out, {name: {DENSE: f[DENSE]} for name, f in exact_forms(comp).items()}, x)
+    return _fold_bn(out).to(memory_format=torch.channels_last).eval(), len(chosen)  # type: ignore[call-overload]
+
+
 def collapse_summary(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per (methods, batch): plans, median efficiency as chains and with collapse, plans reaching 0.7 each
-    way, plans slower than the original each way, and how many had a chain collapsed."""
-    groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    """Per (model, methods, batch): plans, median efficiency as chains and with collapse, plans reaching 0.7 each
+    way, plans slower than the original each way, and how many had a chain collapsed (to two merged convs: None
+    for rows measured before merged forms existed).  Per model, as the models may come from different runs."""
+    groups: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
     for r in rows:
-        groups.setdefault((str(r["method"]), int(r["batch"])), []).append(r)
+        groups.setdefault((str(r["model"]), str(r["method"]), int(r["batch"])), []).append(r)
     out = []
-    for (method, batch), group in sorted(groups.items(), key=lambda kv: (kv[0][1], len(kv[0][0]), kv[0][0])):
+    for (model, method, batch), group in sorted(groups.items(),
+                                                key=lambda kv: (kv[0][0], kv[0][2], len(kv[0][1]), kv[0][1])):
         out.append({
-            "method": method, "batch": batch, "plans": len(group),
+            "model": model, "method": method, "batch": batch, "plans": len(group),
             "eff_chains": statistics.median(float(r["eff_chains"]) for r in group),
             "eff_collapse": statistics.median(float(r["eff_collapse"]) for r in group),
+            "eff_dense_only": statistics.median(float(r["eff_dense_only"]) for r in group)
+            if all("eff_dense_only" in r for r in group) else None,
             "reach_chains": sum(float(r["eff_chains"]) >= 0.7 for r in group),
             "reach_collapse": sum(float(r["eff_collapse"]) >= 0.7 for r in group),
             "slower_chains": sum(float(r["speedup_chains"]) < 1.0 for r in group),
             "slower_collapse": sum(float(r["speedup_collapse"]) < 1.0 for r in group),
             "with_collapse": sum(int(r["collapsed"]) > 0 for r in group),
+            "with_merged": sum(int(r["merged"]) > 0 for r in group) if all("merged" in r for r in group) else None,
         })
     return out

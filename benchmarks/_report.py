@@ -386,25 +386,33 @@ def _collapse_lines(rows: list[dict[str, Any]]) -> list[str]:
     return [
         "### Chains vs their dense product: `collapse='auto'` (whole models, deployed, channels-last)\n",
         "Each plan deployed with `collapse=False` (every factorized conv runs as its chain) and with the default "
-        "`collapse='auto'` (a chain runs as its exact dense product where `tune_collapse` measured that faster "
-        "on the input it gets at that batch), timed in turn with the deployed original in one process "
-        f"({ROUNDS} rounds, median; `benchmarks/_collapse.py`). Both efficiencies divide by the plan's MAC ratio; "
+        "`collapse='auto'` (a chain runs as its exact dense product, or as two convs that each merge one half of "
+        "it, where `tune_collapse` measured that faster on the input it gets at that batch), timed in turn with "
+        "the deployed original in one process "
+        f"({ROUNDS} rounds, median; `benchmarks/_collapse.py`); where a `dense product only` column is shown, also "
+        "with `tune_collapse` offered each chain's dense product alone (the step before merged forms). The "
+        "efficiencies divide by the plan's MAC ratio; "
         "`deployed MACs x` is "
         "the ratio the collapsed form really runs at (merged depthwise kernels and padding zeros included). "
         "Slower = plans whose deployed form ran slower than the original.\n",
         *_models_not_run(rows, "collapse"),
         *_collapse_noise(rows),
         md_table(collapse_summary(rows), [
-            ("method", "methods"), ("batch", "batch"), ("plans", "plans"),
-            ("eff_chains", "median speed-up / MACs x, chains"), ("eff_collapse", "with collapse"),
+            ("model", "model"), ("method", "methods"), ("batch", "batch"), ("plans", "plans"),
+            ("eff_chains", "median speed-up / MACs x, chains"),
+            *([("eff_dense_only", "dense product only")] if any("eff_dense_only" in r for r in rows) else []),
+            ("eff_collapse", "with collapse"),
             ("reach_chains", ">= 0.7, chains"), ("reach_collapse", ">= 0.7, collapse"),
             ("slower_chains", "slower, chains"), ("slower_collapse", "slower, collapse"),
             ("with_collapse", "plans with a chain collapsed"),
+            *([("with_merged", "of them to two merged convs")] if any("merged" in r for r in rows) else []),
         ]),
         md_table(rows, [
             ("model", "model"), ("plan", "plan"), ("method", "methods"), ("batch", "batch"),
-            ("macs_ratio", "MACs x"), ("collapsed", "collapsed"), ("chains", "of chains"),
+            ("macs_ratio", "MACs x"), ("collapsed", "collapsed"),
+            *([("merged", "to two convs")] if any("merged" in r for r in rows) else []), ("chains", "of chains"),
             ("deployed_macs_ratio", "deployed MACs x"), ("orig_ms", "original ms"), ("chains_ms", "chains ms"),
+            *([("dense_only_ms", "dense only ms")] if any("dense_only_ms" in r for r in rows) else []),
             ("collapse_ms", "collapse ms"), ("speedup_chains", "speed-up, chains"),
             ("speedup_collapse", "speed-up, collapse"), ("eff_collapse", "speed-up / MACs x, collapse"),
         ]),

@@ -153,8 +153,9 @@ def test_quick_suites_write_results(tmp_path: Path, data_root: Path, weights_dir
         assert (r["extra_macs"] > 0) == (r["multiple"] > 1)
     assert {r["form"] for r in pad} >= {"pad 8", "auto"}
     (row,) = speed["collapse"]
-    assert row["plan"] == "uniform CP f=0.25" and row["chains"] == 18 and 0 <= row["collapsed"] <= 18
-    assert row["orig_ms"] > 0 and row["chains_ms"] > 0 and row["collapse_ms"] > 0
+    assert row["plan"] == "uniform CP f=0.25" and row["chains"] == 18 and 0 <= row["merged"] <= row["collapsed"] <= 18
+    assert row["orig_ms"] > 0 and row["chains_ms"] > 0 and row["collapse_ms"] > 0 and row["dense_only_ms"] > 0
+    assert 0 <= row["collapsed_dense"] <= 18
     assert (row["deployed_macs_ratio"] < row["macs_ratio"]) if row["collapsed"] else row["deployed_macs_ratio"] > 1
     assert _csv_rows(tmp_path / "speed_collapse.csv")
     alloc = {(r["shape"], r["module"]): r for r in speed["allocator"]}

@@ -13,7 +13,8 @@ from automtd import ConfigError
 from automtd.baselines import uniform_plan
 from automtd.models import get_model
 from automtd.plan import apply_plan, compare_models, deploy_model, measure_text, merge_separable_convs
-from automtd.plan._collapse import dense_equivalents, tune_collapse
+from automtd.plan._collapse import DENSE, dense_equivalents, exact_forms, tune_collapse
+from automtd.plan._merge import merge_convs
 
 
 def _resnet20_cp() -> tuple[nn.Module, nn.Module]:
@@ -101,11 +102,11 @@ def _chain_timer(dense_ms: float, chain_ms: float) -> Callable[[nn.Module, torch
 def test_collapse_keeps_a_chain_unless_its_dense_product_is_measured_faster(
         dense_ms: float, chain_ms: float, collapsed: bool) -> None:
     _, compressed = _resnet20_cp()
-    dense = dense_equivalents(compressed)
-    assert len(dense) == 18  # every 3x3 conv of the ResNet-20 but the stem (uniform CP leaves it dense)
+    assert len(dense_equivalents(compressed)) == 18  # every 3x3 conv of the ResNet-20 but the stem (uniform CP)
+    forms = {name: {DENSE: f[DENSE]} for name, f in exact_forms(compressed).items()}
     model = copy.deepcopy(compressed)
     x = torch.randn(2, 3, 32, 32)
-    chosen = tune_collapse(model, dense, x, timer=_chain_timer(dense_ms, chain_ms), rounds=1)
+    chosen = tune_collapse(model, forms, x, timer=_chain_timer(dense_ms, chain_ms), rounds=1)
     assert bool(chosen) is collapsed and (len(chosen) == 18 if collapsed else not chosen)
     assert isinstance(model.layer1[0].conv1, nn.Conv2d) is collapsed
     with torch.no_grad():
@@ -114,13 +115,58 @@ def test_collapse_keeps_a_chain_unless_its_dense_product_is_measured_faster(
 
 def test_collapse_refuses_a_dense_conv_that_computes_something_else() -> None:
     _, compressed = _resnet20_cp()
-    dense = dense_equivalents(compressed)
+    forms = exact_forms(compressed)
     with torch.no_grad():
-        dense["layer1.0.conv1"].weight.mul_(1.5)
+        forms["layer1.0.conv1"][DENSE].weight.mul_(1.5)  # type: ignore[operator]
+    forms = {name: {DENSE: f[DENSE]} for name, f in forms.items()}
     model = copy.deepcopy(compressed)
-    chosen = tune_collapse(model, dense, torch.randn(2, 3, 32, 32), timer=_chain_timer(1.0, 9.0), rounds=1)
+    chosen = tune_collapse(model, forms, torch.randn(2, 3, 32, 32), timer=_chain_timer(1.0, 9.0), rounds=1)
     assert "layer1.0.conv1" not in chosen and len(chosen) == 17
     assert type(model.layer1[0].conv1).__name__ == "FactorizedConv"
+
+
+def test_collapse_takes_the_fastest_exact_form() -> None:
+    """The chain, its dense product and its three merged forms timed: the fastest (here the kx1 + 1xk pair)
+    replaces the chain, outputs unchanged; the same CP layers with only their dense product stay chains."""
+    _, compressed = _resnet20_cp()
+    forms = exact_forms(compressed)
+    assert all(len(f) == 4 for f in forms.values())  # dense + three merged forms per CP chain
+
+    def timer(module: nn.Module, x: torch.Tensor) -> float:
+        convs = [m for m in module.modules() if isinstance(m, nn.Conv2d)]
+        if len(convs) == 2 and convs[0].kernel_size[1] == 1 and convs[1].kernel_size[0] == 1:
+            return 1.0  # kx1 + 1xk
+        return 2.0 if len(convs) == 1 else 1.5  # the dense conv, the chain and the other merged forms
+
+    model = copy.deepcopy(compressed)
+    x = torch.randn(2, 3, 32, 32)
+    chosen = tune_collapse(model, forms, x, timer=timer, rounds=1)
+    assert len(chosen) == 18 and set(chosen.values()) == {1.5}
+    conv1 = model.layer1[0].conv1
+    assert [m.kernel_size for m in conv1] == [(3, 1), (1, 3)]
+    with torch.no_grad():
+        assert torch.allclose(model(x), compressed(x), atol=1e-4, rtol=1e-4)
+    dense_only = copy.deepcopy(compressed)
+    assert not tune_collapse(dense_only, {n: {DENSE: f[DENSE]} for n, f in forms.items()}, x, timer=timer, rounds=1)
+
+
+def test_merge_convs_carries_biases_and_refuses_what_no_single_conv_computes() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(2, 4, 9, 9)
+    pair = [(nn.Conv2d(4, 5, 3, stride=2, padding=1, bias=True), nn.Conv2d(5, 6, 1, bias=True)),  # bias through 1x1
+            (nn.Conv2d(4, 5, 1, bias=False), nn.Conv2d(5, 6, 3, padding=2, dilation=2, groups=1, bias=True)),
+            (nn.Conv2d(4, 6, (3, 1), padding=(1, 0), groups=2, bias=False),
+             nn.Conv2d(6, 6, (1, 3), padding=(0, 1), groups=3))]
+    for first, second in pair:
+        merged = merge_convs(first, second)
+        assert merged is not None
+        with torch.no_grad():
+            assert torch.allclose(merged(x), second(first(x)), atol=1e-5)
+    assert merge_convs(nn.Conv2d(4, 5, 1, bias=True), nn.Conv2d(5, 6, 3, padding=1)) is None  # padded bias
+    assert merge_convs(nn.Conv2d(4, 5, 3), nn.Conv2d(5, 6, 3)) is None  # two kxk convs: a 5x5 kernel, not built
+    assert merge_convs(nn.Conv2d(4, 5, (3, 1), padding=(1, 0), padding_mode="reflect"),
+                       nn.Conv2d(5, 6, (1, 3), padding=(0, 1))) is None
+    assert merge_convs(nn.Conv2d(4, 5, 1), nn.Conv2d(4, 6, 1)) is None  # widths do not chain
 
 
 def test_collapse_options() -> None:

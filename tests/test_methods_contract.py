@@ -348,6 +348,18 @@ def test_inference_form_equals_module(name: str, case: str) -> None:
         assert len(merged) <= (1 if name == "cp" else 0)
 
 
+def _moved_module(name: str, layer: nn.Module, *, seed: int) -> nn.Module:
+    """The method's module of ``layer`` at 0.3 of its params, its weights moved off the decomposition (as
+    fine-tuning moves them)."""
+    method = get_method(name)
+    module = method.from_layer(layer, method.ranks_for_fraction(LayerShape.of(layer), 0.3), seed=0)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(0.3 * torch.randn(p.shape, generator=gen) * p.abs().mean())
+    return module
+
+
 @pytest.mark.parametrize(("name", "case"), ALL)
 def test_collapse_gives_the_chain_back_as_one_dense_conv(name: str, case: str) -> None:
     """dense_equivalent / deploy_model(collapse=True): the chain, with its weights moved off the decomposition
@@ -355,13 +367,8 @@ def test_collapse_gives_the_chain_back_as_one_dense_conv(name: str, case: str) -
     from automtd.plan import deploy_model
     from automtd.plan._collapse import dense_equivalent
 
-    method = get_method(name)
     layer = _layer(case)
-    module = method.from_layer(layer, method.ranks_for_fraction(LayerShape.of(layer), 0.3), seed=0)
-    gen = torch.Generator().manual_seed(3)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.add_(0.3 * torch.randn(p.shape, generator=gen) * p.abs().mean())
+    module = _moved_module(name, layer, seed=3)
     x = _input(layer)
     dense = dense_equivalent(module)
     deployed = deploy_model(nn.Sequential(module), collapse=True, pad_channels=1)
@@ -378,3 +385,26 @@ def test_collapse_gives_the_chain_back_as_one_dense_conv(name: str, case: str) -
         assert _rel(deployed.module(x), expected) < 1e-4, (name, case)
     assert list(deployed.collapsed) == ["0"] and "collapse" in deployed.applied
     assert not any(isinstance(m, FactorizedConv) for m in deployed.module.modules())
+
+
+@pytest.mark.parametrize(("name", "case"), ALL)
+def test_merged_forms_compute_the_chain(name: str, case: str) -> None:
+    """merged_forms: each split of the chain into two merged convs equals the chain, weights moved off the
+    decomposition; a CP / HT-2 chain has three such forms (one if it pads other than with zeros: a kx1 and a
+    1xk conv are merged only then), a Tucker-2 one two, an SVD pair none."""
+    from automtd.plan._merge import merged_forms
+
+    layer = _layer(case)
+    module = _moved_module(name, layer, seed=4)
+    forms = merged_forms(module)
+    if case == "linear" or name.startswith("svd"):
+        assert forms == {}
+        return
+    zeros = CONV_CASES[case].get("padding_mode", "zeros") == "zeros"
+    assert len(forms) == {"cp": 3 if zeros else 1, "ht2": 3 if zeros else 1, "tucker2": 2}[name], list(forms)
+    x = _input(layer)
+    with torch.no_grad():
+        expected = module(x)
+        for label, form in forms.items():
+            assert [type(m) for m in form] == [nn.Conv2d, nn.Conv2d], label
+            assert _rel(form(x), expected) < 1e-4, (name, case, label)

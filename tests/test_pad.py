@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import time
 
 import pytest
 import torch
@@ -171,3 +172,25 @@ def test_tune_padding_leaves_the_training_mode_as_it_was() -> None:
     assert net.training and all(m.training for m in net.modules())
     tune_padding(net.eval(), torch.randn(2, 16, 12, 12), multiples=(8,), timer=_width_cost)
     assert not any(m.training for m in net.modules())
+
+
+def test_the_tuners_timer_runs_a_module_until_the_time_is_up_and_returns_the_median() -> None:
+    from automtd.plan import _tune
+
+    class Sleeper(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.calls = 0
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            self.calls += 1
+            time.sleep(0.002)
+            return x
+
+    quick, slow = Sleeper(), Sleeper()
+    x = torch.zeros(1, 1, 2, 2)
+    ms = _tune._time_ms(quick, x, 1e-6)
+    assert quick.calls == 6 and 2.0 <= ms < 50.0  # a warm-up and the minimum of 5 timed forwards
+    start = time.perf_counter()
+    _tune._time_ms(slow, x, 0.05)
+    assert time.perf_counter() - start >= 0.05 and 6 < slow.calls <= 27  # >= 2 ms each until 50 ms have passed

@@ -1,14 +1,15 @@
-"""Run a factorized conv as its exact dense product where that is measured faster (``deploy_model(collapse=...)``).
+"""Run a factorized conv as an exact, shorter form where that is measured faster (``deploy_model(collapse=...)``).
 
 A factorized layer is a chain of linear convs, so it equals one dense conv whose kernel is the method's
-``reconstruct`` of the chain's weights (after fine-tuning too: the weights are still factors of that shape).
-The chain does fewer MACs but reads and writes its thin intermediate maps once per conv and launches a
-kernel per conv; where the ranks are close to or above the channel counts (a CP rank of 30 on a 16-channel
-layer), or at batch 1, oneDNN can run the one dense conv faster than the chain.  So, like the padding step,
-each chain is timed on the input it gets for an example batch against its dense product, and replaced only
-where that beats it by ``min_gain``.
-Outputs are unchanged up to float rounding (measured mode checks that on the input before replacing; the
-contract tests check it for every method and layer case); the plan,
+``reconstruct`` of the chain's weights (after fine-tuning too: the weights are still factors of that shape),
+and, in between, two convs that each merge one half of the chain (:func:`automtd.plan._merge.merged_forms`;
+for a CP layer e.g. a ``kx1`` conv to the rank and a ``1xk`` conv back).  The chain does the fewest MACs but
+reads and writes its thin intermediate maps once per conv and launches a kernel per conv; where the ranks
+are close to or above the channel counts (a CP rank of 30 on a 16-channel layer), or at batch 1, oneDNN can
+run a shorter form faster.  So, like the padding step, each chain is timed on the input it gets for an
+example batch against each form, and replaced by the fastest only where that beats it by ``min_gain``.
+Outputs are unchanged up to float rounding (measured mode checks each form on the input before timing it; the
+contract tests check every form for every method and layer case); the plan,
 its params and MACs stay those of the factorized model, and the saved weights stay factorized.
 """
 
@@ -22,10 +23,11 @@ from torch import nn
 
 from automtd.plan._tune import Timer, _chain_inputs, _key, _time_ms, median_times
 
-__all__ = ["dense_equivalent", "dense_equivalents", "tune_collapse"]
+__all__ = ["DENSE", "dense_equivalent", "dense_equivalents", "exact_forms", "tune_collapse"]
 
 # Measured choices of this process (like tune_padding's): same convs, same input shape -> same answer.
-_DECISIONS: dict[tuple[object, ...], float] = {}
+_DECISIONS: dict[tuple[object, ...], tuple[str, float]] = {}
+DENSE = "dense"  # the label of the one-conv form
 _RTOL = 1e-3  # the dense product must match the chain to this fraction of the chain's output scale
 
 
@@ -68,6 +70,17 @@ def dense_equivalents(model: nn.Module) -> dict[str, nn.Conv2d]:
     return out
 
 
+def exact_forms(model: nn.Module) -> dict[str, dict[str, nn.Module]]:
+    """``{name: {label: form}}`` for every factorized conv chain of ``model`` (computed before any rewrite): its
+    dense product under :data:`DENSE` and its :func:`~automtd.plan._merge.merged_forms`."""
+    from automtd.plan._merge import merged_forms
+
+    out: dict[str, dict[str, nn.Module]] = {}
+    for name, dense in dense_equivalents(model).items():
+        out[name] = {DENSE: dense, **merged_forms(model.get_submodule(name))}
+    return out
+
+
 def _set(model: nn.Module, name: str, module: nn.Module) -> None:
     parent, _, leaf = name.rpartition(".")
     setattr(model.get_submodule(parent) if parent else model, leaf, module)
@@ -75,7 +88,7 @@ def _set(model: nn.Module, name: str, module: nn.Module) -> None:
 
 def tune_collapse(
     model: nn.Module,
-    dense: Mapping[str, nn.Conv2d],
+    forms: Mapping[str, Mapping[str, nn.Module]],
     example_input: torch.Tensor | None,
     *,
     min_gain: float = 1.05,
@@ -83,42 +96,50 @@ def tune_collapse(
     min_run_time: float = 0.02,
     timer: Timer | None = None,
 ) -> dict[str, float]:
-    """Replace, in place, each chain named in ``dense`` whose dense product runs at least ``min_gain`` times
-    faster on the input it gets for ``example_input``; with ``example_input=None`` replace every one unmeasured.
+    """Replace, in place, each chain named in ``forms`` (as :func:`exact_forms` gives them) by its fastest form
+    on the input it gets for ``example_input`` where that runs at least ``min_gain`` times faster than the chain;
+    with ``example_input=None`` replace every one by its :data:`DENSE` form, unmeasured.
 
-    Chains and dense convs are timed channels-last, in turn for ``rounds`` rounds (median); a choice is
-    remembered for the process unless ``timer(module, x)`` (milliseconds) replaces the measurement.  A chain
-    whose dense product does not match it on that input (beyond float rounding) is kept.  Returns
-    ``{name: measured speed-up of the dense conv}`` (``inf`` when unmeasured) of the chains replaced.
+    The chain and its forms are timed channels-last, in turn for ``rounds`` rounds (median); a choice is
+    remembered for the process unless ``timer(module, x)`` (milliseconds) replaces the measurement.  A form
+    that does not match the chain on that input (beyond float rounding) is not considered.  Returns
+    ``{name: measured speed-up of the form chosen}`` (``inf`` when unmeasured) of the chains replaced.
     """
     from automtd._errors import ConfigError
 
     if min_gain < 1.0 or rounds < 1:
         raise ConfigError(f"min_gain={min_gain!r}, rounds={rounds!r}: need min_gain >= 1 and rounds >= 1")
-    present = {name: conv for name, conv in dense.items() if _has(model, name)}
+    present = {name: dict(f) for name, f in forms.items() if f and _has(model, name)}
     if example_input is None:
-        for name, conv in present.items():
-            _set(model, name, copy.deepcopy(conv))
-        return {name: float("inf") for name in present}
+        chosen_all = {}
+        for name, options in present.items():
+            if DENSE in options:
+                _set(model, name, copy.deepcopy(options[DENSE]))
+                chosen_all[name] = float("inf")
+        return chosen_all
     measure = timer or (lambda m, x: _time_ms(m, x, min_run_time))
     inputs = _chain_inputs(model, list(present), example_input)
     chosen: dict[str, float] = {}
-    for name, conv in present.items():
+    for name, options in present.items():
         if name not in inputs:  # not run by this forward: leave it as it is
             continue
         chain, x = model.get_submodule(name), inputs[name].contiguous(memory_format=torch.channels_last)
-        candidate = copy.deepcopy(conv).eval().to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-        if not _matches(chain, candidate, x):
+        candidates = {label: copy.deepcopy(form).eval().to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+                      for label, form in options.items()}
+        candidates = {label: form for label, form in candidates.items() if _matches(chain, form, x)}
+        if not candidates:
             continue
-        key = _key(chain, x, (), min_gain)  # tune_padding's key: the chain's convs and the input
-        gain = _DECISIONS.get(key) if timer is None else None
-        if gain is None:
-            ms = median_times({"chain": chain, "dense": candidate}, x, measure, rounds=rounds)
-            gain = ms["chain"] / max(ms["dense"], 1e-9)
+        key = _key(chain, x, tuple(sorted(candidates)), min_gain)  # tune_padding's key: the chain's convs, the input
+        decision = _DECISIONS.get(key) if timer is None else None
+        if decision is None:
+            ms = median_times({None: chain, **candidates}, x, measure, rounds=rounds)
+            best = min(candidates, key=lambda label: ms[label])
+            decision = (best, ms[None] / max(ms[best], 1e-9))
             if timer is None:
-                _DECISIONS[key] = gain
+                _DECISIONS[key] = decision
+        best, gain = decision
         if gain >= min_gain:
-            _set(model, name, candidate.train(chain.training))
+            _set(model, name, candidates[best].train(chain.training))
             chosen[name] = gain
     return chosen
 

@@ -16,7 +16,8 @@
     on ``example_input``; an integer pads every chain to that multiple unmeasured.
 ``collapse``
     :func:`~automtd.plan._collapse.tune_collapse`: a factorized conv whose exact dense product (the method's
-    ``reconstruct`` of its weights) is measured faster on ``example_input`` runs as that one conv.  Thin
+    ``reconstruct`` of its weights), or a split of its chain into two merged convs
+    (:func:`~automtd.plan._merge.merged_forms`), is measured faster on ``example_input`` runs as that.  Thin
     chains are memory-bound, and at batch 1 overhead-bound: where the ranks are close to or above the channel
     counts (a CP rank of 30 on a 16-channel layer) a chain can run slower than the dense conv despite fewer
     MACs (BENCHMARKS.md, speed section, collapse table).  Default ``'auto'``; without an example input
@@ -29,7 +30,7 @@
 
 Plans, params and MACs are those of the factorized model; this form only changes how it runs
 (the zeros added by ``pad_channels`` are not parameters of the plan; a collapsed chain runs the dense
-layer's MACs, which ``Deployed.collapsed`` names).
+layer's MACs, a merged form more MACs than the chain; ``Deployed.collapsed`` names them).
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ from typing import Literal, NamedTuple
 import torch
 from torch import nn
 
+from automtd.plan._merge import _depthwise_axis, _merge_axes
+
 __all__ = ["Deployed", "default_channel_multiple", "deploy_model", "merge_separable_convs"]
 
 log = logging.getLogger(__name__)
@@ -49,66 +52,14 @@ log = logging.getLogger(__name__)
 class Deployed(NamedTuple):
     """``module`` (eval mode), the ``applied`` steps, the ``skipped`` ones with the reason, ``padded``:
     the conv chains whose ranks were padded, by name, with the multiple, and ``collapsed``: the factorized
-    convs run as their dense product, by name, with the measured speed-up (``inf``: unmeasured)."""
+    convs run as their dense product or two merged convs, by name, with the measured speed-up (``inf``:
+    unmeasured)."""
 
     module: nn.Module
     applied: tuple[str, ...]
     skipped: dict[str, str]
     padded: dict[str, int]
     collapsed: dict[str, float]
-
-
-def _same(kernel: int, dilation: int) -> tuple[int, int]:
-    total = dilation * (kernel - 1)
-    return total // 2, total - total // 2  # torch's rule for padding='same': the odd pixel goes last
-
-
-def _axis_padding(conv: nn.Conv2d, axis: int) -> tuple[int, int]:
-    """(before, after) zero padding of ``conv`` along ``axis`` (0: height, 1: width)."""
-    if conv.padding == "same":
-        return _same(conv.kernel_size[axis], conv.dilation[axis])
-    if conv.padding == "valid":
-        return 0, 0
-    p = int(conv.padding[axis])  # type: ignore[index]
-    return p, p
-
-
-def _depthwise_axis(conv: nn.Module) -> int | None:
-    """0 for a depthwise ``kx1`` conv, 1 for a depthwise ``1xk`` one, else None."""
-    if type(conv) is not nn.Conv2d or conv.padding_mode != "zeros":
-        return None
-    if not conv.groups == conv.in_channels == conv.out_channels:
-        return None
-    for axis in (0, 1):
-        other = 1 - axis
-        if conv.kernel_size[other] == 1 and conv.stride[other] == 1 and _axis_padding(conv, other) == (0, 0):
-            return axis
-    return None
-
-
-def _merge(first: nn.Conv2d, second: nn.Conv2d, axis_first: int) -> nn.Conv2d | None:
-    """The depthwise ``kxk`` conv equal to ``second(first(x))``, or None if no single conv pads that way."""
-    rows, cols = (first, second) if axis_first == 0 else (second, first)
-    kernel = (rows.kernel_size[0], cols.kernel_size[1])
-    stride = (rows.stride[0], cols.stride[1])
-    dilation = (rows.dilation[0], cols.dilation[1])
-    pads = (_axis_padding(rows, 0), _axis_padding(cols, 1))
-    padding: tuple[int, int] | str
-    if all(lo == hi for lo, hi in pads):
-        padding = (pads[0][0], pads[1][0])
-    elif stride == (1, 1) and all(pads[a] == _same(kernel[a], dilation[a]) for a in (0, 1)):
-        padding = "same"
-    else:
-        return None
-    merged = nn.Conv2d(
-        first.in_channels, first.out_channels, kernel, stride=stride, padding=padding, dilation=dilation,
-        groups=first.groups, bias=second.bias is not None,
-    ).to(device=first.weight.device, dtype=first.weight.dtype)
-    with torch.no_grad():
-        merged.weight.copy_(rows.weight * cols.weight)  # (R,1,kh,1) * (R,1,1,kw) -> (R,1,kh,kw)
-        if merged.bias is not None and second.bias is not None:
-            merged.bias.copy_(second.bias)
-    return merged
 
 
 def merge_separable_convs(model: nn.Module) -> int:
@@ -125,7 +76,7 @@ def merge_separable_convs(model: nn.Module) -> int:
                 nxt = items[i + 1][1]
                 a, b = _depthwise_axis(mod), _depthwise_axis(nxt)
                 if a is not None and b is not None and a != b and mod.bias is None:
-                    conv = _merge(mod, nxt, a)  # type: ignore[arg-type]
+                    conv = _merge_axes(mod, nxt)  # type: ignore[arg-type]
                     if conv is not None:
                         out.append((name, conv))
                         merged += 1
@@ -184,7 +135,7 @@ def _collapse(out: nn.Module, collapse: bool | str, source: nn.Module,
     plan built them, before the other rewrites); returns the collapsed chains (name -> speed-up)."""
     from automtd._errors import ConfigError
     from automtd.methods import FactorizedConv
-    from automtd.plan._collapse import dense_equivalents, tune_collapse
+    from automtd.plan._collapse import exact_forms, tune_collapse
 
     if collapse not in (True, False, "auto"):
         raise ConfigError(f"collapse={collapse!r} is not allowed; use 'auto' (measured), True (every chain) or False")
@@ -199,9 +150,9 @@ def _collapse(out: nn.Module, collapse: bool | str, source: nn.Module,
         return {}
     device = next((p.device for p in out.parameters()), torch.device("cpu"))
     x = example_input.to(device) if example_input is not None and collapse == "auto" else None
-    collapsed = tune_collapse(out, dense_equivalents(source), x)  # x None: every chain, unmeasured
+    collapsed = tune_collapse(out, exact_forms(source), x)  # x None: every chain to its dense product
     if not collapsed:
-        skipped["collapse"] = "measured: no factorized conv ran faster as its dense product"
+        skipped["collapse"] = "measured: no factorized conv ran faster as its dense product or a merged form"
     return collapsed
 
 

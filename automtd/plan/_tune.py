@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import statistics
+import time
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
@@ -30,10 +31,12 @@ K = TypeVar("K")
 _DECISIONS: dict[tuple[object, ...], int] = {}
 
 
-def _key(seq: nn.Module, x: torch.Tensor, multiples: tuple[int, ...], min_gain: float) -> tuple[object, ...]:
+def _key(seq: nn.Module, x: torch.Tensor, options: tuple[object, ...], min_gain: float) -> tuple[object, ...]:
+    """A decision's identity: the chain's convs, the input's shape, dtype and device, the options timed, the
+    threshold and the thread count."""
     convs = tuple((c.in_channels, c.out_channels, c.kernel_size, c.stride, str(c.padding), c.dilation, c.groups,
                    c.bias is not None, c.padding_mode) for c in seq.children() if isinstance(c, nn.Conv2d))
-    return (convs, tuple(x.shape), x.dtype, str(x.device), multiples, min_gain, torch.get_num_threads())
+    return (convs, tuple(x.shape), x.dtype, str(x.device), options, min_gain, torch.get_num_threads())
 
 
 def candidate_multiples() -> tuple[int, ...]:
@@ -42,11 +45,22 @@ def candidate_multiples() -> tuple[int, ...]:
 
 
 def _time_ms(module: nn.Module, x: torch.Tensor, min_run_time: float) -> float:
-    from automtd.metrics import measure_latency
-
-    size, batch = tuple(x.shape[1:]), int(x.shape[0])
-    return 1000.0 * float(measure_latency(module, size, batch_size=batch, min_run_time=min_run_time,
-                                          device=x.device))
+    """Median ms of single forwards of ``module`` on ``x`` (after one warm-up), run until ``min_run_time``
+    seconds have passed and at least 5 times.  A plain loop: ``torch.utils.benchmark``'s block-size estimate
+    runs a module 10x, 100x, ... until one block outlasts ``min_run_time``, which took most of a deploy's
+    tuning time; a tuner compares forms timed in turn, so it needs their medians, not calibrated figures."""
+    sync = torch.cuda.synchronize if x.is_cuda else None
+    times: list[float] = []
+    with torch.inference_mode():
+        module(x)
+        start = time.perf_counter()
+        while len(times) < 5 or time.perf_counter() - start < min_run_time:
+            t0 = time.perf_counter()
+            module(x)
+            if sync is not None:
+                sync(x.device)
+            times.append(time.perf_counter() - t0)
+    return 1000.0 * statistics.median(times)
 
 
 def _chain_inputs(model: nn.Module, names: Sequence[str], example_input: torch.Tensor) -> dict[str, torch.Tensor]:
