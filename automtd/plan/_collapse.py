@@ -28,7 +28,7 @@ __all__ = ["DENSE", "dense_equivalent", "dense_equivalents", "exact_forms", "tun
 # Measured choices of this process (like tune_padding's): same convs, same input shape -> same answer.
 _DECISIONS: dict[tuple[object, ...], tuple[str, float]] = {}
 DENSE = "dense"  # the label of the one-conv form
-_RTOL = 1e-3  # the dense product must match the chain to this fraction of the chain's output scale
+_RTOL = 1e-3  # a form must match the chain to this fraction of the chain's output scale
 
 
 def dense_equivalent(chain: nn.Module) -> nn.Conv2d | None:
