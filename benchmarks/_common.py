@@ -24,6 +24,7 @@ __all__ = [
     "REPO",
     "RESULTS",
     "CHECKPOINTS",
+    "TRAINED",
     "machine_info",
     "cpu_model",
     "utc_now",
@@ -46,6 +47,11 @@ CHECKPOINTS: dict[str, str] = {
     "cifar_resnet20": "resnet20-12fca82f.th",
     "cifar_resnet32": "resnet32-d509ac18.th",
     "cifar_resnet56": "resnet56-4bfd9763.th",
+}
+# model name -> (checkpoint directory relative to the repo, the train config that writes it): base models no
+# one publishes for CIFAR-10, trained here (their search configs name the same directory)
+TRAINED: dict[str, tuple[str, str]] = {
+    "cifar_vgg11_bn": ("runs/cifar_vgg11_bn_cpu", "configs/train_vgg11_cifar10_cpu.yaml"),
 }
 
 
@@ -177,16 +183,21 @@ def weights_dir() -> Path:
 
 
 def load_pretrained(model_name: str) -> Any:
-    """The pretrained CIFAR-10 ResNet ``model_name`` in eval mode, through ``automtd.checkpoints``."""
+    """The pretrained CIFAR-10 model ``model_name`` in eval mode, through ``automtd.checkpoints``: a ResNet from
+    ``weights_dir()`` or a model the benchmarks train themselves (:data:`TRAINED`)."""
     from automtd.checkpoints import load_checkpoint
 
-    try:
-        filename = CHECKPOINTS[model_name]
-    except KeyError:
-        raise SystemExit(f"no pretrained weights for {model_name!r}; allowed: {', '.join(CHECKPOINTS)}") from None
-    path = weights_dir() / filename
-    if not path.is_file():
-        raise SystemExit(f"{path} not found; set AUTOMTD_WEIGHTS to the folder holding cifar10_resnet_akamaster")
+    if model_name in TRAINED:
+        folder, config = TRAINED[model_name]
+        path = REPO / folder
+        if not path.is_dir():
+            raise SystemExit(f"{path} not found; train it first: automtd train {config}")
+    elif model_name in CHECKPOINTS:
+        path = weights_dir() / CHECKPOINTS[model_name]
+        if not path.is_file():
+            raise SystemExit(f"{path} not found; set AUTOMTD_WEIGHTS to the folder holding cifar10_resnet_akamaster")
+    else:
+        raise SystemExit(f"no pretrained weights for {model_name!r}; allowed: {', '.join([*CHECKPOINTS, *TRAINED])}")
     model, _meta = load_checkpoint(path, model_name=model_name)
     return model.eval()
 

@@ -51,7 +51,7 @@ from pydantic import Field
 from automtd._config import StrictModel, load_config
 from benchmarks._common import REPO, cpu_model, envelope, log, read_json, utc_now, write_csv, write_json
 
-__all__ = ["FrontsConfig", "run_fronts", "hypervolume_2d", "summarize", "HT2_PAPER", "PARTS"]
+__all__ = ["FrontsConfig", "run_fronts", "hypervolume_2d", "summarize", "HT2_PAPER", "MTD_PAPER", "PARTS"]
 
 PARTS = ("searches", "sensitivity", "baselines", "final")
 
@@ -60,6 +60,10 @@ HT2_PAPER: dict[str, list[tuple[float, float, float]]] = {
     "cifar_resnet20": [(0.9, 1.5, 0.36), (0.8, 2.5, 0.24), (0.7, 3.8, -0.26), (0.6, 5.6, -1.25), (0.5, 8.4, -2.44)],
     "cifar_resnet56": [(0.9, 1.5, 0.63), (0.8, 2.55, 0.39), (0.7, 4.0, 0.06), (0.6, 6.05, -0.87), (0.5, 9.05, -2.03)],
 }
+
+
+# methods.md section 3, the MTD abstract: params reduction x at < 1 pt top-1 drop on CIFAR-10 (no curve published).
+MTD_PAPER: dict[str, float] = {"cifar_vgg11_bn": 32.0, "cifar_vgg16_bn": 37.0}
 
 
 class FrontsModel(StrictModel):
@@ -551,6 +555,11 @@ def summarize(
             row[f"best_params_ratio_drop<={d:g}"] = max((p[1] for p in ok), default=None)
             row[f"best_macs_ratio_drop<={d:g}"] = None
         out.append(row)
+    for model, ratio in MTD_PAPER.items():
+        if any(r["model"] == model for r in final_rows):
+            out.append({"model": model, "source": "MTD paper (abstract, methods.md s.3)", "n_plans": 1,
+                        **{f"best_params_ratio_drop<={d:g}": ratio if d >= 1.0 else None for d in drops},
+                        **{f"best_macs_ratio_drop<={d:g}": None for d in drops}})
     return out
 
 

@@ -183,7 +183,8 @@ def _fronts_section(out: Path, md: Path, title: str = "## 1. Compression fronts 
         lines.append("### Best compression within a test-accuracy drop\n")
         lines.append("Ratios are original / compressed (params, MACs). The HT-2 paper rows are the authors' "
                      "published CIFAR-10 points (methods.md section 4, values read off their plots, after their "
-                     "full fine-tune); they are literature, not measured here.\n")
+                     "full fine-tune), the MTD paper row its abstract's one figure (methods.md section 3); they are "
+                     "literature, not measured here.\n")
         lines.append(md_table(summary["summary"], [
             ("model", "model"), ("source", "source"), ("n_plans", "plans"),
             ("best_params_ratio_drop<=0.5", "params x @ <=0.5"), ("best_macs_ratio_drop<=0.5", "MACs x @ <=0.5"),
@@ -256,10 +257,17 @@ def _fronts_section(out: Path, md: Path, title: str = "## 1. Compression fronts 
     if searches is not None:
         lines.append("### Searches\n")
         lines.append(_machine_line(searches))
-        lines.append("The validation split is carved from the CIFAR-10 training set, on which the pretrained "
-                     "akamaster models were trained, so the original scores about 100% there; the search ranks "
-                     "trials by how much of that they keep, and only the final test-set scores above are "
-                     "comparable with the papers.\n")
+        from benchmarks._common import TRAINED
+
+        models = {st["model"] for st in searches["studies"]}
+        if models - set(TRAINED):
+            lines.append("The validation split is carved from the CIFAR-10 training set, on which the pretrained "
+                         "akamaster models were trained, so the original scores about 100% there; the search ranks "
+                         "trials by how much of that they keep, and only the final test-set scores above are "
+                         "comparable with the papers.\n")
+        if models & set(TRAINED):
+            lines.append("The base model was trained here without the validation split (`benchmarks/_common.py` "
+                         "`TRAINED`), so the searches score every trial on images it has never seen.\n")
         cfg = searches.get("config", {})
         lines.append(f"{cfg.get('n_trials')} trials per search; search configs: "
                      f"{', '.join('`' + m['search_config'] + '`' for m in cfg.get('models', []))} with `space.conv` "
@@ -605,6 +613,13 @@ the repository root:
 """
 
 
+OTHER_FRONTS = (  # (results folder, section title, suite config) of the fronts runs beside the main one
+    ("fronts_resnet56", "### ResNet-56 (smaller CPU budget: `configs/bench_fronts_resnet56_cpu.yaml`)",
+     "configs/bench_fronts_resnet56_cpu.yaml"),
+    ("fronts_vgg11", "### VGG-11-BN, the MTD paper's network (base trained here: "
+     "`configs/train_vgg11_cifar10_cpu.yaml`; suite `configs/bench_fronts_vgg11.yaml`)",
+     "configs/bench_fronts_vgg11.yaml"),
+)
 LONG_RUNS = (  # (folder of the long run, folder of the short run it re-scores, model label, config)
     ("fronts_long", "", "ResNet-20", "configs/bench_fronts_long.yaml"),
     ("fronts_resnet56_long", "fronts_resnet56", "ResNet-56", "configs/bench_fronts_resnet56_long.yaml"),
@@ -645,6 +660,38 @@ def _long_section(out: Path, md: Path, folder: str, short_folder: str, label: st
     return lines
 
 
+def _targets_section(out: Path) -> list[str]:
+    """One screen up front: where the two targets stand in every fronts run and in the collapse speed rows."""
+    from benchmarks._collapse import collapse_summary
+
+    runs = [("", "configs/bench_fronts.yaml"), *((folder, config) for folder, _, config in OTHER_FRONTS),
+            *((folder, config) for folder, _, _, config in LONG_RUNS)]
+    rows = []
+    for folder, config in runs:
+        summary = _load(out / folder, "fronts.json")
+        final = _load(out / folder, "fronts_final.json") or {}
+        for t in (summary or {}).get("target", []):
+            rows.append({**t, "config": f"`{config}`", "steps": (final.get("final_budget") or {}).get("steps")})
+    lines = ["## Summary: the two targets\n",
+             "Target 1: the mixed search's best params ratio within 1.0 pt test drop >= 1.5x the best single method's "
+             "(CP, Tucker-2 or HT-2 search), every plan after the same final fine-tune. Details and commands in "
+             "section 1.\n"]
+    lines.append(md_table(rows, [
+        ("model", "model"), ("config", "suite config"), ("steps", "final fine-tune steps"), ("mixed", "mixed params x"),
+        ("best_single", "best single params x"), ("ratio", "mixed / best single"), ("met", "met"),
+    ]))
+    speed = _load(out, "speed.json") or {}
+    singles = [r for r in collapse_summary(speed.get("collapse", [])) if r["method"] in ("cp", "tucker2", "ht2")]
+    lines.append("Target 2: measured speed-up >= 0.7 of the MAC ratio at batch 64 (1 thread, deployed with "
+                 "`collapse='auto'`; median over the baseline and front plans that use the method alone). Details "
+                 "and the per-layer-shape causes in section 2.\n")
+    lines.append(md_table([{**r, "met": r["eff_collapse"] >= 0.7} for r in singles if r["batch"] == 64], [
+        ("model", "model"), ("method", "method"), ("plans", "plans"), ("eff_collapse", "median speed-up / MACs x"),
+        ("reach_collapse", "plans >= 0.7"), ("met", "met"),
+    ]))
+    return lines
+
+
 def run_report(out_dir: Path, markdown: Path) -> Path:
     """Write ``markdown`` (and ``out_dir/plots/*.png``) from the results in ``out_dir``."""
     md = markdown.resolve()
@@ -658,13 +705,12 @@ def run_report(out_dir: Path, markdown: Path) -> Path:
         "(`python -m benchmarks {fronts,speed,search-cost,report,decompose,storage,deeptwist,funnel}`); "
         "`--quick` runs a smoke version in about a minute.\n",
     ]
+    parts += _targets_section(out)
     parts += _fronts_section(out, md)
-    r56 = out / "fronts_resnet56"
-    if r56.is_dir():
-        parts += _fronts_section(
-            r56, md, "### ResNet-56 (smaller CPU budget: `configs/bench_fronts_resnet56_cpu.yaml`)",
-            "python -m benchmarks fronts --config configs/bench_fronts_resnet56_cpu.yaml "
-            "--out benchmarks/results/fronts_resnet56")
+    for folder, title, config in OTHER_FRONTS:
+        if (out / folder).is_dir():
+            parts += _fronts_section(out / folder, md, title,
+                                     f"python -m benchmarks fronts --config {config} --out benchmarks/results/{folder}")
     for run in LONG_RUNS:
         parts += _long_section(out, md, *run)
     parts += _speed_section(out, md)

@@ -318,3 +318,38 @@ def test_speed_provenance_credits_each_kept_part_to_the_run_that_measured_it() -
     assert only == {"kept": ["models"], "command": "speed all", "machine": {"cpu_model": "AMD"}}
     assert _provenance({"command": "c", "machine": {}}, ["padding"]) == {"kept": ["padding"], "command": "c",
                                                                           "machine": {}}
+
+
+def test_summary_adds_the_mtd_paper_point_beside_a_vgg_run() -> None:
+    sys.path.insert(0, str(REPO))
+    from benchmarks._fronts import summarize
+
+    rows = [{"model": "cifar_vgg11_bn", "source": "search cp", "params_ratio": 3.0, "macs_ratio": 2.0, "drop": 0.8}]
+    summary = {r["source"]: r for r in summarize(rows)}
+    mtd = summary["MTD paper (abstract, methods.md s.3)"]
+    assert mtd["best_params_ratio_drop<=1"] == 32.0 and mtd["best_params_ratio_drop<=0.5"] is None
+    assert summary["search cp"]["best_params_ratio_drop<=1"] == 3.0
+    resnet = [{**rows[0], "model": "cifar_resnet20"}]
+    assert not any(r["source"].startswith("MTD") for r in summarize(resnet))
+
+
+def test_a_base_model_trained_here_is_loaded_from_its_run_folder(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    sys.path.insert(0, str(REPO))
+    from automtd.checkpoints import save_checkpoint
+    from automtd.models import get_model
+    from benchmarks import _common
+
+    monkeypatch.setattr(_common, "REPO", tmp_path)
+    with pytest.raises(SystemExit, match="train it first: automtd train configs/train_vgg11_cifar10_cpu.yaml"):
+        _common.load_pretrained("cifar_vgg11_bn")
+    model = get_model("cifar_vgg11_bn")
+    save_checkpoint(tmp_path / _common.TRAINED["cifar_vgg11_bn"][0], model, architecture="cifar_vgg11_bn")
+    loaded = _common.load_pretrained("cifar_vgg11_bn")
+    assert not loaded.training
+    pairs = zip(model.state_dict().values(), loaded.state_dict().values(), strict=True)
+    assert all(torch.equal(a, b) for a, b in pairs)
+    with pytest.raises(SystemExit, match="allowed: cifar_resnet20, .*cifar_vgg11_bn"):
+        _common.load_pretrained("cifar_vgg99")
