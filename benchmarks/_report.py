@@ -623,6 +623,7 @@ OTHER_FRONTS = (  # (results folder, section title, suite config) of the fronts 
 LONG_RUNS = (  # (folder of the long run, folder of the short run it re-scores, model label, config)
     ("fronts_long", "", "ResNet-20", "configs/bench_fronts_long.yaml"),
     ("fronts_resnet56_long", "fronts_resnet56", "ResNet-56", "configs/bench_fronts_resnet56_long.yaml"),
+    ("fronts_vgg11_long", "fronts_vgg11", "VGG-11-BN", "configs/bench_fronts_vgg11_long.yaml"),
 )
 
 

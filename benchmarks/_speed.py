@@ -257,7 +257,8 @@ SPEED_PARTS = ("layers", "kernels", "padding", "allocator", "models", "collapse"
 
 def _provenance(old: dict[str, Any], kept: Sequence[str]) -> dict[str, Any] | None:
     """Who measured each kept part: ``{kept, command, machine, previous}``, nearest run first.  A part the
-    last run itself kept is credited to the run its ``previous`` chain names; any other to the last run."""
+    last run itself kept is credited to the run its ``previous`` chain names; any other to the last run.  A
+    part of one model (``"collapse cifar_resnet20"``) the chain does not name is credited as its whole part."""
     runs: list[dict[str, Any]] = [old]  # the last run, then the runs its chain names, nearest first
     credits: dict[str, int] = {}
     node = old.get("previous")
@@ -268,7 +269,7 @@ def _provenance(old: dict[str, Any], kept: Sequence[str]) -> dict[str, Any] | No
         node = node.get("previous")
     parts_of: dict[int, list[str]] = {}
     for part in kept:
-        parts_of.setdefault(credits.get(part, 0), []).append(part)
+        parts_of.setdefault(credits.get(part, credits.get(part.split()[0], 0)), []).append(part)
     chain: dict[str, Any] | None = None
     for i in sorted(parts_of, reverse=True):
         chain = {"kept": parts_of[i], "command": runs[i].get("command"), "machine": runs[i].get("machine"),
@@ -345,7 +346,7 @@ def run_speed(out_dir: Path, *, quick: bool, threads: int, shared_cpu: bool, mod
     kept = [p for p in SPEED_PARTS if p not in chosen and old.get(p)]
     for part in ("models", "collapse"):  # rows of models this run did not time, kept from the last run
         others = sorted({r["model"] for r in old.get(part, []) if r["model"] not in names})
-        kept += [f"{part} {', '.join(others)}"] if part in chosen and others else []
+        kept += [f"{part} {model}" for model in others] if part in chosen else []
     payload.update({"threads": threads, "batches": list(batches), "rounds": rounds, "min_run_time_s": min_run_time,
                     "layer_fraction": 0.25, "layers": layer_rows, "kernels": kernel_rows, "padding": pad_rows,
                     "allocator": alloc_rows, "models": model_rows, "collapse": collapse_rows,

@@ -318,6 +318,19 @@ def test_speed_provenance_credits_each_kept_part_to_the_run_that_measured_it() -
     assert only == {"kept": ["models"], "command": "speed all", "machine": {"cpu_model": "AMD"}}
     assert _provenance({"command": "c", "machine": {}}, ["padding"]) == {"kept": ["padding"], "command": "c",
                                                                           "machine": {}}
+    # one model's rows of a part: credited to the run that named that model, else as the whole part
+    r56 = {"command": "speed collapse r56", "machine": {"cpu_model": "EPYC"},
+           "previous": _provenance(last, ["layers", "models", "collapse cifar_resnet20"])}
+    chain = _provenance(r56, ["layers", "models cifar_resnet20", "collapse cifar_resnet20", "collapse cifar_resnet56"])
+    assert chain is not None
+    credited = {}
+    node: dict[str, Any] | None = chain
+    while node:
+        credited.update({part: node["command"] for part in node["kept"]})
+        node = node.get("previous")
+    assert credited == {"layers": "speed all", "models cifar_resnet20": "speed all",
+                        "collapse cifar_resnet20": "speed collapse r20",
+                        "collapse cifar_resnet56": "speed collapse r56"}
 
 
 def test_summary_adds_the_mtd_paper_point_beside_a_vgg_run() -> None:
