@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from automtd._errors import ConfigError
+from automtd.utils import resolve_device
 
 __all__ = ["count_params", "count_macs", "layer_macs", "measure_latency", "keep_freed_memory", "LatencyResult"]
 
@@ -62,7 +63,7 @@ def keep_freed_memory(threshold_bytes: int = 1 << 30) -> bool:
 
 def _layout(model: nn.Module) -> torch.memory_format:
     """channels-last if a 4-D parameter of ``model`` is unambiguously stored that way (e.g. after
-    :func:`~automtd.plan.deploy_model`), else contiguous: the layout a layer's input has inside such a model."""
+    :func:`~automtd.deploy.deploy_model`), else contiguous: the layout a layer's input has inside such a model."""
     for p in model.parameters():
         if p.dim() == 4 and p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous():
             return torch.channels_last
@@ -143,8 +144,6 @@ def measure_latency(
     does not pay a layout conversion it never makes inside its network.
     """
     from torch.utils import benchmark
-
-    from automtd.train import resolve_device
 
     if isinstance(batch_size, bool) or batch_size <= 0:
         raise ConfigError(f"batch_size={batch_size!r} is invalid for latency; give a positive integer")

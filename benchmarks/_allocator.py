@@ -29,8 +29,8 @@ def _worker(arm: str, methods: Sequence[str], batch: int, quick: bool, out: Path
 
     import torch
 
+    from automtd.deploy import deploy_model
     from automtd.metrics import keep_freed_memory
-    from automtd.plan import deploy_model
     from benchmarks._common import load_pretrained
     from benchmarks._speed import RESNET_SHAPES, _structure_model, baseline_plans, case_modules, interleaved_latency
 

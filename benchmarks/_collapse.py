@@ -4,7 +4,7 @@ For each plan (the baselines and the front plans, as the ``models`` part), at ea
 modules are timed in turn in one process on the same channels-last batch: the original deployed, the plan
 deployed with ``collapse=False`` (every factorized conv as its chain), with the default ``collapse='auto'``
 (a chain runs as its exact dense product or as two merged convs where
-:func:`automtd.plan._collapse.tune_collapse` measured that faster on its input) and, to show what the merged
+:func:`automtd.deploy._collapse.tune_collapse` measured that faster on its input) and, to show what the merged
 forms add, with ``tune_collapse`` offered the dense product only (the step as it was before merged forms).
 The efficiencies use the plan's MAC ratio (what the factorized model promises); ``deployed_macs_ratio`` is what
 the collapsed form really runs.
@@ -30,8 +30,8 @@ def collapse_rows(model_name: str, base: nn.Module, plans: Sequence[tuple[str, s
     """One row per (plan, batch): ms of the original / chains / collapsed form, speed-ups, efficiencies, how
     many of the plan's factorized convs were collapsed (``merged``: of those, how many run as two merged convs
     rather than one dense conv) and the MAC ratio the collapsed form runs at."""
+    from automtd.deploy import deploy_model
     from automtd.metrics import count_macs
-    from automtd.plan import deploy_model
     from benchmarks._common import log
     from benchmarks._speed import _structure_model, interleaved_latency
 
@@ -71,9 +71,9 @@ def collapse_rows(model_name: str, base: nn.Module, plans: Sequence[tuple[str, s
 def _dense_only(comp: nn.Module, x: torch.Tensor) -> tuple[nn.Module, int]:
     """``comp`` deployed as ``deploy_model`` does, but with ``tune_collapse`` offered only each chain's dense
     product; returns it and how many chains it collapsed."""
-    from automtd.plan import deploy_model
-    from automtd.plan._collapse import DENSE, exact_forms, tune_collapse
-    from automtd.plan._deploy import _fold_bn
+    from automtd.deploy import deploy_model
+    from automtd.deploy._collapse import DENSE, exact_forms, tune_collapse
+    from automtd.deploy._deploy import _fold_bn
 
     out = deploy_model(comp, example_input=x, collapse=False, fold_bn=False, channels_last=False).module
     chosen = tune_collapse(out, {name: {DENSE: f[DENSE]} for name, f in exact_forms(comp).items()}, x)

@@ -48,7 +48,7 @@ from typing import Any
 import torch
 from pydantic import Field
 
-from automtd._config import StrictModel, load_config
+from automtd.config import StrictModel, load_config
 from benchmarks._common import REPO, cpu_model, envelope, log, read_json, utc_now, write_csv, write_json
 
 __all__ = ["FrontsConfig", "run_fronts", "hypervolume_2d", "summarize", "HT2_PAPER", "MTD_PAPER", "PARTS"]
@@ -317,8 +317,8 @@ def _run_sensitivity(cfg: FrontsConfig, out: Path) -> dict[str, Any]:
         if table.get("rows") and any(r.get("kl") is None for r in table["rows"] if r.get("drop") is not None):
             # a study from before the pass recorded KL: score the same candidates again, here only
             from automtd.search._context import get_context
-            from automtd.search._run import study_dir_for
             from automtd.search._sensitivity import compute_sensitivity
+            from automtd.search._storage import study_dir_for
 
             log(f"sensitivity {model.name}: the stored table has no KL; recomputing the pass for this report")
             ctx = get_context(config, study_dir_for(config.storage_url(), config.study.name, config))

@@ -48,7 +48,7 @@ def _convs_with_inputs(module: nn.Module, x: torch.Tensor) -> list[tuple[nn.Conv
 def kernel_rows(cases: Sequence[Any], methods: Sequence[str], *, fraction: float, batch: int, rounds: int,
                 min_run_time: float) -> list[dict[str, Any]]:
     """One row per conv: layer shape, method (``dense`` for the original conv), kind, channels, ms, GMAC/s."""
-    from automtd.plan import deploy_model
+    from automtd.deploy import deploy_model
     from benchmarks._speed import case_modules, interleaved_latency
 
     rows: list[dict[str, Any]] = []

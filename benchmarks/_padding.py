@@ -32,8 +32,8 @@ def padding_rows(cases: Sequence[Any], methods: Sequence[str], *, fractions: Seq
     """One row per (shape, fraction, method, batch, form) whose ranks a fixed multiple would pad: ranks, widths
     of the form, ms unpadded and in that form, gain, extra MACs.  Forms: ``pad N`` for each candidate multiple
     that changes a width, and ``auto``."""
+    from automtd.deploy import candidate_multiples, deploy_model, pad_inner_channels
     from automtd.metrics import count_macs
-    from automtd.plan import candidate_multiples, deploy_model, pad_inner_channels
     from benchmarks._speed import case_modules, interleaved_latency
 
     rows: list[dict[str, Any]] = []

@@ -37,7 +37,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from automtd.plan import deploy_model
+from automtd.deploy import deploy_model
 from benchmarks._common import envelope, load_pretrained, log, read_json, write_csv, write_json
 
 __all__ = ["LayerCase", "RESNET_SHAPES", "VGG_SHAPES", "run_speed", "interleaved_latency"]

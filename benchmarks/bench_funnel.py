@@ -24,7 +24,7 @@ def main() -> None:
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = ap.parse_args()
 
-    from automtd.training_methods import load_funnel_config, run_funnel
+    from automtd.workflows import load_funnel_config, run_funnel
 
     cfg = load_funnel_config(args.config, [*args.overrides, "progress=false"])
     started = time.time()

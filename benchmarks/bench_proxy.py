@@ -182,8 +182,7 @@ def _run(args: argparse.Namespace, p: argparse.ArgumentParser, finals: Mapping[s
 
     import torch
 
-    from automtd._download import resolve_data
-    from automtd.data import get_dataset, make_loader
+    from automtd.data import get_dataset, make_loader, resolve_data
     from automtd.models import get_model_spec
     from automtd.plan import Plan
     from automtd.search._config import load_search_config

@@ -13,10 +13,11 @@ from torch import nn
 from automtd import PlanMismatchError
 from automtd.baselines import ht2_energy_plan, uniform_plan
 from automtd.checkpoints import load_checkpoint, save_checkpoint
+from automtd.deploy import compare_models
 from automtd.methods import get_method
 from automtd.metrics import count_macs, count_params, layer_macs
 from automtd.models import get_model
-from automtd.plan import FactorCache, Plan, apply_plan, compare_models, decomposable_layers, make_plan
+from automtd.plan import FactorCache, Plan, apply_plan, decomposable_layers, make_plan
 
 SIZE = (3, 16, 16)
 

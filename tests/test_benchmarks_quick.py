@@ -21,11 +21,11 @@ CONFIGS = REPO / "configs"
 def _loader(path: Path) -> Callable[[Path], Any]:
     name = path.name
     if name.startswith("train_"):
-        from automtd.train._recipe import load_train_config
+        from automtd.workflows._train import load_train_config
 
         return load_train_config
     if name.startswith("funnel_"):
-        from automtd.training_methods._pipeline import load_funnel_config
+        from automtd.workflows._funnel import load_funnel_config
 
         return load_funnel_config
     if name.startswith(("mtd_", "bench_search_")):

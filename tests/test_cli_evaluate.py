@@ -9,15 +9,11 @@ from pathlib import Path
 import pytest
 
 from automtd import CheckpointError, DataError
-from automtd.cli import _evaluate, _models
+from automtd.cli.main import build_parser
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="automtd")
-    sub = parser.add_subparsers(required=True)
-    _evaluate.add_parser(sub)
-    _models.add_parser(sub)
-    return parser.parse_args(argv)
+    return build_parser(("evaluate", "models")).parse_args(argv)
 
 
 def _run(argv: list[str]) -> int:

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from automtd._download import KnownFile, fetch, resolve_checkpoint
 from automtd._errors import CheckpointError, ConfigError, DataError
-from automtd.search._config import expand_path, load_search_config, search_config_from_dict
+from automtd.checkpoints import resolve_checkpoint
+from automtd.search._config import load_search_config, search_config_from_dict
 from automtd.search._objective import directions, study_spec
+from automtd.utils import KnownFile, expand_path, fetch
 
 REPO = Path(__file__).resolve().parents[1]
 MINIMAL = "model:\n  name: cifar_resnet20\n  checkpoint: /nowhere/resnet20.th\n"

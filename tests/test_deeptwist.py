@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from automtd._config import parse_config
 from automtd._errors import ConfigError, RankError
+from automtd.config import parse_config
 from automtd.training_methods import (
     DeepTwist,
     DeepTwistConfig,

@@ -11,10 +11,11 @@ from torch import nn
 
 from automtd import ConfigError
 from automtd.baselines import uniform_plan
+from automtd.deploy import compare_models, deploy_model, merge_separable_convs
+from automtd.deploy._collapse import DENSE, dense_equivalents, exact_forms, tune_collapse
+from automtd.deploy._merge import merge_convs
 from automtd.models import get_model
-from automtd.plan import apply_plan, compare_models, deploy_model, measure_text, merge_separable_convs
-from automtd.plan._collapse import DENSE, dense_equivalents, exact_forms, tune_collapse
-from automtd.plan._merge import merge_convs
+from automtd.plan import apply_plan, measure_text
 
 
 def _resnet20_cp() -> tuple[nn.Module, nn.Module]:

@@ -217,7 +217,7 @@ def test_fold_merges_back_when_not_smaller_and_keeps_at_least_one_gate() -> None
 
 def test_prune_and_fold_whole_model_loads_through_a_plan(resnet20_checkpoint: Path, tmp_path: Path) -> None:
     from automtd.checkpoints import load_checkpoint, save_checkpoint
-    from automtd.training_methods import funnel_plan
+    from automtd.workflows import funnel_plan
 
     model, _ = load_checkpoint(resnet20_checkpoint, model_name="cifar_resnet20")
     gate_model(model, exclude=["conv1"])
@@ -247,7 +247,8 @@ def test_prune_and_fold_whole_model_loads_through_a_plan(resnet20_checkpoint: Pa
 def test_funnel_cli_end_to_end_on_a_small_subset(resnet20_checkpoint: Path, data_root: Path, tmp_path: Path) -> None:
     from automtd.checkpoints import load_checkpoint
     from automtd.cli.main import main
-    from automtd.plan import Plan, compress_checkpoint
+    from automtd.plan import Plan
+    from automtd.workflows import compress_checkpoint
 
     config = tmp_path / "funnel.yaml"
     config.write_text(

@@ -1,21 +1,18 @@
-"""``automtd methods`` and the acceptance one-liner of issue 2 for every registered method."""
+"""``automtd methods`` and the one-line decomposition of every registered method."""
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import pytest
 import torch
 
 import automtd
-from automtd.cli import _methods
+from automtd.cli.main import build_parser
 
 
 def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
-    parser = argparse.ArgumentParser(prog="automtd")
-    _methods.add_parser(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(argv)
+    args = build_parser(("methods",)).parse_args(argv)
     assert args.func(args) == 0
     return capsys.readouterr().out
 

@@ -317,7 +317,7 @@ def test_cp_recovers_exact_rank_kernel_factors_error() -> None:
 @pytest.mark.parametrize(("name", "case"), ALL)
 def test_inference_form_equals_module(name: str, case: str) -> None:
     """deploy_model (separable pairs merged, ranks padded, BatchNorm folded, channels-last) keeps the function."""
-    from automtd.plan import default_channel_multiple, deploy_model
+    from automtd.deploy import default_channel_multiple, deploy_model
 
     method = get_method(name)
     layer = _layer(case)
@@ -364,8 +364,8 @@ def _moved_module(name: str, layer: nn.Module, *, seed: int) -> nn.Module:
 def test_collapse_gives_the_chain_back_as_one_dense_conv(name: str, case: str) -> None:
     """dense_equivalent / deploy_model(collapse=True): the chain, with its weights moved off the decomposition
     (as fine-tuning moves them), equals one conv of the dense layer's geometry."""
-    from automtd.plan import deploy_model
-    from automtd.plan._collapse import dense_equivalent
+    from automtd.deploy import deploy_model
+    from automtd.deploy._collapse import dense_equivalent
 
     layer = _layer(case)
     module = _moved_module(name, layer, seed=3)
@@ -392,7 +392,7 @@ def test_merged_forms_compute_the_chain(name: str, case: str) -> None:
     """merged_forms: each split of the chain into two merged convs equals the chain, weights moved off the
     decomposition; a CP / HT-2 chain has three such forms (one if it pads other than with zeros: a kx1 and a
     1xk conv are merged only then), a Tucker-2 one two, an SVD pair none."""
-    from automtd.plan._merge import merged_forms
+    from automtd.deploy._merge import merged_forms
 
     layer = _layer(case)
     module = _moved_module(name, layer, seed=4)

@@ -77,7 +77,7 @@ def test_measure_latency() -> None:
 
 
 def test_measure_latency_feeds_the_models_layout() -> None:
-    from automtd.plan import deploy_model
+    from automtd.deploy import deploy_model
 
     model = get_model("cifar_resnet20")
     plain = measure_latency(model, (3, 32, 32), batch_size=2, threads=1, min_run_time=0.02)

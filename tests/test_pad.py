@@ -10,9 +10,9 @@ import torch
 from torch import nn
 
 from automtd import ConfigError
+from automtd.deploy import candidate_multiples, default_channel_multiple, deploy_model, pad_inner_channels, tune_padding
 from automtd.methods import LayerShape, get_method
 from automtd.metrics import count_params
-from automtd.plan import candidate_multiples, default_channel_multiple, deploy_model, pad_inner_channels, tune_padding
 
 
 def _widths(seq: nn.Sequential) -> list[int]:
@@ -145,7 +145,7 @@ def test_tune_padding_ignores_nested_chains_and_times_real_modules() -> None:
 
 
 def test_tune_padding_remembers_its_measurements(monkeypatch: pytest.MonkeyPatch) -> None:
-    from automtd.plan import _tune
+    from automtd.deploy import _tune
 
     calls: list[tuple[int, ...]] = []
 
@@ -175,7 +175,7 @@ def test_tune_padding_leaves_the_training_mode_as_it_was() -> None:
 
 
 def test_the_tuners_timer_runs_a_module_until_the_time_is_up_and_returns_the_median() -> None:
-    from automtd.plan import _tune
+    from automtd.deploy import _tune
 
     class Sleeper(nn.Module):
         def __init__(self) -> None:

@@ -14,7 +14,8 @@ import yaml
 
 from automtd.checkpoints import load_checkpoint, read_meta
 from automtd.cli.main import main
-from automtd.plan import RATIO_DEFINITIONS, Plan, load_torchscript
+from automtd.deploy import load_torchscript
+from automtd.plan import RATIO_DEFINITIONS, Plan
 
 
 @pytest.fixture(scope="module")

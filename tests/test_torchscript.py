@@ -9,8 +9,9 @@ import torch
 from torch import nn
 
 from automtd import ConfigError
+from automtd.deploy import export_torchscript, load_torchscript
 from automtd.methods import get_method
-from automtd.plan import apply_plan, decomposable_layers, export_torchscript, load_torchscript, make_plan
+from automtd.plan import apply_plan, decomposable_layers, make_plan
 
 SIZE = (3, 16, 16)
 METHODS = {"0": "cp", "2": "tucker2", "3": "ht2", "4": "svd_spatial", "5": "svd_channel", "9": "svd_linear"}

@@ -9,19 +9,12 @@ import pytest
 import torch
 
 from automtd import ConfigError
-from automtd._config import parse_config
+from automtd.config import parse_config
 from automtd.data import get_dataset, make_loader
 from automtd.models import get_model, get_model_spec
-from automtd.train import (
-    NonFiniteLossError,
-    StopTraining,
-    TrainConfig,
-    evaluate,
-    fit,
-    kd_loss,
-    load_train_config,
-    resolve_device,
-)
+from automtd.train import NonFiniteLossError, StopTraining, TrainConfig, evaluate, fit, kd_loss
+from automtd.utils import resolve_device
+from automtd.workflows import load_train_config
 
 REPO = Path(__file__).resolve().parents[1]
 SPEC = get_model_spec("cifar_resnet20")
@@ -192,7 +185,7 @@ def test_train_configs_validate() -> None:
 
 def test_train_from_config_saves_a_checkpoint(data_root: Path, tmp_path: Path) -> None:
     from automtd.checkpoints import load_checkpoint
-    from automtd.train import train_from_config
+    from automtd.workflows import train_from_config
 
     cfg = load_train_config(
         REPO / "configs" / "train_vgg11_cifar10.yaml",

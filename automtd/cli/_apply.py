@@ -5,13 +5,17 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from automtd._errors import ConfigError
+from automtd.plan import FactorCache, Plan, measure_text, totals_text
+from automtd.workflows import FinetuneOptions, compress_checkpoint
+
 __all__ = ["add_parser", "run"]
 
 
-def add_parser(subparsers: Any) -> None:
+def add_parser(subparsers: Any, help_text: str) -> None:
     p = subparsers.add_parser(
         "apply",
-        help="apply a plan to a checkpoint and save the compressed model",
+        help=help_text,
         description="Load --checkpoint as the plan's architecture, replace the plan's layers, optionally "
         "fine-tune with knowledge distillation from the original on the training split (validation top-1 "
         "is recorded), and write a checkpoint directory (model.safetensors + meta.json with the plan).",
@@ -59,9 +63,6 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from automtd._errors import ConfigError
-    from automtd.plan import FactorCache, FinetuneOptions, Plan, compress_checkpoint, measure_text, totals_text
-
     plan = Plan.load(args.plan)
     if args.finetune_epochs < 0:
         raise ConfigError(f"--finetune-epochs {args.finetune_epochs} is negative; give 0 (no fine-tuning) or more")

@@ -5,13 +5,16 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from automtd._errors import ConfigError
+from automtd.search._storage import open_storage, redact_url
+
 __all__ = ["add_parser", "run"]
 
 
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+def add_parser(subparsers: Any, help_text: str) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "dashboard",
-        help="start optuna-dashboard on a storage",
+        help=help_text,
         description="Serve optuna-dashboard for every study of STORAGE (needs the 'dashboard' extra). "
         "Binds to 127.0.0.1 by default; --host 0.0.0.0 exposes it to the network.",
     )
@@ -23,9 +26,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from automtd._errors import ConfigError
-    from automtd.search._storage import open_storage, redact_url
-
     try:
         from optuna_dashboard import run_server
     except ImportError:

@@ -5,13 +5,20 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from automtd.checkpoints import load_checkpoint
+from automtd.data import get_dataset, make_loader
+from automtd.metrics import count_macs, count_params
+from automtd.models import get_model
+from automtd.train import evaluate
+from automtd.utils import resolve_device
+
 __all__ = ["add_parser", "run"]
 
 
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+def add_parser(subparsers: Any, help_text: str) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "evaluate",
-        help="top-1 accuracy, params and MACs of a checkpoint",
+        help=help_text,
         description="Evaluate a checkpoint directory (automtd format) or a third-party .pth/.th file (with --model).",
     )
     p.add_argument("--checkpoint", required=True, help="checkpoint directory or .pth/.th/.safetensors file")
@@ -29,12 +36,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     import json
-
-    from automtd.checkpoints import load_checkpoint
-    from automtd.data import get_dataset, make_loader
-    from automtd.metrics import count_macs, count_params
-    from automtd.models import get_model
-    from automtd.train import evaluate, resolve_device
 
     device = resolve_device(args.device)
     model, meta = load_checkpoint(args.checkpoint, model_name=args.model)

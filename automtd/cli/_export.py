@@ -5,13 +5,16 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from automtd.search._export import export_plan
+from automtd.search._run import load_search_study
+
 __all__ = ["add_parser", "run"]
 
 
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+def add_parser(subparsers: Any, help_text: str) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "export",
-        help="write the plan of a trial picked from the front",
+        help=help_text,
         description="Pick a trial of a study and write its plan (YAML or JSON by suffix); turn it into a "
         "fine-tuned compressed model with `automtd apply --plan PLAN --checkpoint CK -o DIR`.",
     )
@@ -27,9 +30,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from automtd.search._export import export_plan
-    from automtd.search._run import load_search_study
-
     study = load_search_study(args.storage, args.study)
     plan, number = export_plan(study, args.output, trial=args.trial, max_drop=args.max_drop,
                                min_ratio=args.min_ratio)

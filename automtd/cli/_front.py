@@ -5,13 +5,16 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from automtd.search._front import front_dataframe, plot_front
+from automtd.search._run import load_search_study
+
 __all__ = ["add_parser", "run"]
 
 
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+def add_parser(subparsers: Any, help_text: str) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "front",
-        help="show the Pareto front of a study",
+        help=help_text,
         description="Read the Pareto front of a study (while workers run or after): params ratio, MACs ratio, "
         "accuracy, drop and trial number of the non-dominated complete trials.",
     )
@@ -28,9 +31,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     import json
     import math
-
-    from automtd.search._front import front_dataframe, plot_front
-    from automtd.search._run import load_search_study
 
     study = load_search_study(args.storage, args.study)
     df = front_dataframe(study, max_drop=args.max_drop, feasible_only=not args.all)

@@ -9,13 +9,15 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from automtd.workflows import load_funnel_config, run_funnel
+
 __all__ = ["add_parser", "run"]
 
 
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+def add_parser(subparsers: Any, help_text: str) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "funnel",
-        help="find per-layer ranks by funnel regularization and save the plan + compressed checkpoint",
+        help=help_text,
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -29,8 +31,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from automtd.training_methods import load_funnel_config, run_funnel
-
     overrides = list(args.overrides)
     if args.output:
         overrides.append(f"output={args.output}")

@@ -5,15 +5,17 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from automtd._errors import ConfigError
+from automtd.cli._plan import add_model_arguments, load_model_from_args
+from automtd.plan import Plan, layers_table, model_fingerprint, model_totals, plan_table, totals_text
+
 __all__ = ["add_parser", "run"]
 
 
-def add_parser(subparsers: Any) -> None:
-    from automtd.cli._plan import add_model_arguments
-
+def add_parser(subparsers: Any, help_text: str) -> None:
     p = subparsers.add_parser(
         "inspect",
-        help="show a plan (per-layer table, totals) or a model's decomposable layers",
+        help=help_text,
         description="`automtd inspect PLAN` prints the plan's layers and totals with the ratio definitions; "
         "`automtd inspect --model NAME` prints every conv/linear layer with its shape, params, MACs and the "
         "methods that can decompose it (or why it is skipped).",
@@ -31,13 +33,9 @@ def _print_frame(frame: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from automtd._errors import ConfigError
-
     if args.plan and (args.model or args.checkpoint):
         raise ConfigError("give either a plan file or --model/--checkpoint, not both")
     if args.plan:
-        from automtd.plan import Plan, plan_table, totals_text
-
         plan = Plan.load(args.plan)
         print(f"plan {args.plan} (version {plan.version})")
         _print_frame(plan_table(plan))
@@ -48,9 +46,6 @@ def run(args: argparse.Namespace) -> int:
         print()
         print(totals_text(plan))
         return 0
-    from automtd.cli._plan import load_model_from_args
-    from automtd.plan import layers_table, model_fingerprint, model_totals
-
     model, name, kwargs, size = load_model_from_args(args)
     frame = layers_table(model, size)
     params, macs = model_totals(model, size)

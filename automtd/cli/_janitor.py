@@ -5,13 +5,18 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from automtd.cli._worker import storage_from_args
+from automtd.search._janitor import fail_stuck_trials
+from automtd.search._storage import StorageOptions, open_storage
+from automtd.search._study import open_study
+
 __all__ = ["add_parser", "run"]
 
 
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+def add_parser(subparsers: Any, help_text: str) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "janitor",
-        help="fail trials stuck RUNNING past --max-trial-time",
+        help=help_text,
         description=__doc__,
         epilog="exit codes: 0 done · 2 bad option · 7 storage unreachable · 8 study missing",
     )
@@ -25,11 +30,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from automtd.cli._worker import storage_from_args
-    from automtd.search._janitor import fail_stuck_trials
-    from automtd.search._storage import StorageOptions, open_storage
-    from automtd.search._study import open_study
-
     options = StorageOptions(heartbeat_interval=None, grace_period=None, connect_timeout=args.connect_timeout)
     storage = open_storage(storage_from_args(args), options=options)
     study = open_study(storage, args.study)

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
+
+from automtd.methods import LayerShape, get_method, list_methods
 
 __all__ = ["add_parser", "run"]
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(subparsers: Any, help_text: str) -> None:
     p = subparsers.add_parser(
         "methods",
-        help="list the decomposition methods",
+        help=help_text,
         description="List every registered decomposition method with the layers it applies to and its "
         "rank parameters in the order ranks are given (e.g. ranks: [16, 16, 16] for ht2).",
     )
@@ -29,8 +32,6 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     from torch import nn
-
-    from automtd.methods import LayerShape, get_method, list_methods
 
     shape = None
     if args.conv is not None:

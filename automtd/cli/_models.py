@@ -5,20 +5,21 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from automtd.models import get_model_spec, list_models, torchvision_names
+
 __all__ = ["add_parser", "run"]
 
 
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("models", help="list the registered model names",
-                              description="List the registered model names and their normalisation.")
+def add_parser(subparsers: Any, help_text: str) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "models", help=help_text, description="List the registered model names and their normalisation."
+    )
     p.add_argument("--torchvision", action="store_true", help="also list every torchvision classification model")
     p.set_defaults(func=run)
     return p
 
 
 def run(args: argparse.Namespace) -> int:
-    from automtd.models import get_model_spec, list_models, torchvision_names
-
     for name in list_models():
         spec = get_model_spec(name)
         print(f"{name:18s} {spec.description}")

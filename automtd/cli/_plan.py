@@ -5,6 +5,12 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from automtd._errors import ConfigError
+from automtd.baselines import run_baseline
+from automtd.checkpoints import load_checkpoint
+from automtd.models import get_model, get_model_spec
+from automtd.plan import totals_text
+
 __all__ = ["add_parser", "run", "add_model_arguments", "load_model_from_args"]
 
 # CLI flag (dest) -> baseline option name; the baseline registry says which ones each baseline takes.
@@ -27,10 +33,6 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
 def load_model_from_args(args: argparse.Namespace) -> tuple[Any, str, dict[str, Any], tuple[int, int, int]]:
     """``(model, architecture, kwargs, input_size)`` from --model/--checkpoint/--model-arg/--input-size."""
     import yaml
-
-    from automtd._errors import ConfigError
-    from automtd.checkpoints import load_checkpoint
-    from automtd.models import get_model, get_model_spec
 
     kwargs: dict[str, Any] = {}
     for item in args.model_arg:
@@ -55,10 +57,10 @@ def load_model_from_args(args: argparse.Namespace) -> tuple[Any, str, dict[str, 
     return model, name, kwargs, (size[0], size[1], size[2])
 
 
-def add_parser(subparsers: Any) -> None:
+def add_parser(subparsers: Any, help_text: str) -> None:
     p = subparsers.add_parser(
         "plan",
-        help="write a baseline compression plan",
+        help=help_text,
         description="Write a compression plan made by a baseline generator (no search): uniform (one method at "
         "one parameter fraction), vbmf-tucker2 (Kim et al. 2016) or ht2-energy (Gabor & Zdunek 2023), "
         "as registered in automtd.baselines.",
@@ -83,9 +85,6 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from automtd.baselines import run_baseline
-    from automtd.plan import totals_text
-
     model, name, kwargs, size = load_model_from_args(args)
     options = {k: getattr(args, k) for k in _BASELINE_OPTIONS}
     plan = run_baseline(args.baseline, model, options, architecture=name, arch_kwargs=kwargs, input_size=size)

@@ -5,13 +5,18 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from automtd.search._config import load_search_config
+from automtd.search._front import front_dataframe, plot_front
+from automtd.search._run import run_search
+from automtd.search._storage import front_plot_path, redact_url
+
 __all__ = ["add_parser", "run"]
 
 
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+def add_parser(subparsers: Any, help_text: str) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "search",
-        help="search per-layer methods and ranks (creates or resumes a study)",
+        help=help_text,
         description="Create or resume the study of CONFIG and run trials in this process until the study holds "
         "study.n_trials finished trials; Ctrl-C marks the running trial FAIL and a later run resumes. "
         "Ends by printing the Pareto front and writing its plot beside the database.",
@@ -31,11 +36,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from automtd.search._config import load_search_config
-    from automtd.search._front import front_dataframe, plot_front
-    from automtd.search._run import front_plot_path, run_search
-    from automtd.search._storage import redact_url
-
     config = load_search_config(args.config, args.overrides)
     result = run_search(config, study=args.study, storage=args.storage, n_trials=args.n_trials,
                         progress=not args.no_progress, create_only=args.create_only)

@@ -5,13 +5,15 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from automtd.search._front import studies_dataframe
+
 __all__ = ["add_parser", "run"]
 
 
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+def add_parser(subparsers: Any, help_text: str) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "studies",
-        help="list the studies of a storage with their progress",
+        help=help_text,
         description="One line per study: complete / pruned / fail / running / waiting trials and the budget.",
     )
     p.add_argument("--storage", required=True, help="storage URL, e.g. sqlite:///studies/qs.db")
@@ -21,8 +23,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from automtd.search._front import studies_dataframe
-
     df = studies_dataframe(args.storage)
     if args.format == "json":
         print(df.to_json(orient="records", indent=2))

@@ -5,13 +5,16 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from automtd.checkpoints import load_checkpoint
+from automtd.deploy import export_torchscript
+
 __all__ = ["add_parser", "run"]
 
 
-def add_parser(subparsers: Any) -> None:
+def add_parser(subparsers: Any, help_text: str) -> None:
     p = subparsers.add_parser(
         "torchscript",
-        help="export a checkpoint to TorchScript",
+        help=help_text,
         description="Load an automtd checkpoint directory (the architecture and plan come from its meta.json), "
         "export it with torch.jit.trace (or script), reload the file and compare its outputs with eager.",
     )
@@ -22,9 +25,6 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from automtd.checkpoints import load_checkpoint
-    from automtd.plan import export_torchscript
-
     model, meta = load_checkpoint(args.checkpoint)
     size = meta.get("input_size") or [3, 32, 32]
     diff = export_torchscript(model, args.output, size, mode=args.mode)

@@ -5,13 +5,15 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from automtd.workflows import load_train_config, train_from_config
+
 __all__ = ["add_parser", "run"]
 
 
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+def add_parser(subparsers: Any, help_text: str) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "train",
-        help="train a base model from a config and save a checkpoint",
+        help=help_text,
         description="Train a model from a YAML config (e.g. configs/train_vgg11_cifar10.yaml) and save it "
         "as a checkpoint directory (model.safetensors + meta.json).",
     )
@@ -25,8 +27,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     import json
-
-    from automtd.train import load_train_config, train_from_config
 
     cfg = load_train_config(args.config, args.overrides)
     summary = train_from_config(cfg)

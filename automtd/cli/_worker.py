@@ -7,6 +7,12 @@ import os
 import sys
 from typing import Any
 
+from automtd._errors import ConfigError
+from automtd.search._config import load_search_config
+from automtd.search._objective import study_spec
+from automtd.search._storage import StorageOptions
+from automtd.search._worker import WorkerOptions, run_worker
+
 __all__ = ["add_parser", "run"]
 
 _EPILOG = """\
@@ -21,10 +27,10 @@ unreachable longer than --give-up-after, or a second SQLite worker · 8 study mi
 """
 
 
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+def add_parser(subparsers: Any, help_text: str) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "worker",
-        help="run trials of an existing study (several workers may share it)",
+        help=help_text,
         description=__doc__,
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -47,8 +53,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def storage_from_args(args: argparse.Namespace) -> str:
-    from automtd._errors import ConfigError
-
     url = args.storage or os.environ.get("AUTOMTD_STORAGE")
     if not url:
         raise ConfigError("no storage given; pass --storage URL or set AUTOMTD_STORAGE (see automtd worker --help)")
@@ -58,14 +62,8 @@ def storage_from_args(args: argparse.Namespace) -> str:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from automtd.search._storage import StorageOptions
-    from automtd.search._worker import WorkerOptions, run_worker
-
     spec = None
     if args.config:
-        from automtd.search._config import load_search_config
-        from automtd.search._objective import study_spec
-
         spec = study_spec(load_search_config(args.config))
     options = WorkerOptions(
         storage=StorageOptions(

@@ -4,17 +4,18 @@ from automtd.data._api import (
     DATASETS,
     DEFAULT_VAL_SIZE,
     ENV_VAR,
-    balanced_subset,
     get_dataset,
     labels_of,
     make_loader,
     resolve_data_root,
-    split_indices,
 )
+from automtd.data._resolve import resolve_data
 from automtd.data._sources import SHARED_COPY_MD5, cifar10_md5_status
+from automtd.data._split import balanced_subset, split_indices
 from automtd.data._tensor_dataset import TensorImageDataset, random_crop_flip
 
 __all__ = [
+    "resolve_data",
     "DATASETS",
     "DEFAULT_VAL_SIZE",
     "ENV_VAR",

@@ -12,7 +12,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from automtd._errors import DataError
+from automtd.data._folder import folder_dataset
 from automtd.data._sources import read_cifar, read_digits
+from automtd.data._split import balanced_subset, pick_indices, split_indices
 from automtd.data._tensor_dataset import TensorImageDataset
 
 __all__ = [
@@ -52,58 +54,6 @@ def resolve_data_root(root: str | os.PathLike[str] | None = None) -> Path:
     return path
 
 
-def split_indices(n: int, val_size: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(train, val)`` index tensors: a seeded permutation of ``range(n)``, the first ``val_size`` are val.
-
-    Uses ``numpy.random.default_rng(seed)`` (stable across machines); both parts are sorted.
-    """
-    if not 0 <= val_size < n:
-        raise DataError(f"val_size={val_size} is invalid for a training set of {n} images; allowed 0..{n - 1}")
-    perm = np.random.default_rng(seed).permutation(n)
-    val = np.sort(perm[:val_size])
-    train = np.sort(perm[val_size:])
-    return torch.from_numpy(train).long(), torch.from_numpy(val).long()
-
-
-def balanced_subset(indices: torch.Tensor, labels: torch.Tensor, size: int, seed: int = 0) -> torch.Tensor:
-    """A class-balanced, seeded subset of ``indices`` (labels given per index), sorted.
-
-    Classes take turns in a seeded order, so every class gets ``size // n_classes`` images
-    (or all it has) and the result is identical for identical inputs.
-    """
-    n = int(indices.numel())
-    if size <= 0 or size > n:
-        raise DataError(f"subset={size} is invalid for a split of {n} images; allowed 1..{n}")
-    if size == n:
-        return indices.clone()
-    perm = torch.from_numpy(np.random.default_rng(seed + 7919).permutation(n)).long()
-    lab = labels[perm]
-    rank = torch.empty(n, dtype=torch.long)
-    for c in lab.unique():
-        pos = (lab == c).nonzero().flatten()
-        rank[pos] = torch.arange(pos.numel())
-    order = torch.argsort(rank * (int(lab.max()) + 1) + lab, stable=True)
-    chosen = perm[order[:size]]
-    return indices[chosen].sort().values
-
-
-def _pick(
-    train_pool: torch.Tensor, test: torch.Tensor, labels_train: torch.Tensor, labels_test: torch.Tensor,
-    split: str, val_size: int, seed: int, subset: int | None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Indices (into train or test arrays) of ``split`` and the labels array they index."""
-    if split == "test":
-        idx, labels = test, labels_test
-    else:
-        tr, va = split_indices(int(train_pool.numel()), val_size, seed)
-        idx, labels = train_pool[tr if split == "train" else va], labels_train
-        if idx.numel() == 0:
-            raise DataError("split 'val' is empty because val_size=0; set val_size > 0 to score on validation data")
-    if subset is not None:
-        idx = balanced_subset(idx, labels[idx], int(subset), seed)
-    return idx, labels
-
-
 def get_dataset(
     name: str,
     split: str,
@@ -140,18 +90,16 @@ def get_dataset(
         raise DataError(f"subset={subset!r} is invalid; give a positive number of images or leave it unset")
     vsize = DEFAULT_VAL_SIZE[name] if val_size is None else int(val_size)
     if name == "imagefolder":
-        from automtd.data._folder import folder_dataset
-
         return folder_dataset(resolve_data_root(root), split, train_transform=train_transform, mean=mean, std=std,
                               val_size=vsize, seed=seed, subset=subset, image_size=image_size)
     if name == "digits":
         x, y, classes = read_digits(32)
         perm = torch.from_numpy(np.random.default_rng(2024).permutation(len(y))).long()
         test_rows, pool = perm[:_DIGITS_TEST].sort().values, perm[_DIGITS_TEST:].sort().values
-        idx, _ = _pick(pool, test_rows, y, y, split, vsize, seed, subset)
+        idx, _ = pick_indices(pool, test_rows, y, y, split, vsize, seed, subset)
         return TensorImageDataset(x, y, indices=idx, mean=mean, std=std, augment=train_transform, classes=classes)
     tx, ty, sx, sy, classes = read_cifar(resolve_data_root(root), name, download=download)
-    idx, _ = _pick(torch.arange(len(ty)), torch.arange(len(sy)), ty, sy, split, vsize, seed, subset)
+    idx, _ = pick_indices(torch.arange(len(ty)), torch.arange(len(sy)), ty, sy, split, vsize, seed, subset)
     images, labels = (sx, sy) if split == "test" else (tx, ty)
     return TensorImageDataset(images, labels, indices=idx, mean=mean, std=std, augment=train_transform,
                               classes=classes)

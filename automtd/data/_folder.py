@@ -10,6 +10,7 @@ import torch
 from torch.utils.data import Subset
 
 from automtd._errors import DataError
+from automtd.data._split import pick_indices
 
 __all__ = ["folder_dataset"]
 
@@ -20,8 +21,6 @@ def folder_dataset(
 ) -> Subset[Any]:
     """``train``/``val`` come from ``root/train`` (val = seeded split), ``test`` from ``root/val`` or ``root/test``."""
     from torchvision import datasets, transforms
-
-    from automtd.data._api import _pick
 
     norm = transforms.Normalize(list(mean), list(std))
     if train_transform:
@@ -45,5 +44,5 @@ def folder_dataset(
                         "make them the same")
     ty = torch.as_tensor(train_ds.targets)
     sy = torch.as_tensor(test_ds.targets)
-    idx, _ = _pick(torch.arange(len(ty)), torch.arange(len(sy)), ty, sy, split, val_size, seed, subset)
+    idx, _ = pick_indices(torch.arange(len(ty)), torch.arange(len(sy)), ty, sy, split, val_size, seed, subset)
     return Subset(test_ds if split == "test" else train_ds, idx.tolist())

@@ -6,20 +6,12 @@ Importing this package registers the built-in models.
 from automtd.models import _cifar_resnet, _cifar_vgg  # noqa: F401  (register the built-in models)
 from automtd.models._cifar_resnet import BasicBlock, CifarResNet
 from automtd.models._cifar_vgg import CifarVGG
-from automtd.models._registry import (
-    CIFAR10_MEAN,
-    CIFAR10_STD,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    ModelSpec,
-    get_model,
-    get_model_spec,
-    list_models,
-    register_model,
-)
+from automtd.models._registry import get_model, get_model_spec, list_models, register_model
+from automtd.models._spec import CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD, TORCHVISION_PREFIX, ModelSpec
 from automtd.models._torchvision import torchvision_names
 
 __all__ = [
+    "TORCHVISION_PREFIX",
     "BasicBlock",
     "CifarResNet",
     "CifarVGG",

@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from automtd._errors import ConfigError
-from automtd.models._registry import IMAGENET_MEAN, IMAGENET_STD, ModelSpec, register_model
+from automtd.models._registry import register_model
+from automtd.models._spec import IMAGENET_MEAN, IMAGENET_STD, ModelSpec
 
 __all__ = ["CifarResNet", "BasicBlock", "cifar_resnet"]
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from automtd.models._registry import CIFAR10_MEAN, CIFAR10_STD, ModelSpec, register_model
+from automtd.models._registry import register_model
+from automtd.models._spec import CIFAR10_MEAN, CIFAR10_STD, ModelSpec
 
 __all__ = ["CifarVGG", "VGG_CFGS"]
 

@@ -9,53 +9,15 @@ A builder is a function taking keyword-only arguments (``num_classes`` at least)
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from torch import nn
 
 from automtd._errors import ConfigError
+from automtd.models._spec import TORCHVISION_PREFIX, ModelSpec
+from automtd.models._torchvision import build_torchvision, torchvision_spec
 
-__all__ = [
-    "ModelSpec",
-    "register_model",
-    "get_model",
-    "get_model_spec",
-    "list_models",
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
-    "CIFAR10_MEAN",
-    "CIFAR10_STD",
-]
-
-IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
-IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
-CIFAR10_MEAN: tuple[float, float, float] = (0.4914, 0.4822, 0.4465)
-CIFAR10_STD: tuple[float, float, float] = (0.2470, 0.2435, 0.2616)
-
-TORCHVISION_PREFIX = "torchvision:"
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """What a model expects from its inputs.
-
-    ``mean``/``std`` are the per-channel normalisation of inputs in ``[0, 1]`` that the model
-    was (or is to be) trained with; the data pipeline applies them and checkpoints record them.
-    """
-
-    name: str
-    mean: tuple[float, ...] = IMAGENET_MEAN
-    std: tuple[float, ...] = IMAGENET_STD
-    input_size: tuple[int, int, int] = (3, 32, 32)
-    num_classes: int = 10
-    description: str = ""
-    defaults: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def normalization(self) -> dict[str, list[float]]:
-        return {"mean": list(self.mean), "std": list(self.std)}
-
+__all__ = ["register_model", "get_model", "get_model_spec", "list_models"]
 
 Builder = Callable[..., nn.Module]
 F = TypeVar("F", bound=Builder)
@@ -92,8 +54,6 @@ def get_model_spec(name: str) -> ModelSpec:
     if not isinstance(name, str):
         raise ConfigError(f"model name must be a string, got {name!r}; e.g. 'cifar_resnet20'")
     if name.startswith(TORCHVISION_PREFIX):
-        from automtd.models._torchvision import torchvision_spec
-
         return torchvision_spec(name[len(TORCHVISION_PREFIX) :])
     try:
         return _SPECS[name]
@@ -106,8 +66,6 @@ def get_model(name: str, **kwargs: Any) -> nn.Module:
     if not isinstance(name, str):
         raise ConfigError(f"model name must be a string, got {name!r}; e.g. 'cifar_resnet20'")
     if name.startswith(TORCHVISION_PREFIX):
-        from automtd.models._torchvision import build_torchvision
-
         return build_torchvision(name[len(TORCHVISION_PREFIX) :], **kwargs)
     try:
         builder = _BUILDERS[name]

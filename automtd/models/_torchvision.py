@@ -7,7 +7,7 @@ from typing import Any
 from torch import nn
 
 from automtd._errors import ConfigError
-from automtd.models._registry import IMAGENET_MEAN, IMAGENET_STD, TORCHVISION_PREFIX, ModelSpec
+from automtd.models._spec import IMAGENET_MEAN, IMAGENET_STD, TORCHVISION_PREFIX, ModelSpec
 
 __all__ = ["build_torchvision", "torchvision_spec", "torchvision_names"]
 

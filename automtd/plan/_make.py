@@ -8,6 +8,7 @@ from typing import Any
 from torch import nn
 
 from automtd._errors import ConfigError
+from automtd.metrics import count_macs, count_params
 from automtd.plan._layers import _NO_METHOD, _fingerprint_of, scan_layers
 from automtd.plan._schema import LayerPlan, Plan, PlanTotals, SkippedLayer
 
@@ -18,8 +19,6 @@ Choices = Mapping[str, tuple[str, Sequence[int]]]
 
 def model_totals(model: nn.Module, input_size: Sequence[int]) -> tuple[int, int]:
     """``(params, MACs)`` of the whole model for one sample of ``input_size`` (through automtd.metrics)."""
-    from automtd.metrics import count_macs, count_params
-
     return int(count_params(model)), int(count_macs(model, tuple(input_size)))
 
 

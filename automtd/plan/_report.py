@@ -91,7 +91,7 @@ def totals_text(plan: Plan) -> str:
 
 
 def measure_text(report: dict[str, Any]) -> str:
-    """A :func:`~automtd.plan.compare_models` report as a small text table (latency as median ms per batch)."""
+    """A :func:`~automtd.deploy.compare_models` report as a small text table (latency as median ms per batch)."""
     lines = [f"{'':<11}{'params':>12}{'MACs':>15}  latency (median per batch, torch.utils.benchmark)"]
     for label in ("original", "compressed"):
         entry = report[label]

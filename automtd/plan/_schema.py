@@ -184,7 +184,7 @@ class Plan:
     @classmethod
     def from_dict(cls, data: Any) -> Plan:
         """Strictly validate a plan mapping (unknown keys, methods, ranks and wrong counts are errors)."""
-        from automtd.plan._parse import parse_plan
+        from automtd.plan._parse import parse_plan  # cycle with _parse: removed when the schema is pydantic
 
         return parse_plan(data, cls)
 

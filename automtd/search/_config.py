@@ -7,7 +7,6 @@ expanded only when used (:func:`expand_path`), so a config stored in a study sta
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,8 +14,8 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from automtd._config import StrictModel, load_config, parse_config
-from automtd._errors import ConfigError
+from automtd.config import StrictModel, load_config, parse_config
+from automtd.methods import list_methods
 
 __all__ = [
     "ModelSection",
@@ -34,28 +33,9 @@ __all__ = [
     "OBJECTIVES",
     "load_search_config",
     "search_config_from_dict",
-    "expand_path",
 ]
 
 OBJECTIVES = ("accuracy", "params_ratio", "macs_ratio", "latency")
-_VAR = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}")
-
-
-def expand_path(value: str) -> str:
-    """Expand ``${VAR}`` / ``${VAR:-default}`` and ``~`` in a path; an unset VAR without default is an error."""
-
-    def sub(match: re.Match[str]) -> str:
-        name, default = match.group(1), match.group(2)
-        got = os.environ.get(name)
-        if got:
-            return got
-        if default is not None:
-            return default
-        raise ConfigError(
-            f"path {value!r} uses ${{{name}}} but it is not set; export {name} or write ${{{name}:-DEFAULT}}"
-        )
-
-    return os.path.expanduser(_VAR.sub(sub, value))
 
 
 class ModelSection(StrictModel):
@@ -89,8 +69,6 @@ class SpaceSection(StrictModel):
     @field_validator("conv", "conv1x1", "linear")
     @classmethod
     def _known(cls, value: list[str]) -> list[str]:
-        from automtd.methods import list_methods
-
         allowed = set(list_methods()) | {"none"}
         for name in value:
             if name not in allowed:

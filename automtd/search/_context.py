@@ -18,8 +18,15 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from automtd.checkpoints import load_checkpoint, resolve_checkpoint
+from automtd.data import get_dataset, make_loader, resolve_data
+from automtd.models import get_model_spec
+from automtd.plan import FactorCache, decomposable_layers
+from automtd.plan._make import model_totals
 from automtd.search._config import SearchConfig
 from automtd.search._space import SpaceLayer, build_space
+from automtd.train import evaluate
+from automtd.utils import resolve_device
 
 __all__ = ["SearchContext", "get_context", "config_key", "checkpoint_sha256"]
 
@@ -49,14 +56,10 @@ class SearchContext:
     def base_accuracy(self) -> float:
         """Validation accuracy (percent) of the original model on the validation subset."""
         if self._base_accuracy is None:
-            from automtd.train import evaluate
-
             self._base_accuracy = float(evaluate(self.base_model, self.val_loader, device=self.device))
         return self._base_accuracy
 
     def cache(self) -> Any:
-        from automtd.plan import FactorCache
-
         return FactorCache(self.study_dir / "factors")
 
 
@@ -80,14 +83,6 @@ def get_context(config: SearchConfig, study_dir: Path) -> SearchContext:
 
 
 def _build(config: SearchConfig, study_dir: Path) -> SearchContext:
-    from automtd._download import resolve_checkpoint, resolve_data
-    from automtd.checkpoints import load_checkpoint
-    from automtd.data import get_dataset, make_loader
-    from automtd.models import get_model_spec
-    from automtd.plan import decomposable_layers
-    from automtd.plan._make import model_totals
-    from automtd.train import resolve_device
-
     device = resolve_device(config.device)
     ckpt = resolve_checkpoint(config.model.checkpoint, download=config.data.download)
     model, _meta = load_checkpoint(ckpt, model_name=config.model.name, model_kwargs=config.model.kwargs or None)

@@ -14,6 +14,7 @@ from typing import Any
 import optuna
 
 from automtd._errors import ConfigError, StudyError
+from automtd.plan import Plan
 from automtd.search._front import trials_dataframe
 
 __all__ = ["select_trial", "plan_of_trial", "export_plan"]
@@ -63,8 +64,6 @@ def select_trial(
 
 def plan_of_trial(study: optuna.Study, number: int) -> Any:
     """The :class:`automtd.plan.Plan` recorded in trial ``number``."""
-    from automtd.plan import Plan
-
     t = study.get_trials(deepcopy=False)[number] if number < len(study.get_trials(deepcopy=False)) else None
     if t is None or t.number != number:
         t = next((x for x in study.get_trials(deepcopy=False) if x.number == number), None)

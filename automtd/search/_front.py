@@ -16,6 +16,9 @@ import optuna
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
+from automtd.search._storage import open_storage
+from automtd.search._study import budget_status
+
 __all__ = [
     "COLUMNS",
     "trials_dataframe",
@@ -155,9 +158,6 @@ def plot_front(study: optuna.Study, path: str | Path, *, max_drop: float | None 
 def studies_dataframe(storage_url: str) -> Any:
     """One row per study of a storage: trial counts by state, the budget and the front size."""
     import pandas as pd
-
-    from automtd.search._storage import open_storage
-    from automtd.search._study import budget_status
 
     storage = open_storage(storage_url)
     rows = []

@@ -23,9 +23,14 @@ from optuna.study import StudyDirection
 from torch import nn
 
 from automtd._errors import AutomtdError, DecompositionError, StudyError
+from automtd.checkpoints import resolve_checkpoint
+from automtd.deploy import deploy_model
+from automtd.metrics import measure_latency
+from automtd.plan import Plan, apply_plan, make_plan
 from automtd.search._config import SearchConfig, search_config_from_dict
-from automtd.search._context import SearchContext, get_context
+from automtd.search._context import SearchContext, checkpoint_sha256, get_context
 from automtd.search._space import NONE, Choice, sample_choices
+from automtd.train import TrainConfig, evaluate, fit, recalibrate_batchnorm
 
 __all__ = [
     "make_objective",
@@ -65,8 +70,6 @@ def directions(config: SearchConfig) -> list[StudyDirection]:
 
 def build_plan(ctx: SearchContext, choices: Mapping[str, Choice]) -> Any:
     """A :class:`automtd.plan.Plan` for the non-``none`` choices."""
-    from automtd.plan import make_plan
-
     picked = {name: (c.method, list(c.ranks)) for name, c in choices.items() if c.method != NONE}
     return make_plan(
         ctx.base_model,
@@ -84,8 +87,6 @@ def compress(ctx: SearchContext, plan: Any, *, poison: bool = False) -> tuple[nn
     ``poison`` writes a NaN into the first searchable layer's weight before decomposing (the
     ``debug.nan_trials`` hook used by the tests to check that a broken trial does not stop a study).
     """
-    from automtd.plan import apply_plan
-
     model = ctx.fresh_model()
     if poison:
         weight = model.get_submodule(ctx.space[0].name).weight
@@ -135,8 +136,6 @@ def _timed(times: dict[str, float], key: str) -> Iterator[None]:
 
 
 def _train_config(config: SearchConfig) -> Any:
-    from automtd.train import TrainConfig
-
     ft = config.finetune
     budget: dict[str, Any] = {"epochs": ft.epochs, "steps": None} if ft.epochs is not None else {"steps": ft.steps}
     return TrainConfig(
@@ -162,8 +161,6 @@ def _early_stop(ctx: SearchContext, trial: optuna.trial.Trial) -> Callable[[int,
     def callback(step: int, model: nn.Module) -> None:
         if step != check_at:
             return
-        from automtd.train import evaluate
-
         was_training = model.training
         acc = float(evaluate(model, ctx.sens_loader, device=ctx.device))
         model.train(was_training)
@@ -178,8 +175,6 @@ def _early_stop(ctx: SearchContext, trial: optuna.trial.Trial) -> Callable[[int,
 
 def run_trial(ctx: SearchContext, trial: optuna.trial.Trial) -> list[float]:
     """The body of the objective (see the module docstring)."""
-    from automtd.train import evaluate, fit, recalibrate_batchnorm
-
     cfg = ctx.config
     times: dict[str, float] = {}
     cpu_start = time.process_time()
@@ -192,8 +187,6 @@ def run_trial(ctx: SearchContext, trial: optuna.trial.Trial) -> list[float]:
         choices = sample_choices(trial, ctx.space, cfg)
     warm = trial.user_attrs.get(WARM_PLAN_ATTR)
     if warm is not None:
-        from automtd.plan import Plan
-
         plan = Plan.from_dict(warm)
         picked = {lp.name: Choice(lp.method, tuple(lp.ranks), 0.0) for lp in plan.layers}
         choices = {name: picked.get(name, Choice(NONE, (), 1.0)) for name in choices}
@@ -256,9 +249,6 @@ def run_trial(ctx: SearchContext, trial: optuna.trial.Trial) -> list[float]:
 
 
 def _latency(ctx: SearchContext, model: nn.Module) -> float:
-    from automtd.metrics import measure_latency
-    from automtd.plan import deploy_model
-
     # median milliseconds per image at batch 1 of the inference form (noisy on a shared machine: an optional
     # objective)
     size = tuple(ctx.config.model.input_size)
@@ -315,9 +305,6 @@ def make_objective(config: SearchConfig, *, study_dir: Path) -> Callable[[optuna
 
 def study_spec(config: SearchConfig) -> dict[str, Any]:
     """What must match between the workers of a study (not n_trials, device, storage or the sampler)."""
-    from automtd._download import resolve_checkpoint
-    from automtd.search._context import checkpoint_sha256
-
     try:
         ckpt = checkpoint_sha256(resolve_checkpoint(config.model.checkpoint, download=False))
     except Exception:  # noqa: BLE001 - not resolvable here: identify it by name (the context checks it later)

@@ -15,23 +15,30 @@ from pathlib import Path
 
 import optuna
 
+from automtd.checkpoints import resolve_checkpoint
+from automtd.data import resolve_data
 from automtd.search._config import SearchConfig, search_config_from_dict
+from automtd.search._context import get_context
 from automtd.search._objective import (
     CONFIG_ATTR,
     config_from_study,
     directions,
     make_sampler,
     objective_names,
+    set_trial_listener,
     study_spec,
 )
+from automtd.search._sensitivity import ensure_sensitivity
+from automtd.search._storage import SingleWriterLock, open_storage, study_dir_for
+from automtd.search._study import budget_status, create_or_load_study, open_study
+from automtd.search._warmstart import WARMSTART_ATTR, enqueue_warmstart
+from automtd.search._worker import WorkerOptions, run_worker
 
 __all__ = [
     "CONFIG_ATTR",
     "study_spec",
     "config_from_study",
     "make_sampler",
-    "study_dir_for",
-    "front_plot_path",
     "prepare_study",
     "run_search",
     "SearchResult",
@@ -39,29 +46,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-
-def study_dir_for(storage_url: str, study_name: str, config: SearchConfig | None = None) -> Path:
-    """Where the factor cache of a study lives: ``<db>.cache/`` beside a file storage, else ``studies/<name>.cache``."""
-    if config is not None and config.study.cache_dir:
-        from automtd.search._config import expand_path
-
-        return Path(expand_path(config.study.cache_dir))
-    from automtd.search._storage import parse_storage_url
-
-    parsed = parse_storage_url(storage_url)
-    if parsed.path is not None:
-        return parsed.path.parent / f"{parsed.path.stem}.cache"
-    return Path("studies") / f"{study_name}.cache"
-
-
-def front_plot_path(storage_url: str, study_name: str) -> Path:
-    """``<db folder>/<study>_front.png`` for file storages, else ``studies/<study>_front.png``."""
-    from automtd.search._storage import parse_storage_url
-
-    parsed = parse_storage_url(storage_url)
-    folder = parsed.path.parent if parsed.path is not None else Path("studies")
-    return folder / f"{study_name}_front.png"
 
 
 def _with_overrides(config: SearchConfig, study: str | None, storage: str | None, n_trials: int | None) -> SearchConfig:
@@ -80,13 +64,6 @@ def prepare_study(config: SearchConfig, *, progress: bool = True) -> tuple[optun
 
     Holds the SQLite single-writer lock meanwhile.  Returns ``(study, study_dir, created)``.
     """
-    from automtd._download import resolve_checkpoint, resolve_data
-    from automtd.search._context import get_context
-    from automtd.search._sensitivity import ensure_sensitivity
-    from automtd.search._storage import SingleWriterLock, open_storage
-    from automtd.search._study import create_or_load_study
-    from automtd.search._warmstart import WARMSTART_ATTR, enqueue_warmstart
-
     # fail on a missing checkpoint or data root before anything is written (no study, lock or cache left)
     resolve_checkpoint(config.model.checkpoint, download=config.data.download)
     resolve_data(config.data.root, config.data.dataset, download=config.data.download)
@@ -146,10 +123,6 @@ def run_search(
     """
     from tqdm.auto import tqdm
 
-    from automtd.search._objective import set_trial_listener
-    from automtd.search._study import budget_status
-    from automtd.search._worker import WorkerOptions, run_worker
-
     config = _with_overrides(config, study, storage, n_trials)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     opt_study, study_dir, created = prepare_study(config, progress=progress)
@@ -181,7 +154,4 @@ def run_search(
 
 def load_search_study(storage_url: str, study_name: str) -> optuna.Study:
     """Open an existing study for reading (front, export); a missing study is a :class:`StudyError`."""
-    from automtd.search._storage import open_storage
-    from automtd.search._study import open_study
-
     return open_study(open_storage(storage_url), study_name)

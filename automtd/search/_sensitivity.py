@@ -17,6 +17,7 @@ import torch
 
 from automtd._errors import AutomtdError
 from automtd.search._context import SearchContext
+from automtd.search._objective import build_plan, compress
 from automtd.search._space import NONE, Choice, SpaceLayer, _choice
 
 __all__ = ["SENSITIVITY_ATTR", "compute_sensitivity", "ensure_sensitivity", "sensitivity_table"]
@@ -74,8 +75,6 @@ def compute_sensitivity(ctx: SearchContext, *, progress: bool = True) -> dict[st
     still ranks candidates where the accuracy cannot (e.g. on images the original has memorised).
     """
     from tqdm.auto import tqdm
-
-    from automtd.search._objective import build_plan, compress
 
     start, cpu = time.perf_counter(), time.process_time()
     base, _, reference = _score(ctx.base_model, ctx.sens_loader, ctx.device, None)

@@ -30,11 +30,16 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Literal
 
 from automtd._errors import ConfigError, StorageError
+from automtd.search._config import SearchConfig
+from automtd.search._heartbeat import ResilientRDBStorage
+from automtd.utils import expand_path
 
 if TYPE_CHECKING:
     from optuna.storages import BaseStorage
 
 __all__ = [
+    "front_plot_path",
+    "study_dir_for",
     "StorageKind",
     "StorageURL",
     "StorageOptions",
@@ -177,8 +182,6 @@ def _open_rdb(parsed: StorageURL, opts: StorageOptions, create: bool) -> BaseSto
     import sqlalchemy.exc
     from optuna.storages import RetryHeartbeatStaleTrialCallback
 
-    from automtd.search._heartbeat import ResilientRDBStorage
-
     engine_kwargs: dict[str, object] = {"pool_pre_ping": True}
     if parsed.kind == "sqlite":
         assert parsed.path is not None
@@ -299,3 +302,20 @@ class SingleWriterLock:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.release()
+
+
+def study_dir_for(storage_url: str, study_name: str, config: SearchConfig | None = None) -> Path:
+    """Where the factor cache of a study lives: ``<db>.cache/`` beside a file storage, else ``studies/<name>.cache``."""
+    if config is not None and config.study.cache_dir:
+        return Path(expand_path(config.study.cache_dir))
+    parsed = parse_storage_url(storage_url)
+    if parsed.path is not None:
+        return parsed.path.parent / f"{parsed.path.stem}.cache"
+    return Path("studies") / f"{study_name}.cache"
+
+
+def front_plot_path(storage_url: str, study_name: str) -> Path:
+    """``<db folder>/<study>_front.png`` for file storages, else ``studies/<study>_front.png``."""
+    parsed = parse_storage_url(storage_url)
+    folder = parsed.path.parent if parsed.path is not None else Path("studies")
+    return folder / f"{study_name}_front.png"

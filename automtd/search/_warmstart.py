@@ -22,6 +22,7 @@ from typing import Any
 
 import optuna
 
+from automtd import baselines
 from automtd._errors import AutomtdError
 from automtd.methods import get_method
 from automtd.search._context import SearchContext
@@ -144,8 +145,6 @@ def kl_budget_params(
 
 def baseline_plans(ctx: SearchContext) -> dict[str, Any]:
     """The configured baseline plans (name -> Plan); a baseline that cannot be built is logged and skipped."""
-    from automtd import baselines
-
     ws = ctx.config.warmstart
     allowed = {layer.name for layer in ctx.space}
     kwargs: dict[str, Any] = {

@@ -27,10 +27,18 @@ from typing import Any
 
 import optuna
 
+import automtd.search._objective as _objective
 from automtd._errors import AutomtdError, ConfigError, StorageError, StudyError
 from automtd.search._heartbeat import TRANSIENT_ERRORS, Objective, TrialGuard, WorkerInterrupted
 from automtd.search._janitor import fail_stuck_trials
-from automtd.search._storage import SingleWriterLock, StorageOptions, open_storage, parse_storage_url, redact_url
+from automtd.search._storage import (
+    SingleWriterLock,
+    StorageOptions,
+    open_storage,
+    parse_storage_url,
+    redact_url,
+    study_dir_for,
+)
 from automtd.search._study import OBJECTIVE_ARGS_ATTR, OBJECTIVE_ATTR, budget_status, check_spec, open_study
 
 __all__ = [
@@ -89,9 +97,6 @@ def load_objective(
     """
     entry = study.user_attrs.get(OBJECTIVE_ATTR)
     if entry is None:
-        from automtd.search import _objective
-        from automtd.search._run import study_dir_for
-
         config = _objective.config_from_study(study)
         check_spec(study, _objective.study_spec(config), what="the stored config as this worker reads it")
         offset = os.getpid() if seed_offset is None else seed_offset

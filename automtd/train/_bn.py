@@ -13,7 +13,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from automtd.train._loop import _to_device, resolve_device
+from automtd.train._loop import _to_device
+from automtd.utils import resolve_device
 
 __all__ = ["recalibrate_batchnorm"]
 

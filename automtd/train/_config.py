@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from automtd._config import StrictModel
+from automtd.config import StrictModel
 
 __all__ = ["TrainConfig", "TrainResult"]
 

@@ -14,8 +14,9 @@ from torch import nn
 
 from automtd._errors import AutomtdError, ConfigError
 from automtd.train._config import TrainConfig, TrainResult
+from automtd.utils import resolve_device
 
-__all__ = ["NonFiniteLossError", "StopTraining", "resolve_device", "fit", "evaluate", "kd_loss"]
+__all__ = ["NonFiniteLossError", "StopTraining", "fit", "evaluate", "kd_loss"]
 
 
 class NonFiniteLossError(AutomtdError):
@@ -26,27 +27,6 @@ class NonFiniteLossError(AutomtdError):
 
 class StopTraining(Exception):  # noqa: N818 - a control-flow signal, like StopIteration
     """Raise from ``step_callback`` to end :func:`fit` early and still get a :class:`TrainResult`."""
-
-
-def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
-    """``auto`` -> CUDA if available, else CPU; otherwise ``cpu``, ``cuda``, ``cuda:N`` or ``mps``."""
-    if isinstance(spec, torch.device):
-        return spec
-    if spec is None or spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(spec)
-    except (RuntimeError, TypeError):
-        raise ConfigError(f"device {spec!r} is invalid; allowed: auto, cpu, cuda, cuda:N, mps") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {spec!r} requested but CUDA is not available here; use device 'auto' or 'cpu'")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise ConfigError(f"device {spec!r}: only {torch.cuda.device_count()} CUDA device(s); use cuda:0..")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError(f"device {spec!r} requested but MPS is not available here; use 'auto' or 'cpu'")
-    if device.type not in ("cpu", "cuda", "mps"):
-        raise ConfigError(f"device {spec!r} is not supported; allowed: auto, cpu, cuda, cuda:N, mps")
-    return device
 
 
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:

@@ -2,8 +2,8 @@
 
 * Funnel (Chu & Lee): :func:`gate_model` makes every conv a lossless gated Tucker-2/SVD block,
   :class:`FunnelPenalty` is the global funnel penalty (``extra_loss`` of ``automtd.train.fit``),
-  :func:`prune_and_fold` turns the trained gates into ranks and plain convs, :func:`run_funnel`
-  is the whole pipeline behind ``automtd funnel``.
+  :func:`prune_and_fold` turns the trained gates into ranks and plain convs (the whole pipeline
+  behind ``automtd funnel`` is :func:`automtd.workflows.run_funnel`).
 * DeepTwist (Lee et al.): :func:`deeptwist_callback` is a ``step_callback`` that projects the selected
   kernels to low rank every ``S_D`` steps.
 """
@@ -29,7 +29,6 @@ from automtd.training_methods._gated import (
     gated_blocks,
     lossless_tucker2,
 )
-from automtd.training_methods._pipeline import FunnelConfig, FunnelStage, funnel_plan, load_funnel_config, run_funnel
 from automtd.training_methods._prune import FoldedLayer, fold_block, prune_and_fold
 
 __all__ = [
@@ -37,9 +36,7 @@ __all__ = [
     "DeepTwist",
     "DeepTwistConfig",
     "FoldedLayer",
-    "FunnelConfig",
     "FunnelPenalty",
-    "FunnelStage",
     "GatedSVDBlock",
     "GatedTucker2Block",
     "Projection",
@@ -48,16 +45,13 @@ __all__ = [
     "fold_block",
     "funnel_param_groups",
     "funnel_penalty",
-    "funnel_plan",
     "gate_model",
     "gate_parameters",
     "gated_blocks",
-    "load_funnel_config",
     "lossless_tucker2",
     "plan_projections",
     "project_weight",
     "prune_and_fold",
-    "run_funnel",
     "tile_rank",
     "tiled_svd_project",
     "truncated_svd",

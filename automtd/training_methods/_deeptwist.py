@@ -26,8 +26,9 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from automtd._config import StrictModel
 from automtd._errors import ConfigError, RankError
+from automtd.config import StrictModel
+from automtd.methods import LayerShape, get_method
 
 __all__ = [
     "DeepTwistConfig",
@@ -97,8 +98,6 @@ class Projection:
 def project_weight(weight: torch.Tensor, projection: Projection) -> torch.Tensor:
     """The low-rank reconstruction of a conv kernel ``(T, C, kh, kw)`` (a new tensor, same shape and dtype)."""
     if projection.method == "tucker2":
-        from automtd.methods import get_method
-
         method = get_method("tucker2")
         return method.reconstruct(method.decompose(weight.detach(), projection.ranks)).to(weight.dtype)
     lowered = weight.detach().reshape(weight.shape[0], -1)
@@ -121,8 +120,6 @@ def _tiled_params(shape: tuple[int, int], tile: tuple[int, int], ratio: float) -
 
 def plan_projections(model: nn.Module, config: DeepTwistConfig) -> dict[str, Projection]:
     """The projection of every selected conv of ``model`` (layers the method cannot handle are skipped)."""
-    from automtd.methods import LayerShape, get_method
-
     if config.method == "tiled_svd" and config.tile is None:
         raise ConfigError("deeptwist.method is 'tiled_svd' but deeptwist.tile is not set; give e.g. tile: [64, 64]")
     if config.tile is not None and min(config.tile) < 1:
@@ -254,8 +251,6 @@ def deeptwist_from_plan(
     whose reconstruction is a projection of the dense kernel); after ``finalize`` the model factorises
     exactly with ``apply_plan(model, plan)``.  Other methods raise :class:`RankError` naming the layer.
     """
-    from automtd.methods import get_method
-
     inverse: dict[str, ProjMethod] = {"tucker2": "tucker2", "svd_channel": "svd"}
     projections: dict[str, Projection] = {}
     for lp in plan.layers:

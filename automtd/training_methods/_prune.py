@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from automtd.methods import get_method
 from automtd.training_methods._gated import GatedSVDBlock, GatedTucker2Block, gate_of, gated_blocks, set_module
 
 __all__ = ["FoldedLayer", "fold_block", "prune_and_fold", "kept_indices", "dense_template"]
@@ -93,8 +94,6 @@ def dense_template(block: GatedTucker2Block | GatedSVDBlock) -> nn.Conv2d:
 
 
 def _build(method_name: str, template: nn.Conv2d, weights: list[torch.Tensor]) -> nn.Module:
-    from automtd.methods import get_method
-
     method = get_method(method_name)
     names = method.factor_names  # type: ignore[attr-defined]
     return method.build(template, dict(zip(names, weights, strict=True)))

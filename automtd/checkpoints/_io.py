@@ -24,7 +24,10 @@ from typing import Any
 import torch
 from torch import nn
 
+import automtd
 from automtd._errors import CheckpointError
+from automtd.models import get_model, get_model_spec
+from automtd.plan import Plan, apply_plan
 
 __all__ = [
     "FORMAT_VERSION",
@@ -63,9 +66,6 @@ def save_checkpoint(
     ``plan`` is the compression plan dict (``Plan.to_dict()``) for compressed models.
     """
     from safetensors.torch import save_file
-
-    import automtd
-    from automtd.models import get_model_spec
 
     spec = get_model_spec(architecture)
     norm = dict(normalization) if normalization is not None else spec.normalization
@@ -219,8 +219,6 @@ def load_checkpoint(
     For a directory the architecture comes from ``meta.json`` (``model_name`` may be given but must agree);
     for a file ``model_name`` is required.  The model is on the CPU in eval mode.
     """
-    from automtd.models import get_model, get_model_spec
-
     p = Path(path)
     if not p.exists():
         raise CheckpointError(f"checkpoint {str(p)!r} does not exist; pass a checkpoint directory or a .pth/.th file")
@@ -232,8 +230,6 @@ def load_checkpoint(
                                   "for; drop --model (the directory records its architecture)")
         model = get_model(arch["name"], **dict(arch.get("kwargs") or {}))
         if meta.get("plan"):
-            from automtd.plan import Plan, apply_plan
-
             model = apply_plan(model, Plan.from_dict(meta["plan"]), structure_only=True)
         state = read_state_dict(p / WEIGHTS_FILE)
         load_weights(model, state, source=f"checkpoint {str(p)!r}")

@@ -8,9 +8,16 @@ from typing import Any
 
 from pydantic import Field
 
-from automtd._config import StrictModel, load_config
+from automtd.checkpoints import load_checkpoint, save_checkpoint
+from automtd.config import StrictModel, load_config
+from automtd.data import get_dataset, make_loader
+from automtd.models import get_model, get_model_spec
+from automtd.plan import make_plan
 from automtd.train._config import TrainConfig, TrainResult
+from automtd.train._loop import evaluate, fit
+from automtd.training_methods import deeptwist_callback
 from automtd.training_methods._deeptwist import DeepTwistConfig
+from automtd.utils import resolve_device
 
 __all__ = ["ModelSection", "DataSection", "TrainRunConfig", "load_train_config", "train_from_config"]
 
@@ -61,11 +68,6 @@ def load_train_config(path: str | Path, overrides: list[str] | tuple[str, ...] =
 
 def train_from_config(cfg: TrainRunConfig) -> dict[str, Any]:
     """Build, (optionally initialise,) train, evaluate and save; returns a summary dict."""
-    from automtd.checkpoints import load_checkpoint, save_checkpoint
-    from automtd.data import get_dataset, make_loader
-    from automtd.models import get_model, get_model_spec
-    from automtd.train._loop import evaluate, fit, resolve_device
-
     device = resolve_device(cfg.device)
     spec = get_model_spec(cfg.model.name)
     if cfg.init_checkpoint:
@@ -84,8 +86,6 @@ def train_from_config(cfg: TrainRunConfig) -> dict[str, Any]:
     log.info("training %s on %s: %d images, %s", cfg.model.name, d.name, len(train_ds), cfg.train)
     twist = None
     if cfg.deeptwist is not None:
-        from automtd.training_methods import deeptwist_callback
-
         twist = deeptwist_callback(model, cfg.deeptwist)
     result: TrainResult = fit(
         model, loader, cfg.train, teacher=teacher, device=device, progress=cfg.progress, step_callback=twist
@@ -110,8 +110,6 @@ def train_from_config(cfg: TrainRunConfig) -> dict[str, Any]:
     summary = {"output": str(out), "accuracy": accuracy, "steps": result.steps, "final_loss": result.final_loss,
                "seconds": result.seconds}
     if twist is not None and cfg.deeptwist is not None and cfg.deeptwist.method != "tiled_svd":
-        from automtd.plan import make_plan
-
         plan = make_plan(model, twist.plan_choices(), architecture=cfg.model.name, arch_kwargs=cfg.model.kwargs,
                          input_size=spec.input_size)
         plan_path = Path(out) / "deeptwist_plan.yaml"

@@ -17,6 +17,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from automtd._errors import ConfigError
+
 __all__ = ["pad_inner_channels"]
 
 
@@ -86,8 +88,6 @@ def pad_inner_channels(model: nn.Module, multiple: int = 8) -> int:
     """Pad, in place, every inner channel width of each ``nn.Sequential`` of plain ``nn.Conv2d`` to a multiple
     of ``multiple`` (module docstring); returns how many widths were padded.  Outputs are unchanged."""
     if multiple < 1:
-        from automtd._errors import ConfigError
-
         raise ConfigError(f"channel multiple {multiple!r} is not allowed; use a positive integer such as 8")
     if multiple == 1:
         return 0

@@ -19,10 +19,19 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from automtd._config import StrictModel, load_config
 from automtd._errors import ConfigError
+from automtd.checkpoints import load_checkpoint, save_checkpoint
+from automtd.config import StrictModel, load_config
+from automtd.data import get_dataset, make_loader
+from automtd.metrics import count_macs, count_params
+from automtd.models import get_model, get_model_spec
+from automtd.plan import make_plan
+from automtd.train import evaluate, fit
 from automtd.train._config import TrainConfig
-from automtd.training_methods._prune import FoldedLayer
+from automtd.training_methods._funnel import AnnealSchedule, FunnelPenalty, funnel_param_groups
+from automtd.training_methods._gated import gate_model
+from automtd.training_methods._prune import FoldedLayer, prune_and_fold
+from automtd.utils import resolve_device
 
 __all__ = ["FunnelConfig", "FunnelStage", "load_funnel_config", "run_funnel", "funnel_plan"]
 
@@ -100,9 +109,6 @@ def funnel_plan(
     input_size: Sequence[int] = (3, 32, 32),
 ) -> Any:
     """The :class:`automtd.plan.Plan` of a pruned funnel model (merged-back layers noted as skipped)."""
-    from automtd.models import get_model
-    from automtd.plan import make_plan
-
     base = get_model(architecture, **dict(arch_kwargs or {}))
     choices = {f.name: (f.method, f.ranks) for f in folded if f.method != "none"}
     notes = {
@@ -122,15 +128,6 @@ def _max_rel_diff(a: nn.Module, b: nn.Module, x: torch.Tensor) -> float:
 
 def run_funnel(cfg: FunnelConfig) -> dict[str, Any]:
     """Run the whole funnel pipeline and write ``output/{plan.yaml, model/, report.json}``; returns the report."""
-    from automtd.checkpoints import load_checkpoint, save_checkpoint
-    from automtd.data import get_dataset, make_loader
-    from automtd.metrics import count_macs, count_params
-    from automtd.models import get_model_spec
-    from automtd.train import evaluate, fit, resolve_device
-    from automtd.training_methods._funnel import AnnealSchedule, FunnelPenalty, funnel_param_groups
-    from automtd.training_methods._gated import gate_model
-    from automtd.training_methods._prune import prune_and_fold
-
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)

@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import copy
 import os
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
+from automtd.checkpoints import load_checkpoint, read_meta, save_checkpoint
+from automtd.data import get_dataset, make_loader
+from automtd.deploy import compare_models
 from automtd.plan._apply import apply_plan, check_plan
 from automtd.plan._cache import FactorCache
 from automtd.plan._schema import Plan
+from automtd.train import TrainConfig, evaluate, fit, recalibrate_batchnorm
+from automtd.training_methods import deeptwist_from_plan
 
-__all__ = ["FinetuneOptions", "CompressResult", "compress_checkpoint", "compare_models", "finetune"]
+__all__ = ["FinetuneOptions", "CompressResult", "compress_checkpoint", "finetune"]
 
 
 @dataclass(frozen=True)
@@ -56,9 +59,6 @@ def finetune(
     step_callback: Any = None,
 ) -> dict[str, Any]:
     """Fine-tune ``model`` in place (``automtd.train.fit`` with ``teacher``); returns a summary with val top-1."""
-    from automtd.data import get_dataset, make_loader
-    from automtd.train import TrainConfig, evaluate, fit, recalibrate_batchnorm
-
     mean, std = normalization["mean"], normalization["std"]
     common: dict[str, Any] = {"root": opts.data_root, "mean": mean, "std": std, "seed": opts.seed}
     train = get_dataset(opts.dataset, "train", train_transform=True, subset=opts.subset, **common)
@@ -111,10 +111,8 @@ def compress_checkpoint(
     which ``automtd.checkpoints.load_checkpoint`` rebuilds without being told the architecture.
     With ``measure`` the :func:`compare_models` report (params, MACs, latency at batch 1 and 64 with the
     thread count) of the original and the compressed model is stored under ``meta['extra']['measure']``;
-    ``deploy`` times both in their :func:`~automtd.plan.deploy_model` form (the saved weights stay factorized).
+    ``deploy`` times both in their :func:`~automtd.deploy.deploy_model` form (the saved weights stay factorized).
     """
-    from automtd.checkpoints import load_checkpoint, save_checkpoint
-
     model, meta = load_checkpoint(checkpoint, model_name=plan.architecture, model_kwargs=plan.arch_kwargs or None)
     original = copy.deepcopy(model)
     extra: dict[str, Any] = {"source_checkpoint": str(checkpoint), "seed": seed}
@@ -122,8 +120,6 @@ def compress_checkpoint(
     dataset = meta.get("dataset")
     summary: dict[str, Any] | None = None
     if finetune_options is not None and finetune_options.deeptwist_interval:
-        from automtd.training_methods import deeptwist_from_plan
-
         check_plan(model, plan)  # refuse a foreign plan before training anything
         twist = deeptwist_from_plan(plan, interval=finetune_options.deeptwist_interval)
         opts = replace(finetune_options, recalibrate_bn=False)
@@ -152,67 +148,4 @@ def compress_checkpoint(
         plan=plan.to_dict(),
         extra=extra,
     )
-    from automtd.checkpoints import read_meta
-
     return CompressResult(model=model.eval(), original=original.eval(), meta=read_meta(out), directory=Path(out))
-
-
-def _record_deploy(record: dict[str, Any], deployed: Any, batch: int) -> None:
-    """Merge one batch size's deployment into ``record``: steps applied at any batch, skip reasons of the
-    steps applied at none, padded chains per batch."""
-    for step in deployed.applied:
-        if step not in record["applied"]:
-            record["applied"].append(step)
-    record["skipped"].update(deployed.skipped)
-    for step in record["applied"]:
-        record["skipped"].pop(step, None)
-    record["padded"][f"batch_{batch}"] = dict(deployed.padded)
-    record.setdefault("collapsed", {})[f"batch_{batch}"] = dict(deployed.collapsed)
-
-
-def compare_models(
-    original: nn.Module,
-    compressed: nn.Module,
-    input_size: Sequence[int],
-    *,
-    latency: bool = True,
-    batch_sizes: Sequence[int] = (1, 64),
-    threads: int | None = None,
-    min_run_time: float = 1.0,
-    deploy: bool = True,
-) -> dict[str, Any]:
-    """Params and MACs (whole model, via automtd.metrics) and, if asked, latency of both models.
-
-    Latency is ``automtd.metrics.measure_latency`` (``torch.utils.benchmark``) at each batch size; the
-    thread count used is recorded with it.  With ``deploy`` (default) both models are timed in their
-    :func:`~automtd.plan.deploy_model` form (separable pairs merged, ranks padded where measured faster at that
-    batch size, factorized convs run as their dense product where measured faster, BatchNorm folded,
-    channels-last), the steps applied recorded under ``deploy`` (``padded`` / ``collapsed``: the chains padded /
-    collapsed at each batch size); params and MACs are always those of the models given.
-    Timing first calls :func:`~automtd.metrics.keep_freed_memory` (recorded as ``keep_freed_memory``).
-    """
-    from automtd.metrics import count_macs, count_params, keep_freed_memory, measure_latency
-    from automtd.plan._deploy import deploy_model
-
-    size = tuple(int(v) for v in input_size)
-    out: dict[str, Any] = {}
-    if latency:
-        out["keep_freed_memory"] = keep_freed_memory()
-    for label, model in (("original", original), ("compressed", compressed)):
-        entry: dict[str, Any] = {"params": int(count_params(model)), "macs": int(count_macs(model, size))}
-        if latency:
-            entry["latency"] = {}
-            for b in batch_sizes:
-                timed = model
-                if deploy:  # deployed per batch size: padding is kept where it is measured faster at that batch
-                    example = torch.randn(b, *size, device=next(model.parameters(), torch.empty(0)).device)
-                    deployed = deploy_model(model, example_input=example)
-                    timed = deployed.module
-                    _record_deploy(entry.setdefault("deploy", {"applied": [], "skipped": {}, "padded": {}}),
-                                   deployed, b)
-                entry["latency"][f"batch_{b}"] = measure_latency(timed, size, batch_size=b, threads=threads,
-                                                                 min_run_time=min_run_time)
-        out[label] = entry
-    out["params_ratio"] = out["original"]["params"] / max(out["compressed"]["params"], 1)
-    out["macs_ratio"] = out["original"]["macs"] / max(out["compressed"]["macs"], 1)
-    return out

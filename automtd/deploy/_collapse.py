@@ -2,7 +2,7 @@
 
 A factorized layer is a chain of linear convs, so it equals one dense conv whose kernel is the method's
 ``reconstruct`` of the chain's weights (after fine-tuning too: the weights are still factors of that shape),
-and, in between, two convs that each merge one half of the chain (:func:`automtd.plan._merge.merged_forms`;
+and, in between, two convs that each merge one half of the chain (:func:`automtd.deploy._merge.merged_forms`;
 for a CP layer e.g. a ``kx1`` conv to the rank and a ``1xk`` conv back).  The chain does the fewest MACs but
 reads and writes its thin intermediate maps once per conv and launches a kernel per conv; where the ranks
 are close to or above the channel counts (a CP rank of 30 on a 16-channel layer), or at batch 1, oneDNN can
@@ -21,7 +21,11 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from automtd.plan._tune import Timer, _chain_inputs, _key, _time_ms, median_times
+from automtd._errors import ConfigError
+from automtd.deploy._merge import merged_forms
+from automtd.deploy._tune import Timer, _chain_inputs, _key, _time_ms, median_times
+from automtd.methods import get_method
+from automtd.methods._layers import FactorizedConv
 
 __all__ = ["DENSE", "dense_equivalent", "dense_equivalents", "exact_forms", "tune_collapse"]
 
@@ -35,9 +39,6 @@ def dense_equivalent(chain: nn.Module) -> nn.Conv2d | None:
     """The one ``nn.Conv2d`` computing what a factorized conv chain (``FactorizedConv``) computes, or None for
     any other module.  Geometry (stride, padding, dilation, padding mode) is the dense layer's the chain
     replaced; the kernel is the method's ``reconstruct`` of the chain's current weights, the bias its last conv's."""
-    from automtd.methods import get_method
-    from automtd.methods._layers import FactorizedConv
-
     if not isinstance(chain, FactorizedConv):
         return None
     convs = [m for m in chain.children() if isinstance(m, nn.Conv2d)]
@@ -72,9 +73,7 @@ def dense_equivalents(model: nn.Module) -> dict[str, nn.Conv2d]:
 
 def exact_forms(model: nn.Module) -> dict[str, dict[str, nn.Module]]:
     """``{name: {label: form}}`` for every factorized conv chain of ``model`` (computed before any rewrite): its
-    dense product under :data:`DENSE` and its :func:`~automtd.plan._merge.merged_forms`."""
-    from automtd.plan._merge import merged_forms
-
+    dense product under :data:`DENSE` and its :func:`~automtd.deploy._merge.merged_forms`."""
     out: dict[str, dict[str, nn.Module]] = {}
     for name, dense in dense_equivalents(model).items():
         out[name] = {DENSE: dense, **merged_forms(model.get_submodule(name))}
@@ -105,8 +104,6 @@ def tune_collapse(
     that does not match the chain on that input (beyond float rounding) is not considered.  Returns
     ``{name: measured speed-up of the form chosen}`` (``inf`` when unmeasured) of the chains replaced.
     """
-    from automtd._errors import ConfigError
-
     if min_gain < 1.0 or rounds < 1:
         raise ConfigError(f"min_gain={min_gain!r}, rounds={rounds!r}: need min_gain >= 1 and rounds >= 1")
     present = {name: dict(f) for name, f in forms.items() if f and _has(model, name)}

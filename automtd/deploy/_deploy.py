@@ -8,16 +8,16 @@
     Separable kernels act on different axes, so the output is unchanged; each channel then holds
     ``kh*kw`` weights instead of ``kh+kw``, but the activation map is read and written once, not twice.
 ``pad_channels``
-    :func:`~automtd.plan._pad.pad_inner_channels`: the inner widths of a conv chain (the ranks) are
+    :func:`~automtd.deploy._pad.pad_inner_channels`: the inner widths of a conv chain (the ranks) are
     zero-padded to a multiple of the SIMD width, which oneDNN may run on its full-vector path; the added
     channels carry zeros.  Whether that is faster depends on the CPU, shape and batch (measured: up to
     1.8x faster on an AVX2 EPYC, over 2x slower for small ranks padded to 16 on an AVX-512 Xeon), so the
-    default ``'auto'`` pads a chain only where :func:`~automtd.plan._tune.tune_padding` measures it faster
+    default ``'auto'`` pads a chain only where :func:`~automtd.deploy._tune.tune_padding` measures it faster
     on ``example_input``; an integer pads every chain to that multiple unmeasured.
 ``collapse``
-    :func:`~automtd.plan._collapse.tune_collapse`: a factorized conv whose exact dense product (the method's
+    :func:`~automtd.deploy._collapse.tune_collapse`: a factorized conv whose exact dense product (the method's
     ``reconstruct`` of its weights), or a split of its chain into two merged convs
-    (:func:`~automtd.plan._merge.merged_forms`), is measured faster on ``example_input`` runs as that.  Thin
+    (:func:`~automtd.deploy._merge.merged_forms`), is measured faster on ``example_input`` runs as that.  Thin
     chains are memory-bound, and at batch 1 overhead-bound: where the ranks are close to or above the channel
     counts (a CP rank of 30 on a 16-channel layer) a chain can run slower than the dense conv despite fewer
     MACs (BENCHMARKS.md, speed section, collapse table).  Default ``'auto'``; without an example input
@@ -42,7 +42,12 @@ from typing import Literal, NamedTuple
 import torch
 from torch import nn
 
-from automtd.plan._merge import _depthwise_axis, _merge_axes
+from automtd._errors import ConfigError
+from automtd.deploy._collapse import exact_forms, tune_collapse
+from automtd.deploy._merge import _depthwise_axis, _merge_axes
+from automtd.deploy._pad import _pad_sequence
+from automtd.deploy._tune import tune_padding
+from automtd.methods import FactorizedConv
 
 __all__ = ["Deployed", "default_channel_multiple", "deploy_model", "merge_separable_convs"]
 
@@ -104,10 +109,6 @@ def default_channel_multiple() -> int:
 def _pad(out: nn.Module, pad_channels: int | str, example_input: torch.Tensor | None,
          skipped: dict[str, str]) -> dict[str, int]:
     """Apply the ``pad_channels`` step to ``out`` in place; returns the padded chains (name -> multiple)."""
-    from automtd._errors import ConfigError
-    from automtd.plan._pad import _pad_sequence
-    from automtd.plan._tune import tune_padding
-
     if pad_channels == "auto":
         if example_input is None:
             skipped["pad_channels"] = "auto needs example_input to time on (or give pad_channels=8 to pad unmeasured)"
@@ -133,10 +134,6 @@ def _collapse(out: nn.Module, collapse: bool | str, source: nn.Module,
               example_input: torch.Tensor | None, skipped: dict[str, str]) -> dict[str, float]:
     """Apply the ``collapse`` step to ``out`` in place, with the dense products of ``source``'s chains (as the
     plan built them, before the other rewrites); returns the collapsed chains (name -> speed-up)."""
-    from automtd._errors import ConfigError
-    from automtd.methods import FactorizedConv
-    from automtd.plan._collapse import exact_forms, tune_collapse
-
     if collapse not in (True, False, "auto"):
         raise ConfigError(f"collapse={collapse!r} is not allowed; use 'auto' (measured), True (every chain) or False")
     if collapse is False:

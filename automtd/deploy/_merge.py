@@ -11,7 +11,7 @@ bias when the second is pointwise; otherwise the bias, if any, must be on the se
 :func:`merged_forms` lists, for a chain ``c0 .. cn``, each split into two merged halves (for a CP layer
 ``1x1 | dw kx1 | dw 1xk | 1x1``: ``kxk C->R + 1x1``, ``kx1 C->R + 1xk R->N`` and ``1x1 + kxk R->N``): fewer,
 denser convs than the chain, far fewer MACs than its dense product.  Which form runs fastest is measured
-(:func:`automtd.plan._collapse.tune_collapse`).
+(:func:`automtd.deploy._collapse.tune_collapse`).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Pad a conv chain's ranks only where it is measured to run faster (``deploy_model(pad_channels='auto')``).
 
-Whether zero-padding the inner widths to the SIMD multiple (:func:`~automtd.plan.pad_inner_channels`)
+Whether zero-padding the inner widths to the SIMD multiple (:func:`~automtd.deploy.pad_inner_channels`)
 pays depends on the CPU, the shape and the batch: on an AVX2 EPYC it made most factorized layers faster
 (median 1.01-1.19x per method), on an AVX-512 Xeon padding small ranks to 16 made some of the same layers
 over 2x slower (``python -m benchmarks speed --parts padding``).  So, like cuDNN's benchmark mode, each
@@ -19,7 +19,8 @@ from typing import TypeVar
 import torch
 from torch import nn
 
-from automtd.plan._pad import _pad_sequence
+from automtd._errors import ConfigError
+from automtd.deploy._pad import _pad_sequence
 
 __all__ = ["candidate_multiples", "tune_padding"]
 
@@ -91,7 +92,7 @@ def tune_padding(
 ) -> dict[str, int]:
     """Pad, in place, each ``nn.Sequential`` conv chain of ``model`` whose padded form is measured faster.
 
-    Every chain :func:`~automtd.plan.pad_inner_channels` would change is timed (channels-last, on the input
+    Every chain :func:`~automtd.deploy.pad_inner_channels` would change is timed (channels-last, on the input
     it gets for ``example_input``) unpadded and padded to each of ``multiples`` (default
     :func:`candidate_multiples`), in turn for ``rounds`` rounds (median).  A chain is padded to the fastest
     multiple if that runs at least ``min_gain`` times faster than the chain as it is.  A choice is remembered
@@ -99,8 +100,6 @@ def tune_padding(
     (milliseconds) replaces the measurement (and the memory), e.g. in tests.  Returns ``{chain name:
     multiple}`` of the chains padded; outputs are unchanged.
     """
-    from automtd._errors import ConfigError
-
     chosen_multiples = tuple(multiples) if multiples is not None else candidate_multiples()
     if not chosen_multiples or any(isinstance(m, bool) or int(m) < 2 for m in chosen_multiples):
         raise ConfigError(f"padding multiples {chosen_multiples!r} are not allowed; give integers >= 2, e.g. (8, 16)")

@@ -1,0 +1,36 @@
+"""What a model expects from its inputs: :class:`ModelSpec` and the usual normalisations."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["CIFAR10_MEAN", "CIFAR10_STD", "IMAGENET_MEAN", "IMAGENET_STD", "TORCHVISION_PREFIX", "ModelSpec"]
+
+IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+CIFAR10_MEAN: tuple[float, float, float] = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD: tuple[float, float, float] = (0.2470, 0.2435, 0.2616)
+
+TORCHVISION_PREFIX = "torchvision:"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What a model expects from its inputs.
+
+    ``mean``/``std`` are the per-channel normalisation of inputs in ``[0, 1]`` that the model
+    was (or is to be) trained with; the data pipeline applies them and checkpoints record them.
+    """
+
+    name: str
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+    input_size: tuple[int, int, int] = (3, 32, 32)
+    num_classes: int = 10
+    description: str = ""
+    defaults: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def normalization(self) -> dict[str, list[float]]:
+        return {"mean": list(self.mean), "std": list(self.std)}

@@ -1,0 +1,26 @@
+"""Workflows that combine checkpoints, data, training and plans; the only package that imports them all.
+
+* :func:`compress_checkpoint`: ``automtd apply`` (load, apply a plan, fine-tune with KD or DeepTwist,
+  save, measure).
+* :func:`train_from_config`: ``automtd train`` (a base model from a config).
+* :func:`run_funnel`: ``automtd funnel`` (funnel regularization: gate, train, prune, fold, fine-tune).
+"""
+
+from automtd.workflows._compress import CompressResult, FinetuneOptions, compress_checkpoint, finetune
+from automtd.workflows._funnel import FunnelConfig, FunnelStage, funnel_plan, load_funnel_config, run_funnel
+from automtd.workflows._train import TrainRunConfig, load_train_config, train_from_config
+
+__all__ = [
+    "CompressResult",
+    "FinetuneOptions",
+    "FunnelConfig",
+    "FunnelStage",
+    "TrainRunConfig",
+    "compress_checkpoint",
+    "finetune",
+    "funnel_plan",
+    "load_funnel_config",
+    "load_train_config",
+    "run_funnel",
+    "train_from_config",
+]
