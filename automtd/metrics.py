@@ -12,6 +12,7 @@ measures it.  PyTorch's CPU tuning guide answers the same problem with jemalloc/
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,7 +20,7 @@ import torch
 from torch import nn
 
 from automtd._errors import ConfigError
-from automtd.utils import resolve_device
+from automtd.utils import forward_times, num_threads, resolve_device
 
 __all__ = ["count_params", "count_macs", "layer_macs", "measure_latency", "keep_freed_memory", "LatencyResult"]
 
@@ -135,7 +136,7 @@ def measure_latency(
     device: str | torch.device | None = None,
     memory_format: torch.memory_format | None = None,
 ) -> LatencyResult:
-    """Forward latency with ``torch.utils.benchmark.Timer.blocked_autorange`` (eval, ``inference_mode``).
+    """Forward latency: single forwards (eval, ``inference_mode``, after a warm-up) for ``min_run_time`` seconds.
 
     Returns ``median_s``, ``mean_s``, ``iqr_s`` (seconds per batch), ``per_image_s``, ``threads``,
     ``batch_size``, ``device``, ``runs`` and ``channels_last``; ``float(result)`` is ``median_s``.
@@ -143,8 +144,6 @@ def measure_latency(
     (default: channels-last for a model whose weights are, e.g. a deployed one), so a layer timed alone
     does not pay a layout conversion it never makes inside its network.
     """
-    from torch.utils import benchmark
-
     if isinstance(batch_size, bool) or batch_size <= 0:
         raise ConfigError(f"batch_size={batch_size!r} is invalid for latency; give a positive integer")
     if min_run_time <= 0:
@@ -157,26 +156,21 @@ def measure_latency(
     was_training = model.training
     model.eval()
 
-    def forward() -> None:
-        with torch.inference_mode():
-            model(x)
-        if x.is_cuda:
-            torch.cuda.synchronize(x.device)
-
     try:
-        forward()  # warm-up
-        timer = benchmark.Timer(stmt="forward()", globals={"forward": forward}, num_threads=n_threads)
-        m = timer.blocked_autorange(min_run_time=min_run_time)
+        with num_threads(n_threads):
+            times = forward_times(model, x, min_run_time=min_run_time)
     finally:
         model.train(was_training)
+    quartiles = statistics.quantiles(times, n=4)
+    median = statistics.median(times)
     return LatencyResult({
-        "median_s": float(m.median),
-        "mean_s": float(m.mean),
-        "iqr_s": float(m.iqr),
-        "per_image_s": float(m.median) / batch_size,
+        "median_s": median,
+        "mean_s": statistics.fmean(times),
+        "iqr_s": quartiles[2] - quartiles[0],
+        "per_image_s": median / batch_size,
         "threads": n_threads,
         "batch_size": batch_size,
         "device": str(x.device),
-        "runs": len(m.times),
+        "runs": len(times),
         "channels_last": x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last),
     })

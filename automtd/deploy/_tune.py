@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import statistics
-import time
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
@@ -21,6 +20,7 @@ from torch import nn
 
 from automtd._errors import ConfigError
 from automtd.deploy._pad import _pad_sequence
+from automtd.utils import median_forward_time
 
 __all__ = ["candidate_multiples", "tune_padding"]
 
@@ -46,22 +46,8 @@ def candidate_multiples() -> tuple[int, ...]:
 
 
 def _time_ms(module: nn.Module, x: torch.Tensor, min_run_time: float) -> float:
-    """Median ms of single forwards of ``module`` on ``x`` (after one warm-up), run until ``min_run_time``
-    seconds have passed and at least 5 times.  A plain loop: ``torch.utils.benchmark``'s block-size estimate
-    runs a module 10x, 100x, ... until one block outlasts ``min_run_time``, which took most of a deploy's
-    tuning time; a tuner compares forms timed in turn, so it needs their medians, not calibrated figures."""
-    sync = torch.cuda.synchronize if x.is_cuda else None
-    times: list[float] = []
-    with torch.inference_mode():
-        module(x)
-        start = time.perf_counter()
-        while len(times) < 5 or time.perf_counter() - start < min_run_time:
-            t0 = time.perf_counter()
-            module(x)
-            if sync is not None:
-                sync(x.device)
-            times.append(time.perf_counter() - t0)
-    return 1000.0 * statistics.median(times)
+    """Median ms of single forwards of ``module`` on ``x`` (:func:`automtd.utils.median_forward_time`)."""
+    return 1000.0 * median_forward_time(module, x, min_run_time=min_run_time)
 
 
 def _chain_inputs(model: nn.Module, names: Sequence[str], example_input: torch.Tensor) -> dict[str, torch.Tensor]:
