@@ -1,4 +1,4 @@
-"""The acceptance commands of issue 4 on the pretrained ResNet-20, run through ``automtd.cli.main.main``.
+"""The documented `automtd plan` commands on the pretrained ResNet-20, run through ``automtd.cli.main.main``.
 
 plan (three baselines) -> inspect -> apply (with and without a tiny KD fine-tune) -> evaluate -> torchscript.
 """
