@@ -6,6 +6,7 @@ free.  The inference form is :mod:`automtd.deploy`, the ``automtd apply`` workfl
 """
 
 from automtd.plan._apply import apply_plan, check_plan, plan_mismatches
+from automtd.plan._choice import KEEP_DENSE, LayerChoice
 from automtd.plan._cache import FactorCache, weight_digest
 from automtd.plan._layers import LayerInfo, decomposable_layers, layer_weight, model_fingerprint, scan_layers
 from automtd.plan._make import make_plan, model_totals
@@ -15,7 +16,9 @@ from automtd.plan._schema import PLAN_VERSION, RATIO_DEFINITIONS, LayerPlan, Pla
 __all__ = [
     "PLAN_VERSION",
     "RATIO_DEFINITIONS",
+    "KEEP_DENSE",
     "FactorCache",
+    "LayerChoice",
     "LayerInfo",
     "LayerPlan",
     "Plan",
