@@ -17,13 +17,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from torch import nn
 
 from automtd._errors import ConfigError
 from automtd.methods import get_method
-from automtd.plan import LayerInfo, Plan, layer_weight, make_plan, scan_layers
+from automtd.plan import LayerChoice, LayerInfo, Plan, layer_weight, make_plan, scan_layers
 
 __all__ = [
     "Baseline",
@@ -36,7 +35,6 @@ __all__ = [
     "ht2_energy_plan",
 ]
 
-Choice = tuple[str, tuple[int, ...]]
 _SVD_ALIAS = ("svd_channel", "svd_linear")  # what fallback="svd" means, tried in order
 
 
@@ -63,8 +61,9 @@ def register_baseline(baseline: Baseline) -> Baseline:
 
 
 def get_baseline(name: str) -> Baseline:
+    """The baseline called ``name`` (``vbmf_tucker2`` is read as ``vbmf-tucker2``, as in search configs)."""
     try:
-        return _BASELINES[name]
+        return _BASELINES[name.replace("_", "-")]
     except KeyError:
         raise ConfigError(f"unknown baseline {name!r}; allowed: {', '.join(list_baselines())}") from None
 
@@ -76,13 +75,17 @@ def list_baselines() -> list[str]:
 def run_baseline(
     name: str,
     model: nn.Module,
-    options: Mapping[str, Any],
+    options: Mapping[str, object],
     *,
     architecture: str,
-    arch_kwargs: Mapping[str, Any] | None = None,
+    arch_kwargs: Mapping[str, object] | None = None,
     input_size: Sequence[int] = (3, 32, 32),
 ) -> Plan:
-    """Run baseline ``name`` with ``options`` (``None`` values are dropped); wrong options are errors."""
+    """Run baseline ``name`` with ``options`` (``None`` values are dropped); wrong options are errors.
+
+    The one entry point of the CLI and of the search's warm start, e.g.
+    ``run_baseline("ht2-energy", model, {"energy": 0.8}, architecture="cifar_resnet20")``.
+    """
     base = get_baseline(name)
 
     def show(keys: Sequence[str]) -> str:
@@ -124,25 +127,27 @@ def _fallback_method(fallback: str, info: LayerInfo) -> str | None:
 def _finish(
     model: nn.Module,
     infos: Sequence[LayerInfo],
-    chosen: dict[str, Choice],
+    chosen: Mapping[str, LayerChoice],
     notes: dict[str, str],
     *,
     allow_growth: bool,
     architecture: str,
-    arch_kwargs: Mapping[str, Any] | None,
+    arch_kwargs: Mapping[str, object] | None,
     input_size: Sequence[int],
 ) -> Plan:
+    """The plan of ``chosen``; a choice not smaller than its dense layer is kept dense unless ``allow_growth``."""
     by_name = {i.name: i for i in infos}
-    choices: dict[str, Choice] = {}
-    for name, (method, ranks) in chosen.items():
+    choices: dict[str, LayerChoice] = {}
+    for name, choice in chosen.items():
         shape = by_name[name].shape
-        after = get_method(method).params(shape, ranks)
+        after = get_method(choice.method).params(shape, choice.ranks)
         if after >= shape.dense_params and not allow_growth:
             notes[name] = (
-                f"{method} at ranks {list(ranks)} has {after} >= {shape.dense_params} dense params; kept dense"
+                f"{choice.method} at ranks {list(choice.ranks)} has {after} >= {shape.dense_params} dense params; "
+                "kept dense"
             )
         else:
-            choices[name] = (method, ranks)
+            choices[name] = choice
     return make_plan(
         model, choices, architecture=architecture, arch_kwargs=arch_kwargs, input_size=input_size, notes=notes
     )
@@ -166,7 +171,7 @@ def uniform_plan(
     include_classifier: bool = False,
     allow_growth: bool = False,
     architecture: str,
-    arch_kwargs: Mapping[str, Any] | None = None,
+    arch_kwargs: Mapping[str, object] | None = None,
     input_size: Sequence[int] = (3, 32, 32),
 ) -> Plan:
     """``method`` at parameter ``fraction`` on every layer it takes, ``fallback`` (a method, ``svd`` or
@@ -177,7 +182,7 @@ def uniform_plan(
         get_method(fallback)
     infos = scan_layers(model, input_size)
     first, classifier = _roles(infos, int(input_size[0]))
-    chosen: dict[str, Choice] = {}
+    chosen: dict[str, LayerChoice] = {}
     notes: dict[str, str] = {}
     for info in infos:
         if info.skip_reason is not None:
@@ -194,7 +199,7 @@ def uniform_plan(
                 f"{method} does not apply ({impl.unsupported_reason(info.shape)}) and fallback is {fallback}"
             )
             continue
-        chosen[info.name] = (name, get_method(name).ranks_for_fraction(info.shape, frac))
+        chosen[info.name] = LayerChoice(name, get_method(name).ranks_for_fraction(info.shape, frac), frac)
     return _finish(
         model,
         infos,
@@ -213,17 +218,14 @@ def vbmf_tucker2_plan(
     include_first: bool = False,
     allow_growth: bool = False,
     architecture: str,
-    arch_kwargs: Mapping[str, Any] | None = None,
+    arch_kwargs: Mapping[str, object] | None = None,
     input_size: Sequence[int] = (3, 32, 32),
 ) -> Plan:
     """Kim et al.: Tucker-2 on every kxk conv with EVBMF ranks; 1x1 convs and linear layers stay dense."""
     tucker2 = get_method("tucker2")
-    rule = getattr(tucker2, "ranks_for_evbmf", None)
-    if not callable(rule):
-        raise ConfigError("method 'tucker2' has no ranks_for_evbmf rule; update automtd.methods")
     infos = scan_layers(model, input_size)
     first, _ = _roles(infos, int(input_size[0]))
-    chosen: dict[str, Choice] = {}
+    chosen: dict[str, LayerChoice] = {}
     notes: dict[str, str] = {}
     for info in infos:
         if info.skip_reason is not None:
@@ -234,7 +236,7 @@ def vbmf_tucker2_plan(
         elif info.name == first and not include_first:
             notes[info.name] = "first conv (reads the input); include it with include_first / --include-first"
         else:
-            chosen[info.name] = ("tucker2", tuple(rule(layer_weight(info.module))))
+            chosen[info.name] = LayerChoice("tucker2", tucker2.ranks_for_evbmf(layer_weight(info.module)))
     return _finish(
         model,
         infos,
@@ -255,7 +257,7 @@ def ht2_energy_plan(
     include_classifier: bool = True,
     allow_growth: bool = False,
     architecture: str,
-    arch_kwargs: Mapping[str, Any] | None = None,
+    arch_kwargs: Mapping[str, object] | None = None,
     input_size: Sequence[int] = (3, 32, 32),
 ) -> Plan:
     """Gabor & Zdunek: one energy for all layers; kxk convs get ht2, the first conv and 1x1 convs
@@ -263,7 +265,7 @@ def ht2_energy_plan(
     e = _check_unit(energy, "energy")
     infos = scan_layers(model, input_size)
     first, classifier = _roles(infos, int(input_size[0]))
-    chosen: dict[str, Choice] = {}
+    chosen: dict[str, LayerChoice] = {}
     notes: dict[str, str] = {}
     for info in infos:
         if info.skip_reason is not None:
@@ -280,8 +282,7 @@ def ht2_energy_plan(
             name = "svd_channel"
         else:
             name = "ht2"
-        ranks = get_method(name).ranks_for_energy(layer_weight(info.module), e)
-        chosen[info.name] = (name, tuple(ranks))
+        chosen[info.name] = LayerChoice(name, get_method(name).ranks_for_energy(layer_weight(info.module), e))
     return _finish(
         model,
         infos,

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from automtd._errors import ConfigError
 from automtd.utils import forward_times, num_threads, resolve_device
@@ -27,7 +27,7 @@ __all__ = ["count_params", "count_macs", "layer_macs", "measure_latency", "keep_
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc <malloc.h>
 
 
-class LatencyResult(dict[str, Any]):
+class LatencyResult(dict[str, float | int | str | bool]):
     """The dict :func:`measure_latency` returns; ``float(result)`` is the median seconds per batch."""
 
     def __float__(self) -> float:
@@ -85,9 +85,7 @@ def _input(model: nn.Module, input_size: Sequence[int], batch_size: int = 1,
         memory_format=memory_format or _layout(model))
 
 
-def _flop_counts(model: nn.Module, input_size: Sequence[int]) -> Any:
-    from torch.utils.flop_counter import FlopCounterMode
-
+def _flop_counts(model: nn.Module, input_size: Sequence[int]) -> FlopCounterMode:
     x = _input(model, input_size)
     was_training = model.training
     counter = FlopCounterMode(display=False)

@@ -7,7 +7,8 @@ Everything here is a pure function of tensors or numbers; the methods call these
 * :func:`evbmf` -- the rank chosen by empirical variational Bayesian matrix factorisation
   (the analytic global solution of Nakajima, Sugiyama, Babacan and Tomioka, JMLR 2013, as used by
   Kim et al. ICLR 2016 for Tucker-2 ranks; a port of ``VBMF.EVBMF`` of
-  jacobgil/pytorch-tensor-decompositions with its own bounded 1-D search instead of scipy's).
+  jacobgil/pytorch-tensor-decompositions; the noise variance is found on a log grid refined by
+  ``scipy.optimize.minimize_scalar``).
 * :func:`unfold` -- mode-n unfolding of a tensor.
 * :func:`proportional_ranks` / :func:`largest_step` -- the monotone rank families behind
   ``ranks_for_fraction``.
@@ -20,6 +21,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
+from scipy.optimize import minimize_scalar
 
 from automtd._errors import RankError
 
@@ -84,30 +86,21 @@ def _evb_objective(sigma2: float, n_rows: int, n_cols: int, s: np.ndarray, resid
 
 
 def _bounded_minimize(fun: Callable[[float], float], low: float, high: float) -> float:
-    """Minimise a 1-D function on ``[low, high]``: a log-spaced grid, then golden-section refinement."""
+    """Minimise a 1-D function on ``[low, high]``: the best of a log-spaced grid, refined by scipy's bounded
+    Brent search between its two neighbours.
+
+    The EVBMF objective can have several local minima over the noise variance (its terms switch as singular
+    values cross the threshold), so the grid picks the basin and scipy only polishes it.
+    """
     if not high > low:
         return low
-    grid = torch.linspace(math.log(low), math.log(high), 201, dtype=torch.float64).exp().tolist()
-    values = [fun(v) for v in grid]
-    best = min(range(len(grid)), key=lambda i: values[i])
-    a = grid[max(best - 1, 0)]
-    b = grid[min(best + 1, len(grid) - 1)]
-    ratio = (math.sqrt(5) - 1) / 2
-    c, d = b - ratio * (b - a), a + ratio * (b - a)
-    fc, fd = fun(c), fun(d)
-    for _ in range(100):
-        if abs(b - a) <= 1e-12 * max(abs(a), abs(b), 1e-300):
-            break
-        if fc < fd:
-            b, d, fd = d, c, fc
-            c = b - ratio * (b - a)
-            fc = fun(c)
-        else:
-            a, c, fc = c, d, fd
-            d = a + ratio * (b - a)
-            fd = fun(d)
-    x = (a + b) / 2
-    return x if fun(x) <= values[best] else grid[best]
+    grid = np.exp(np.linspace(math.log(low), math.log(high), 201))
+    values = [fun(float(v)) for v in grid]
+    best = int(np.argmin(values))
+    a, b = float(grid[max(best - 1, 0)]), float(grid[min(best + 1, grid.size - 1)])
+    result = minimize_scalar(fun, bounds=(a, b), method="bounded", options={"xatol": 1e-12 * b})
+    x = float(result.x)
+    return x if fun(x) <= values[best] else float(grid[best])
 
 
 def evbmf_details(matrix: torch.Tensor, sigma2: float | None = None) -> tuple[int, float, torch.Tensor]:

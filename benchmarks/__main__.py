@@ -5,7 +5,8 @@ Own suites: ``fronts``, ``speed``, ``search-cost``, ``report`` (and ``all`` = th
 they exist: ``decompose`` (bench_decompose.py), ``storage`` (bench_storage.py), ``deeptwist``
 (bench_deeptwist.py), ``funnel`` (bench_funnel.py), ``proxy`` (bench_proxy.py).  Results go to ``--out`` (default
 ``benchmarks/results``, or ``benchmarks/results/quick`` with ``--quick``) as JSON/CSV; ``report``
-turns them into ``BENCHMARKS.md`` and plots.  Arguments after ``--`` replace a delegated
+renders them: the tables inside the generated blocks of ``BENCHMARKS.md``, the long tables as
+``report_*.md`` and the plots beside the results.  Arguments after ``--`` replace a delegated
 script's default recipe, e.g. ``python -m benchmarks storage -- --procs 1,2 --out DIR``.
 """
 

@@ -10,6 +10,7 @@ Ranks are left unpadded (``pad_channels=1``): measured padding could choose diff
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import statistics
 import subprocess
@@ -19,21 +20,19 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from automtd.deploy import deploy_model
+from automtd.metrics import keep_freed_memory
+from benchmarks._common import load_pretrained
+from benchmarks._speed_cases import RESNET_SHAPES, baseline_plans, case_modules, interleaved_latency, structure_model
+
 __all__ = ["allocator_rows"]
 
 ARMS = ("default", "keep")
 
 
 def _worker(arm: str, methods: Sequence[str], batch: int, quick: bool, out: Path) -> None:
-    import copy
-
-    import torch
-
-    from automtd.deploy import deploy_model
-    from automtd.metrics import keep_freed_memory
-    from benchmarks._common import load_pretrained
-    from benchmarks._speed import RESNET_SHAPES, _structure_model, baseline_plans, case_modules, interleaved_latency
-
     torch.set_num_threads(1)
     if arm == "keep" and not keep_freed_memory():
         raise SystemExit("keep_freed_memory() is not available here (not glibc)")
@@ -47,7 +46,7 @@ def _worker(arm: str, methods: Sequence[str], batch: int, quick: bool, out: Path
                             strict=True):
             times[f"{case.label}|{name}"] = ms
     base = load_pretrained("cifar_resnet20")
-    models = {"original": base, **{label: _structure_model(copy.deepcopy(base), plan)
+    models = {"original": base, **{label: structure_model(copy.deepcopy(base), plan)
                                    for label, _, plan in baseline_plans(base, "cifar_resnet20", quick=True)}}
     x = torch.randn(batch, 3, 32, 32).contiguous(memory_format=torch.channels_last)
     deployed = [deploy_model(m, pad_channels=1).module for m in models.values()]

@@ -4,8 +4,8 @@ For each plan (the baselines and the front plans, as the ``models`` part), at ea
 modules are timed in turn in one process on the same channels-last batch: the original deployed, the plan
 deployed with ``collapse=False`` (every factorized conv as its chain), with the default ``collapse='auto'``
 (a chain runs as its exact dense product or as two merged convs where
-:func:`automtd.deploy._collapse.tune_collapse` measured that faster on its input) and, to show what the merged
-forms add, with ``tune_collapse`` offered the dense product only (the step as it was before merged forms).
+:func:`automtd.deploy.tune_collapse` measured that faster on its input) and, to show what the merged forms
+add, with ``tune_collapse`` offered the dense product only.
 The efficiencies use the plan's MAC ratio (what the factorized model promises); ``deployed_macs_ratio`` is what
 the collapsed form really runs.
 """
@@ -19,28 +19,30 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.fx.experimental.optimization import fuse
+
+from automtd.deploy import DENSE, deploy_model, exact_forms, tune_collapse
+from automtd.metrics import count_macs
+from automtd.plan import Plan
+from benchmarks._common import log
+from benchmarks._speed_cases import interleaved_latency, structure_model
 
 __all__ = ["ROUNDS", "collapse_rows", "collapse_summary"]
 
 ROUNDS = 3  # rounds of the full run (median); the smoke run takes 2
 
 
-def collapse_rows(model_name: str, base: nn.Module, plans: Sequence[tuple[str, str, Any]], *,
+def collapse_rows(model_name: str, base: nn.Module, plans: Sequence[tuple[str, str, Plan]], *,
                   batches: Sequence[int], rounds: int, min_run_time: float) -> list[dict[str, Any]]:
     """One row per (plan, batch): ms of the original / chains / collapsed form, speed-ups, efficiencies, how
     many of the plan's factorized convs were collapsed (``merged``: of those, how many run as two merged convs
     rather than one dense conv) and the MAC ratio the collapsed form runs at."""
-    from automtd.deploy import deploy_model
-    from automtd.metrics import count_macs
-    from benchmarks._common import log
-    from benchmarks._speed import _structure_model, interleaved_latency
-
     base_macs = count_macs(base, (3, 32, 32))
     inputs = {b: torch.randn(b, 3, 32, 32).contiguous(memory_format=torch.channels_last) for b in batches}
     originals = {b: deploy_model(base, example_input=x).module for b, x in inputs.items()}
     rows: list[dict[str, Any]] = []
     for label, method, plan in plans:
-        comp = _structure_model(copy.deepcopy(base), plan)
+        comp = structure_model(copy.deepcopy(base), plan)
         chains = sum(1 for m in comp.modules() if type(m).__name__ == "FactorizedConv")
         for batch in batches:
             x, original = inputs[batch], originals[batch]
@@ -70,20 +72,18 @@ def collapse_rows(model_name: str, base: nn.Module, plans: Sequence[tuple[str, s
 
 def _dense_only(comp: nn.Module, x: torch.Tensor) -> tuple[nn.Module, int]:
     """``comp`` deployed as ``deploy_model`` does, but with ``tune_collapse`` offered only each chain's dense
-    product; returns it and how many chains it collapsed."""
-    from automtd.deploy import deploy_model
-    from automtd.deploy._collapse import DENSE, exact_forms, tune_collapse
-    from automtd.deploy._deploy import _fold_bn
-
+    product; returns it and how many chains it collapsed.  BatchNorm is folded by ``torch.fx``'s ``fuse``, the
+    step ``deploy_model`` runs."""
     out = deploy_model(comp, example_input=x, collapse=False, fold_bn=False, channels_last=False).module
     chosen = tune_collapse(out, {name: {DENSE: f[DENSE]} for name, f in exact_forms(comp).items()}, x)
-    return _fold_bn(out).to(memory_format=torch.channels_last).eval(), len(chosen)  # type: ignore[call-overload]
+    folded = fuse(out, inplace=False).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    return folded.eval(), len(chosen)
 
 
 def collapse_summary(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per (model, methods, batch): plans, median efficiency as chains and with collapse, plans reaching 0.7 each
     way, plans slower than the original each way, and how many had a chain collapsed (to two merged convs: None
-    for rows measured before merged forms existed).  Per model, as the models may come from different runs."""
+    for rows without that column).  Per model, as the models may come from different runs."""
     groups: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
     for r in rows:
         groups.setdefault((str(r["model"]), str(r["method"]), int(r["batch"])), []).append(r)

@@ -16,6 +16,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from automtd.deploy import deploy_model
+from benchmarks._speed_cases import LayerCase, case_modules, interleaved_latency
+
 __all__ = ["conv_kind", "kernel_rows", "kernel_summary"]
 
 
@@ -45,12 +48,9 @@ def _convs_with_inputs(module: nn.Module, x: torch.Tensor) -> list[tuple[nn.Conv
     return seen
 
 
-def kernel_rows(cases: Sequence[Any], methods: Sequence[str], *, fraction: float, batch: int, rounds: int,
+def kernel_rows(cases: Sequence[LayerCase], methods: Sequence[str], *, fraction: float, batch: int, rounds: int,
                 min_run_time: float) -> list[dict[str, Any]]:
     """One row per conv: layer shape, method (``dense`` for the original conv), kind, channels, ms, GMAC/s."""
-    from automtd.deploy import deploy_model
-    from benchmarks._speed import case_modules, interleaved_latency
-
     rows: list[dict[str, Any]] = []
     for case in cases:
         dense, built = case_modules(case, methods, fraction)

@@ -2,8 +2,8 @@
 
 Each method's module for each layer shape, at two parameter fractions (whose ranks rarely fall on a
 multiple of 8), is deployed with ``pad_channels=1`` (ranks as they are), padded to each of this CPU's
-:func:`automtd.plan.candidate_multiples` unmeasured (``pad_channels=8`` / ``16``), and with the default
-``pad_channels='auto'`` (each chain padded only where :func:`automtd.plan.tune_padding` measured it faster
+:func:`automtd.deploy.candidate_multiples` unmeasured (``pad_channels=8`` / ``16``), and with the default
+``pad_channels='auto'`` (each chain padded only where :func:`automtd.deploy.tune_padding` measured it faster
 on that batch); the forms are timed in turn in one process on the same channels-last batch (median of
 the rounds).  One row per form: ``gain`` > 1 means that form ran faster than the unpadded one;
 ``extra_macs`` is the fraction of MACs the zero channels add.
@@ -19,6 +19,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from automtd.deploy import candidate_multiples, deploy_model, pad_inner_channels
+from automtd.metrics import count_macs
+from benchmarks._speed_cases import LayerCase, case_modules, interleaved_latency
+
 __all__ = ["padding_rows", "padding_summary"]
 
 
@@ -27,15 +31,11 @@ def _inner_widths(module: nn.Module) -> list[int]:
     return [c.out_channels for c in convs[:-1]]
 
 
-def padding_rows(cases: Sequence[Any], methods: Sequence[str], *, fractions: Sequence[float],
+def padding_rows(cases: Sequence[LayerCase], methods: Sequence[str], *, fractions: Sequence[float],
                  batches: Sequence[int], rounds: int, min_run_time: float) -> list[dict[str, Any]]:
     """One row per (shape, fraction, method, batch, form) whose ranks a fixed multiple would pad: ranks, widths
     of the form, ms unpadded and in that form, gain, extra MACs.  Forms: ``pad N`` for each candidate multiple
     that changes a width, and ``auto``."""
-    from automtd.deploy import candidate_multiples, deploy_model, pad_inner_channels
-    from automtd.metrics import count_macs
-    from benchmarks._speed import case_modules, interleaved_latency
-
     rows: list[dict[str, Any]] = []
     for case in cases:
         for fraction in fractions:

@@ -1,7 +1,7 @@
 """Suite ``speed``: real CPU latency, original vs compressed, against the MAC ratio.
 
-Five tables; the first and last timed side by side in one process (original and compressed modules
-interleaved round by round, median of the rounds, so a busy machine slows both alike):
+Six parts, each a table; modules compared are timed in turn in one process (round by round, median of the
+rounds, :func:`automtd.utils.interleaved_medians`, so a busy machine slows them alike):
 
 * ``layers``: one dense conv of each ResNet/VGG CIFAR layer shape vs each method's module at the
   same parameter fraction, at batch 1 and 64 -> speed-up, MAC ratio and their quotient (the
@@ -13,10 +13,12 @@ interleaved round by round, median of the rounds, so a busy machine slows both a
 * ``allocator``: the same modules with glibc's defaults vs :func:`automtd.metrics.keep_freed_memory`,
   each arm in its own process (``benchmarks/_allocator.py``);
 * ``models``: whole pretrained models with each baseline plan (and each front plan written by the
-  ``fronts`` suite) -> the same figures per plan.
+  ``fronts`` suite) -> the same figures per plan;
+* ``collapse``: those plans deployed with and without running chains as their dense product
+  (``benchmarks/_collapse.py``).
 
 Each in two modes (``mode`` column): ``eager``, the modules as built, and ``deployed``, both sides
-through :func:`automtd.plan.deploy_model` (CP's depthwise ``kx1``/``1xk`` pair merged into one
+through :func:`automtd.deploy.deploy_model` (CP's depthwise ``kx1``/``1xk`` pair merged into one
 depthwise ``kxk``, ranks zero-padded to the SIMD width where measured faster, BatchNorm folded,
 channels-last), the form one would ship, fed a channels-last batch.
 The process first calls :func:`automtd.metrics.keep_freed_memory` (glibc keeps freed activation
@@ -28,144 +30,42 @@ weight values, so no decomposition is run.
 
 from __future__ import annotations
 
-import statistics
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+import copy
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 from torch import nn
 
 from automtd.deploy import deploy_model
+from automtd.methods import LayerShape
+from automtd.metrics import keep_freed_memory
+from automtd.plan import Plan
+from benchmarks._allocator import allocator_rows
+from benchmarks._collapse import ROUNDS as COLLAPSE_ROUNDS
+from benchmarks._collapse import collapse_rows as measure_collapse
 from benchmarks._common import envelope, load_pretrained, log, read_json, write_csv, write_json
-
-__all__ = ["LayerCase", "RESNET_SHAPES", "VGG_SHAPES", "run_speed", "interleaved_latency"]
-
-
-class CaseModule(NamedTuple):
-    """A method's module for one :class:`LayerCase`, with its ranks and analytic params / MACs."""
-
-    method: str
-    ranks: tuple[int, ...]
-    params: int
-    macs: int
-    module: nn.Module
-
-
-@dataclass(frozen=True)
-class LayerCase:
-    """A 3x3 conv of a CIFAR network: ``c_in -> c_out`` on ``hw x hw`` inputs with ``stride``."""
-
-    family: str
-    c_in: int
-    c_out: int
-    hw: int
-    stride: int = 1
-
-    @property
-    def label(self) -> str:
-        s = f" s{self.stride}" if self.stride != 1 else ""
-        return f"{self.family} {self.c_in}->{self.c_out} 3x3{s} @{self.hw}x{self.hw}"
-
-    @property
-    def input_size(self) -> tuple[int, int, int]:
-        """(channels, height, width) of the conv's input, without the batch."""
-        return self.c_in, self.hw, self.hw
-
-    def conv(self) -> nn.Conv2d:
-        return nn.Conv2d(self.c_in, self.c_out, 3, stride=self.stride, padding=1, bias=False)
-
-
-# The distinct 3x3 conv shapes of the CIFAR ResNets (option A) and of CIFAR VGG-16-BN (first conv left out).
-RESNET_SHAPES: tuple[LayerCase, ...] = (
-    LayerCase("resnet", 16, 16, 32),
-    LayerCase("resnet", 16, 32, 32, 2),
-    LayerCase("resnet", 32, 32, 16),
-    LayerCase("resnet", 32, 64, 16, 2),
-    LayerCase("resnet", 64, 64, 8),
+from benchmarks._kernels import kernel_rows as measure_kernels
+from benchmarks._padding import padding_rows
+from benchmarks._speed_cases import (
+    LAYER_METHODS,
+    LAYOUTS,
+    MODES,
+    RESNET_SHAPES,
+    VGG_SHAPES,
+    LayerCase,
+    baseline_plans,
+    case_modules,
+    interleaved_latency,
+    structure_model,
 )
-VGG_SHAPES: tuple[LayerCase, ...] = (
-    LayerCase("vgg", 64, 64, 32),
-    LayerCase("vgg", 64, 128, 16),
-    LayerCase("vgg", 128, 128, 16),
-    LayerCase("vgg", 128, 256, 8),
-    LayerCase("vgg", 256, 256, 8),
-    LayerCase("vgg", 256, 512, 4),
-    LayerCase("vgg", 512, 512, 4),
-    LayerCase("vgg", 512, 512, 2),
-)
-LAYER_METHODS: tuple[str, ...] = ("cp", "tucker2", "ht2", "svd_channel", "svd_spatial")
-# eager: the modules as built (nn.Conv2d chains, BatchNorm, NCHW); deployed: automtd.plan.deploy_model on
-# both sides (CP's depthwise pair merged, ranks padded, BatchNorm folded, channels-last)
-MODES: tuple[str, ...] = ("eager", "deployed")
-# the input batch in each mode's layout, as a layer's input is inside that network
-_LAYOUT = {"eager": torch.contiguous_format, "deployed": torch.channels_last}
 
-
-def _time_ms(module: nn.Module, x: torch.Tensor, min_run_time: float) -> float:
-    """Median ms per forward of ``module`` on a batch shaped like ``x`` (``automtd.metrics.measure_latency``)."""
-    from automtd.metrics import measure_latency
-
-    layout = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous() \
-        else torch.contiguous_format
-    result = measure_latency(module, tuple(x.shape[1:]), batch_size=int(x.shape[0]),
-                             threads=torch.get_num_threads(), min_run_time=min_run_time, memory_format=layout)
-    return 1000.0 * float(result["median_s"])
-
-
-def interleaved_latency(
-    modules: Sequence[nn.Module], x: torch.Tensor, *, rounds: int, min_run_time: float,
-    timer: Callable[..., float] = _time_ms
-) -> list[float]:
-    """Median over ``rounds`` of each module's latency (ms), the modules timed in turn within each round."""
-    samples: list[list[float]] = [[] for _ in modules]
-    with torch.inference_mode():
-        for m in modules:  # warm-up: allocator, oneDNN primitive cache
-            m.eval()
-            m(x)
-        for _ in range(rounds):
-            for i, m in enumerate(modules):
-                samples[i].append(timer(m, x, min_run_time))
-    return [statistics.median(s) for s in samples]
-
-
-def _structure_model(model: nn.Module, plan: Any) -> nn.Module:
-    from automtd.plan import apply_plan
-
-    out = apply_plan(model, plan, structure_only=True)
-    return (out if out is not None else model).eval()
-
-
-def case_modules(case: LayerCase, methods: Sequence[str], fraction: float) -> tuple[nn.Module, list[CaseModule]]:
-    """The dense conv of ``case`` (seeded) and each method's module at ``fraction`` of its params (methods that
-    cannot take the shape left out)."""
-    import copy
-
-    from automtd.methods import LayerShape, get_method
-    from automtd.plan import make_plan
-
-    torch.manual_seed(0)
-    dense = nn.Sequential(case.conv()).eval()
-    shape = LayerShape.of(dense[0])
-    size = case.input_size
-    built: list[CaseModule] = []
-    for name in methods:
-        method = get_method(name)
-        if method.unsupported_reason(shape) is not None:
-            continue
-        ranks = method.ranks_for_fraction(shape, fraction)
-        plan = make_plan(dense, {"0": (name, ranks)}, architecture="bench_layer", input_size=size)
-        built.append(CaseModule(name, tuple(ranks), method.params(shape, ranks),
-                                method.macs(shape, ranks, (case.hw, case.hw)),
-                                _structure_model(copy.deepcopy(dense), plan)))
-    return dense, built
+__all__ = ["SPEED_PARTS", "run_speed"]
 
 
 def _layer_rows(cases: Sequence[LayerCase], methods: Sequence[str], *, fraction: float, batches: Sequence[int],
                 rounds: int, min_run_time: float) -> list[dict[str, Any]]:
-    from automtd.methods import LayerShape
-
     rows: list[dict[str, Any]] = []
     for case in cases:
         dense, built = case_modules(case, methods, fraction)
@@ -174,7 +74,7 @@ def _layer_rows(cases: Sequence[LayerCase], methods: Sequence[str], *, fraction:
         dense_macs = shape.dense_macs((case.hw, case.hw))
         eager = [dense, *(b[-1] for b in built)]
         for batch, mode in ((b, m) for b in batches for m in MODES):
-            x = torch.randn(batch, *size).contiguous(memory_format=_LAYOUT[mode])
+            x = torch.randn(batch, *size).contiguous(memory_format=LAYOUTS[mode])
             # deployed for this batch: ranks padded only where measured faster on it (pad_channels='auto')
             forms = eager if mode == "eager" else [deploy_model(m, example_input=x).module for m in eager]
             times = interleaved_latency(forms, x, rounds=rounds, min_run_time=min_run_time)
@@ -191,25 +91,8 @@ def _layer_rows(cases: Sequence[LayerCase], methods: Sequence[str], *, fraction:
     return rows
 
 
-def baseline_plans(model: nn.Module, model_name: str, *, quick: bool) -> list[tuple[str, str, Any]]:
-    """``(label, method, plan)`` of the baselines: VBMF Tucker-2, HT-2 at the paper's energies, uniform CP."""
-    from automtd import baselines
-
-    energies = (0.7,) if quick else (0.9, 0.8, 0.7, 0.6, 0.5)
-    out: list[tuple[str, str, Any]] = []
-    if not quick:  # EVBMF on every layer takes a while; the smoke run leaves it out
-        out.append(("VBMF Tucker-2", "tucker2", baselines.vbmf_tucker2_plan(model, architecture=model_name)))
-    for e in energies:
-        out.append((f"HT-2 e={e:g}", "ht2", baselines.ht2_energy_plan(model, e, architecture=model_name)))
-    for f in (0.25,) if quick else (0.5, 0.25, 0.1):
-        out.append((f"uniform CP f={f:g}", "cp", baselines.uniform_plan(model, "cp", f, architecture=model_name)))
-    return out
-
-
-def _front_plans(out_dir: Path, model_name: str) -> list[tuple[str, str, Any]]:
+def _front_plans(out_dir: Path, model_name: str) -> list[tuple[str, str, Plan]]:
     """Plans the ``fronts`` searches exported (``[fronts_*/]fronts/plans/<model>/*.yaml``, baselines excluded)."""
-    from automtd.plan import Plan
-
     # the main fronts run and the extra ones written beside it (e.g. fronts_resnet56/)
     folders = [out_dir / "fronts" / "plans" / model_name,
                *(d / "fronts" / "plans" / model_name for d in sorted(out_dir.glob("fronts_*")) if d.is_dir())]
@@ -223,15 +106,13 @@ def _front_plans(out_dir: Path, model_name: str) -> list[tuple[str, str, Any]]:
     return plans
 
 
-def _model_rows(model_name: str, plans: Sequence[tuple[str, str, Any]], *, batches: Sequence[int], rounds: int,
+def _model_rows(model_name: str, plans: Sequence[tuple[str, str, Plan]], *, batches: Sequence[int], rounds: int,
                 min_run_time: float) -> list[dict[str, Any]]:
-    import copy
-
     base = load_pretrained(model_name)
     rows: list[dict[str, Any]] = []
-    compressed = [(label, method, plan, _structure_model(copy.deepcopy(base), plan)) for label, method, plan in plans]
+    compressed = [(label, method, plan, structure_model(copy.deepcopy(base), plan)) for label, method, plan in plans]
     for batch, mode in ((b, m) for b in batches for m in MODES):
-        x = torch.randn(batch, 3, 32, 32).contiguous(memory_format=_LAYOUT[mode])
+        x = torch.randn(batch, 3, 32, 32).contiguous(memory_format=LAYOUTS[mode])
         # deployed for this batch: ranks padded only where measured faster on it (pad_channels='auto')
         def form(m: nn.Module, x: torch.Tensor = x, mode: str = mode) -> nn.Module:
             return m if mode == "eager" else deploy_model(m, example_input=x).module
@@ -279,10 +160,10 @@ def _provenance(old: dict[str, Any], kept: Sequence[str]) -> dict[str, Any] | No
 
 def run_speed(out_dir: Path, *, quick: bool, threads: int, shared_cpu: bool, models: Sequence[str] | None = None,
               parts: Sequence[str] | None = None, argv: Sequence[str] | None = None) -> Path:
-    """Run the suite and write ``speed.json`` + ``speed_layers.csv`` + ``speed_models.csv`` into ``out_dir``.
+    """Run the suite and write ``speed.json`` and one ``speed_<part>.csv`` per part into ``out_dir``.
 
-    ``parts`` (default both) picks ``layers`` and/or ``models``; rows of a part not run, and model rows
-    of models not run, are kept from the previous ``speed.json`` with the command and machine that
+    ``parts`` (default all of :data:`SPEED_PARTS`) picks what to measure; rows of a part not run, and model
+    rows of models not run, are kept from the previous ``speed.json`` with the command and machine that
     measured them (``previous``), so e.g. the front plans can be timed after the ``fronts`` suite.
     """
     torch.set_num_threads(threads)
@@ -291,8 +172,6 @@ def run_speed(out_dir: Path, *, quick: bool, threads: int, shared_cpu: bool, mod
     if bad:
         raise SystemExit(f"unknown speed part(s) {bad}; allowed: {', '.join(SPEED_PARTS)}")
     payload = envelope("speed", quick=quick, shared_cpu=shared_cpu, argv=argv)
-    from automtd.metrics import keep_freed_memory
-
     payload["keep_freed_memory"] = keep_freed_memory()  # glibc keeps freed activation buffers (both sides)
     old_path = out_dir / "speed.json"
     old = read_json(old_path) if old_path.is_file() else {}
@@ -306,35 +185,26 @@ def run_speed(out_dir: Path, *, quick: bool, threads: int, shared_cpu: bool, mod
                                  min_run_time=min_run_time)
     kernel_rows = old.get("kernels", [])
     if "kernels" in chosen:
-        from benchmarks._kernels import kernel_rows as _kernel_rows
-
-        kernel_rows = _kernel_rows(RESNET_SHAPES[-1:] if quick else RESNET_SHAPES, methods, fraction=0.25,
-                                   batch=batches[-1], rounds=1 if quick else 3, min_run_time=min_run_time / 2)
+        kernel_rows = measure_kernels(RESNET_SHAPES[-1:] if quick else RESNET_SHAPES, methods, fraction=0.25,
+                                      batch=batches[-1], rounds=1 if quick else 3, min_run_time=min_run_time / 2)
     pad_rows = old.get("padding", [])
     if "padding" in chosen:
-        from benchmarks._padding import padding_rows
-
         pad_rows = padding_rows(cases, methods, fractions=(0.25,) if quick else (0.25, 0.5), batches=batches,
                                 rounds=1 if quick else 3, min_run_time=min_run_time / 2)
     alloc_rows = old.get("allocator", [])
     if "allocator" in chosen:
-        from benchmarks._allocator import allocator_rows
-
         alloc_rows = allocator_rows(methods, batch=batches[-1], rounds=2 if quick else 3, quick=quick)
     names = list(models or (("cifar_resnet20",) if quick else ("cifar_resnet20", "cifar_resnet56")))
     collapse_rows = old.get("collapse", [])
     if "collapse" in chosen:
-        from benchmarks._collapse import ROUNDS as COLLAPSE_ROUNDS
-        from benchmarks._collapse import collapse_rows as _collapse_rows
-
         collapse_rows = [r for r in collapse_rows if r["model"] not in names]
         for name in names:
             base = load_pretrained(name)
             plans = baseline_plans(base, name, quick=quick) + _front_plans(out_dir, name)
             # the smoke run: uniform CP (its chains are the ones collapse is for) at the larger batch only
-            collapse_rows += _collapse_rows(name, base, [p for p in plans if p[1] == "cp"][:1] if quick else plans,
-                                            batches=batches[-1:] if quick else batches,
-                                            rounds=2 if quick else COLLAPSE_ROUNDS, min_run_time=min_run_time)
+            collapse_rows += measure_collapse(name, base, [p for p in plans if p[1] == "cp"][:1] if quick else plans,
+                                              batches=batches[-1:] if quick else batches,
+                                              rounds=2 if quick else COLLAPSE_ROUNDS, min_run_time=min_run_time)
     model_rows = [r for r in old.get("models", []) if r["model"] not in names] if "models" in chosen else \
         old.get("models", [])
     if "models" in chosen:
@@ -349,10 +219,7 @@ def run_speed(out_dir: Path, *, quick: bool, threads: int, shared_cpu: bool, mod
         kept += [f"{part} {model}" for model in others] if part in chosen else []
     payload.update({"threads": threads, "batches": list(batches), "rounds": rounds, "min_run_time_s": min_run_time,
                     "layer_fraction": 0.25, "layers": layer_rows, "kernels": kernel_rows, "padding": pad_rows,
-                    "allocator": alloc_rows, "models": model_rows, "collapse": collapse_rows,
-                    # whether the whole-model rows were deployed with the collapse step (rows written before it
-                    # existed ran every factorized conv as its chain)
-                    "models_collapse": True if "models" in chosen else bool(old.get("models_collapse"))})
+                    "allocator": alloc_rows, "models": model_rows, "collapse": collapse_rows})
     if old and kept:
         payload["previous"] = _provenance(old, kept)
     write_csv(out_dir / "speed_layers.csv", layer_rows)

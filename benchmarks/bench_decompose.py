@@ -35,7 +35,6 @@ import torch
 from torch import nn
 
 from automtd.methods import LayerShape, cp_als, get_method
-from automtd.methods._layers import FAST_GRAM_SIZE
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_WEIGHTS = REPO.parent / "shared" / "weights" / "cifar10_resnet_akamaster" / "resnet56-4bfd9763.th"
@@ -213,10 +212,10 @@ def markdown(
         f"- load average (1, 5, 15 min) at start / end: {_load(info['loadavg_start'])} / {_load(info['loadavg_end'])}"
         + (" (the machine was shared with other jobs while this ran: times are pessimistic)"
            if info["loadavg_start"][0] > 1.0 else ""),  # type: ignore[index]
-        "- eigensolver: Gram matrices of side >= "
-        f"{FAST_GRAM_SIZE} (the 256- and 512-channel VGG layers) are formed in float32 by BLAS `ssyrk` and their "
-        "top-k eigenpairs come from float32 LAPACK through `scipy.linalg.eigh` (`syevx` on the wanted pairs when "
-        "k <= n/3, else `syevd`); kernels with >= 2^20 entries are decomposed in float32; the rest in float64",
+        "- eigensolver: the large Gram matrices (the 256- and 512-channel VGG layers) are formed in float32 by "
+        "BLAS `ssyrk` and their top-k eigenpairs come from float32 LAPACK through `scipy.linalg.eigh` "
+        "(`syevx` on the wanted pairs when k <= n/3, else `syevd`); kernels with >= 2^20 entries are decomposed "
+        "in float32; the rest in float64",
         f"- reduction: {info['reduction']}x parameters per layer (`ranks_for_fraction(shape, 1/{info['reduction']})`); "
         "VGG-16-BN: random init (seed 0); ResNet-56: pretrained weights",
         "",

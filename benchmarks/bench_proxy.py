@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import csv
 import sys
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -34,7 +35,16 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+
+from automtd.data import get_dataset, make_loader, resolve_data  # noqa: E402
+from automtd.models import get_model_spec  # noqa: E402
+from automtd.plan import Plan, apply_plan  # noqa: E402
+from automtd.search import SearchConfig, SearchContext, get_context, load_search_config  # noqa: E402
+from automtd.train import TrainConfig, evaluate, fit, recalibrate_batchnorm  # noqa: E402
 from benchmarks._common import RESULTS, envelope, log, write_json  # noqa: E402
+from benchmarks._md import md_table  # noqa: E402
 
 SCORES_DOC = {
     "val_drop": "top-1 drop on the memorised val images (the search's accuracy objective)",
@@ -52,8 +62,6 @@ def correlations(rows: Sequence[Mapping[str, Any]], finals: Mapping[str, Mapping
                  scores: Sequence[str]) -> list[dict[str, Any]]:
     """Spearman rho of each score with each final's drop, over all plans and over the searched ones only
     (plans not named ``baseline_*``); a cell is None below 3 plans or when a column is constant."""
-    import pandas as pd
-
     out: list[dict[str, Any]] = []
     for label, drops in finals.items():
         for subset in ("all", "searched"):
@@ -70,25 +78,27 @@ def correlations(rows: Sequence[Mapping[str, Any]], finals: Mapping[str, Mapping
     return out
 
 
-def _score(ctx: Any, plan: Any, tests: Mapping[int, Any]) -> dict[str, float]:
+def _trial_train_config(cfg: SearchConfig) -> TrainConfig:
+    """The per-trial fine-tune of the search config ``cfg`` (its ``finetune`` section, KD only when on)."""
+    ft = cfg.finetune
+    return TrainConfig(epochs=ft.epochs, steps=None if ft.epochs is not None else ft.steps, lr=ft.lr,
+                       momentum=ft.momentum, weight_decay=ft.weight_decay, schedule=ft.schedule,
+                       kd_alpha=ft.kd_alpha if ft.kd else 0.0, kd_temperature=ft.kd_temperature, seed=cfg.seed)
+
+
+def _score(ctx: SearchContext, plan: Plan, tests: Mapping[int, Any]) -> dict[str, float]:
     """One plan through the search's per-trial recipe; its scores (module docstring)."""
-    import torch
-
-    from automtd.data import make_loader
-    from automtd.search._objective import _train_config, compress
-    from automtd.train import evaluate, fit, recalibrate_batchnorm
-
     cfg = ctx.config
     # every plan on the same seeded batches (the study's shared loader would move on between plans)
     train = make_loader(ctx.train_loader.dataset, batch_size=cfg.data.batch_size, shuffle=True, seed=cfg.seed)
-    model, _, _ = compress(ctx, plan)
+    model = apply_plan(ctx.fresh_model(), plan, cache=ctx.cache(), seed=cfg.seed).to(ctx.device)
     if cfg.finetune.bn_recalibration_images:
         recalibrate_batchnorm(model, train, max_batches=max(1, cfg.finetune.bn_recalibration_images
                                                             // cfg.data.batch_size), device=ctx.device)
     for p in model.parameters():
         p.requires_grad_(True)
-    fit(model, train, _train_config(cfg), teacher=ctx.base_model if cfg.finetune.kd else None, device=ctx.device,
-        progress=False)
+    fit(model, train, _trial_train_config(cfg), teacher=ctx.base_model if cfg.finetune.kd else None,
+        device=ctx.device, progress=False)
     model.eval()
     out = {"val_drop": ctx.base_accuracy - float(evaluate(model, ctx.val_loader, device=ctx.device))}
     for n, (loader, base) in tests.items():
@@ -106,8 +116,6 @@ def _score(ctx: Any, plan: Any, tests: Mapping[int, Any]) -> dict[str, float]:
 
 def render(payload: Mapping[str, Any]) -> str:
     """The markdown report of a ``proxy*.json`` payload."""
-    from benchmarks._report import md_table
-
     m, drops = payload["machine"], payload["final_drops"]
     sizes = list(payload["base_test_acc"])
     scores = ["val_drop", *(f"test{n}_drop" for n in sizes), "val_kl"]
@@ -177,17 +185,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace, p: argparse.ArgumentParser, finals: Mapping[str, Path], plan_paths: list[Path],
          sizes: list[int], stem: str, argv: list[str] | None) -> int:
-
-    import tempfile
-
-    import torch
-
-    from automtd.data import get_dataset, make_loader, resolve_data
-    from automtd.models import get_model_spec
-    from automtd.plan import Plan
-    from automtd.search._config import load_search_config
-    from automtd.search._context import get_context
-    from automtd.train import evaluate
 
     torch.set_num_threads(args.threads)
     cfg = load_search_config(args.search_config, args.overrides)

@@ -18,9 +18,7 @@ from pathlib import Path
 
 import torch
 
-from automtd.search._config import load_search_config
-from automtd.search._front import trials_dataframe
-from automtd.search._run import run_search
+from automtd.search import load_search_config, run_search, trials_dataframe
 
 REPO = Path(__file__).resolve().parents[1]
 

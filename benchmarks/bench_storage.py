@@ -2,10 +2,12 @@
 
     python benchmarks/bench_storage.py [--quick] [--out DIR] [--procs 1,2,4,8] [--trials-per-proc N]
 
-Each run creates a fresh study using the documented benchmark objective (``seconds: 0``, random sampler, so a
-trial costs only the storage round trips: stale check, ask, heartbeat, worker attr, params, tell, budget
-check) and starts N real ``automtd worker`` processes (heartbeat 10 s).  SQLite runs one worker only (the
-rule); journal and PostgreSQL run 1, 2, 4, 8.  PostgreSQL is a throwaway local server (tests/_pg.py).
+Each run creates a fresh study that selects the ``benchmark`` objective of ``benchmarks/objectives.py``
+(``seconds: 0``, random sampler, so a trial costs only the storage round trips: stale check, ask, heartbeat,
+worker attr, params, tell, budget check) and starts N real ``automtd worker`` processes (heartbeat 10 s),
+which load that objective through ``AUTOMTD_PLUGINS=benchmarks.objectives`` with the repo on ``PYTHONPATH``.
+SQLite runs one worker only (the rule); journal and PostgreSQL run 1, 2, 4, 8.  PostgreSQL is a throwaway
+local server (tests/_pg.py).
 ``sqlite-optuna`` shows why the rule exists: N plain Optuna processes (``study.optimize`` on one SQLite
 file, the same dummy objective, 30 s busy timeout) at 1, 2, 4, 8, with the trials lost to lock errors.
 
@@ -30,13 +32,22 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
+import optuna  # noqa: E402
+
+from automtd.search import (  # noqa: E402
+    STUDY_OBJECTIVE,
+    STUDY_OBJECTIVE_ARGS,
+    budget_status,
+    create_or_load_study,
+    open_storage,
+)
 from benchmarks._common import RESULTS, envelope, log, write_csv, write_json  # noqa: E402
+
+# the objective plugin the workers import (registers the "benchmark" objective)
+PLUGIN = "benchmarks.objectives"
 
 
 def _create(url: str, budget: int) -> None:
-    from automtd.search._storage import open_storage
-    from automtd.search._study import OBJECTIVE_ARGS_ATTR, OBJECTIVE_ATTR, create_or_load_study
-
     create_or_load_study(
         open_storage(url, create_schema=True),
         "bench",
@@ -44,8 +55,8 @@ def _create(url: str, budget: int) -> None:
         directions=["minimize", "minimize"],
         budget=budget,
         user_attrs={
-            OBJECTIVE_ATTR: "automtd.search._worker:benchmark_objective",
-            OBJECTIVE_ARGS_ATTR: {"seconds": 0.0, "sampler": "random"},
+            STUDY_OBJECTIVE: "benchmark",
+            STUDY_OBJECTIVE_ARGS: {"seconds": 0.0, "sampler": "random"},
         },
     )
 
@@ -83,11 +94,6 @@ def _timing(trials: list[Any]) -> dict[str, Any]:
 
 
 def _measure(url: str, n_procs: int, budget: int, env: dict[str, str], workdir: Path) -> dict[str, Any]:
-    import optuna
-
-    from automtd.search._storage import open_storage
-    from automtd.search._study import budget_status
-
     _create(url, budget)
     exe = str(Path(sys.executable).parent / "automtd")
     cmd = [exe, "worker", "--study", "bench", "--storage", url, "--heartbeat-interval", "10", "--grace-period", "30"]
@@ -136,8 +142,6 @@ print("errors", errors)
 
 def _measure_plain_sqlite(url: str, n_procs: int, per_proc: int, env: dict[str, str], workdir: Path) -> dict[str, Any]:
     """N plain Optuna processes on one SQLite file (what automtd refuses): throughput and lost trials."""
-    import optuna
-
     optuna.create_study(study_name="bench", storage=url, directions=["minimize", "minimize"])
     script = workdir / "plain_optuna.py"
     script.write_text(_PLAIN_OPTUNA)
@@ -180,7 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     import os
 
     base_env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
-    base_env.update(OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+    base_env.update(OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", AUTOMTD_PLUGINS=PLUGIN, PYTHONPATH=path)
     rows: list[dict[str, Any]] = []
     root = Path(tempfile.mkdtemp(prefix="bench-storage-"))
     server = None
@@ -240,7 +245,7 @@ def _markdown(payload: dict[str, Any]) -> str:
         f"Machine: {m['nproc']} CPU ({m['cpu_model']}), Python {m['python']}, torch {m['torch']}; {m['date_utc']}.  ",
         *(["**The CPU was shared with other jobs while this ran**, so absolute numbers are pessimistic and noisy;",
             "compare rows with each other.", ""] if m.get("shared_cpu") else [""]),
-        "Dummy objective (`automtd.search._worker:benchmark_objective`, `seconds: 0`, random sampler): a trial is only",
+        "Dummy objective (`benchmark` from `benchmarks/objectives.py`, `seconds: 0`, random sampler): a trial is only",
         "storage round trips. Overhead = mean gap between consecutive trial starts of one worker; throughput =",
         "trials / (last completion - first start); steady = trials inside the window where all workers ran",
         "trials / that window (— when the window is under 0.5 s). `automtd worker` on SQLite: one worker by",

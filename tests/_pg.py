@@ -9,8 +9,10 @@ requested as ``pg_server`` and ``pg_url``.  The server needs the Debian ``postgr
 As root, ``initdb``/``postgres`` run as the ``postgres`` system user.  Password authentication (scram) is on,
 so the tests exercise ``PGPASSWORD``.
 
-Studies for these tests use the documented benchmark objective (study attr ``automtd:objective`` =
-``automtd.search._worker:benchmark_objective``), so the worker command is exactly the production one.
+Studies for these tests use the benchmark objective of ``benchmarks/objectives.py`` (study attr
+``automtd:objective = "benchmark"``); worker processes load it as a plugin (``AUTOMTD_PLUGINS``, repository
+root on ``PYTHONPATH``), so the worker command is exactly the production one.  In-process workers use the
+``bench_plugin`` fixture.
 """
 
 from __future__ import annotations
@@ -150,7 +152,8 @@ def pg_url_fixture(pg_server: PgServer, monkeypatch: pytest.MonkeyPatch) -> str:
 
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE = REPO / "docker-compose.yml"
-BENCH_OBJECTIVE = "automtd.search._worker:benchmark_objective"
+BENCH_OBJECTIVE = "benchmark"
+BENCH_PLUGIN = "benchmarks.objectives"
 T = TypeVar("T")
 
 _VAR = re.compile(r"\$\$|\$\{(\w+)(?::?([-?])([^}]*))?\}|\$(\w+)")
@@ -208,8 +211,18 @@ def _process_env(extra: Mapping[str, str]) -> dict[str, str]:
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env["PYTHONUNBUFFERED"] = "1"
     env["OMP_NUM_THREADS"] = "1"
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
+    env.setdefault("AUTOMTD_PLUGINS", BENCH_PLUGIN)
     env.update(extra)
     return env
+
+
+@pytest.fixture(name="bench_plugin")
+def bench_plugin_fixture(monkeypatch: pytest.MonkeyPatch) -> str:
+    """Let in-process ``automtd worker`` commands load the benchmark objective; returns its name."""
+    monkeypatch.syspath_prepend(str(REPO))
+    monkeypatch.setenv("AUTOMTD_PLUGINS", BENCH_PLUGIN)
+    return BENCH_OBJECTIVE
 
 
 def start(cmd: Sequence[str], env: Mapping[str, str], log: Path, cwd: Path | None = None) -> subprocess.Popen[bytes]:

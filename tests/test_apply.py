@@ -17,7 +17,7 @@ from automtd.deploy import compare_models
 from automtd.methods import get_method
 from automtd.metrics import count_macs, count_params, layer_macs
 from automtd.models import get_model
-from automtd.plan import FactorCache, Plan, apply_plan, decomposable_layers, make_plan
+from automtd.plan import FactorCache, LayerChoice, Plan, apply_plan, decomposable_layers, make_plan
 
 SIZE = (3, 16, 16)
 
@@ -54,7 +54,7 @@ def _tiny_plan(model: nn.Module, *, full: bool, skip: tuple[str, ...] = ()) -> P
         impl = get_method(method)
         shape = infos[name].shape
         ranks = impl.full_ranks(shape) if full and method != "cp" else impl.ranks_for_fraction(shape, 0.5)
-        choices[name] = (method, ranks)
+        choices[name] = LayerChoice(method, tuple(ranks))
     return make_plan(model, choices, architecture="tiny", input_size=SIZE)
 
 
@@ -158,10 +158,10 @@ def test_torchvision_resnet18() -> None:
     choices = {}
     for info in decomposable_layers(model, size):
         if info.shape.kind == "linear":
-            choices[info.name] = ("svd_linear", (5,))
+            choices[info.name] = LayerChoice("svd_linear", (5,))
         elif info.shape.out_channels <= 128:
             method = "svd_channel" if info.shape.kernel_size == (1, 1) or info.name == "conv1" else "ht2"
-            choices[info.name] = (method, get_method(method).ranks_for_fraction(info.shape, 0.3))
+            choices[info.name] = LayerChoice(method, get_method(method).ranks_for_fraction(info.shape, 0.3))
     plan = make_plan(
         model, choices, architecture="torchvision:resnet18", arch_kwargs={"num_classes": 10}, input_size=size
     )
@@ -203,7 +203,7 @@ def test_cifar_vgg11_bn(tmp_path: Path) -> None:
     small = make_plan(
         model,
         {
-            n: (lp.method, lp.ranks)
+            n: LayerChoice(lp.method, lp.ranks)
             for n, lp in zip(plan.names, plan.layers, strict=True)
             if lp.shape.out_channels <= 128
         },

@@ -1,4 +1,5 @@
-"""The package map stays a map: no import cycles, few function-level imports, small modules.
+"""The package map stays a map: no import cycles, few function-level imports, small modules, and no
+package reaching into another package's private (``_name``) modules.
 
 The graph is static (``ast``): every ``import`` of an ``automtd`` module, at module level or inside a
 function, with ``if TYPE_CHECKING:`` blocks left out.  A package's ``__init__`` is its own node, so
@@ -144,6 +145,25 @@ def test_few_function_level_imports_each_with_a_reason() -> None:
     assert unexplained == [], "a function-level import needs a one-line comment saying why"
 
 
+def _package_of(module: str) -> str:
+    return module if (ROOT.parent / module.replace(".", "/") / "__init__.py").is_file() else module.rpartition(".")[0]
+
+
+def _private_imports(edges: list[Edge]) -> list[tuple[str, int, str]]:
+    """``(source, line, target)`` where ``target`` is a private module of another package than the source's
+    (``automtd._errors`` is shared by every package and allowed)."""
+    out = []
+    for edge in edges:
+        package, _, leaf = edge.target.rpartition(".")
+        if leaf.startswith("_") and package not in ("automtd", _package_of(edge.source)):
+            out.append((edge.source, edge.line, edge.target))
+    return sorted(out)
+
+
+def test_packages_import_each_other_only_through_their_init() -> None:
+    assert _private_imports(_edges()) == []
+
+
 @pytest.mark.parametrize("path", sorted(ROOT.rglob("*.py")), ids=lambda p: str(p.relative_to(ROOT)))
 def test_module_is_small(path: Path) -> None:
     assert len(path.read_text().splitlines()) <= MAX_MODULE_LINES
@@ -152,3 +172,13 @@ def test_module_is_small(path: Path) -> None:
 def test_the_cycle_finder_finds_a_cycle() -> None:
     edges = [Edge("a", "b", 1, False, False), Edge("b", "c", 1, False, False), Edge("c", "a", 1, False, False)]
     assert _cycles(edges) == [["a", "b", "c"]]
+
+
+def test_the_private_import_finder_finds_one() -> None:
+    edges = [
+        Edge("automtd.cli._front", "automtd.search._run", 1, False, False),
+        Edge("automtd.search._run", "automtd.search._study", 2, False, False),
+        Edge("automtd.search", "automtd.search._run", 3, False, False),
+        Edge("automtd.plan._make", "automtd._errors", 4, False, False),
+    ]
+    assert _private_imports(edges) == [("automtd.cli._front", 1, "automtd.search._run")]

@@ -19,12 +19,13 @@ from typing import Any
 import pytest
 import torch
 import yaml
-from _pg import BENCH_OBJECTIVE, REPO, free_port
+from _pg import REPO, bench_plugin_fixture, free_port  # noqa: F401 - fixture bench_plugin
 from optuna.trial import TrialState
 
 from automtd.cli.main import main
+from automtd.search._keys import STUDY_OBJECTIVE, STUDY_OBJECTIVE_ARGS
 from automtd.search._storage import open_storage
-from automtd.search._study import OBJECTIVE_ARGS_ATTR, OBJECTIVE_ATTR, budget_status, create_or_load_study
+from automtd.search._study import budget_status, create_or_load_study
 
 QUICKSTART = REPO / "configs" / "quickstart.yaml"
 
@@ -182,7 +183,7 @@ def test_unreachable_storage_fails_within_the_connect_timeout(capsys: pytest.Cap
 
 
 @pytest.fixture()
-def bench_study(cwd: Path) -> str:
+def bench_study(cwd: Path, bench_plugin: str) -> str:
     """A study whose trials were run by a real worker: NaN, inf and an exception, then finite trials."""
     url = "sqlite:///b.db"
     study, _ = create_or_load_study(
@@ -192,8 +193,8 @@ def bench_study(cwd: Path) -> str:
         directions=["maximize", "maximize"],
         budget=6,
         user_attrs={
-            OBJECTIVE_ATTR: BENCH_OBJECTIVE,
-            OBJECTIVE_ARGS_ATTR: {"seconds": 0, "nan_trials": [0], "inf_trials": [1], "error_trials": [2]},
+            STUDY_OBJECTIVE: bench_plugin,
+            STUDY_OBJECTIVE_ARGS: {"seconds": 0, "nan_trials": [0], "inf_trials": [1], "error_trials": [2]},
         },
     )
     study.set_metric_names(["accuracy", "params_ratio"])

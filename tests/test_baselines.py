@@ -20,6 +20,7 @@ from automtd.baselines import (
 from automtd.checkpoints import load_checkpoint
 from automtd.methods import get_method
 from automtd.models import get_model
+from automtd.plan import Plan
 from automtd.ranks import energy_rank, evbmf, singular_values, unfold
 
 ARCH = "cifar_resnet20"
@@ -45,6 +46,18 @@ def test_registry() -> None:
         ht2_energy_plan(model, 1.5, architecture=ARCH)
     with pytest.raises(ConfigError, match="unknown method 'magic'"):
         uniform_plan(model, "magic", 0.5, architecture=ARCH)
+
+
+def test_run_baseline_is_the_entry_point_of_the_warm_start(resnet20: nn.Module) -> None:
+    """The search configs spell the names with underscores; the options are those of the generators."""
+    assert get_baseline("vbmf_tucker2").name == "vbmf-tucker2" and get_baseline("ht2_energy").name == "ht2-energy"
+    runs: dict[str, tuple[dict[str, object], Plan]] = {
+        "vbmf_tucker2": ({}, vbmf_tucker2_plan(resnet20, architecture=ARCH)),
+        "ht2_energy": ({"energy": 0.9}, ht2_energy_plan(resnet20, 0.9, architecture=ARCH)),
+        "uniform": ({"method": "tucker2", "fraction": 0.3}, uniform_plan(resnet20, "tucker2", 0.3, architecture=ARCH)),
+    }
+    for name, (options, plan) in runs.items():
+        assert run_baseline(name, resnet20, options, architecture=ARCH, input_size=(3, 32, 32)) == plan, name
 
 
 def test_ht2_energy_follows_the_paper(resnet20: nn.Module) -> None:

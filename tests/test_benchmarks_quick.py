@@ -21,20 +21,20 @@ CONFIGS = REPO / "configs"
 def _loader(path: Path) -> Callable[[Path], Any]:
     name = path.name
     if name.startswith("train_"):
-        from automtd.workflows._train import load_train_config
+        from automtd.workflows import load_train_config
 
         return load_train_config
     if name.startswith("funnel_"):
-        from automtd.workflows._funnel import load_funnel_config
+        from automtd.workflows import load_funnel_config
 
         return load_funnel_config
     if name.startswith(("mtd_", "bench_search_")):
-        from automtd.search._config import load_search_config
+        from automtd.search import load_search_config
 
         return load_search_config
     if name.startswith("bench_fronts"):
         sys.path.insert(0, str(REPO))
-        from benchmarks._fronts import load_fronts_config
+        from benchmarks._fronts_config import load_fronts_config
 
         return load_fronts_config
     raise AssertionError(f"no loader known for {path}; name it train_/funnel_/mtd_/bench_search_/bench_fronts*")
@@ -57,7 +57,7 @@ def test_config_validates(path: Path) -> None:
 
 def test_hypervolume_2d() -> None:
     sys.path.insert(0, str(REPO))
-    from benchmarks._fronts import hypervolume_2d
+    from benchmarks._fronts_search import hypervolume_2d
 
     ref = (80.0, 1.0)
     assert hypervolume_2d([], ref) == 0.0
@@ -73,15 +73,29 @@ def test_report_without_results_says_not_run(tmp_path: Path) -> None:
 
     md = run_report(tmp_path, tmp_path / "BENCHMARKS.md").read_text()
     assert "## 1. Compression fronts" in md and "**Not run.**" in md and "configs/gpu/" in md
+    assert md.count("<!-- generated: ") == md.count("<!-- end generated -->") == 5
+    assert not list(tmp_path.glob("report_*.md"))  # no results, no detail files
 
 
-def test_included_reports_demote_headings_but_not_code_comments() -> None:
+def test_the_repository_report_is_short_and_has_every_block() -> None:
     sys.path.insert(0, str(REPO))
-    from benchmarks._report import _demote_headings
+    from benchmarks._report import BLOCKS
 
-    text = "# Title\n\ntext\n```\n# a shell comment\npython x.py\n```\n## Reading"
-    assert _demote_headings(text).splitlines() == [
-        "#### Title", "", "text", "```", "# a shell comment", "python x.py", "```", "##### Reading"]
+    text = (REPO / "BENCHMARKS.md").read_text()
+    assert len(text.splitlines()) <= 400
+    assert all(f"<!-- generated: {name} -->" in text for name in BLOCKS)
+
+
+def test_fill_blocks_replaces_only_the_generated_text() -> None:
+    sys.path.insert(0, str(REPO))
+    from benchmarks._report import fill_blocks
+
+    text = "# T\n\nhand\n\n<!-- generated: a -->\nold\n<!-- end generated -->\n\nmore hand\n"
+    filled = fill_blocks(text, {"a": "| x |\n"})
+    assert filled == "# T\n\nhand\n\n<!-- generated: a -->\n| x |\n\n<!-- end generated -->\n\nmore hand\n"
+    assert fill_blocks(filled, {"a": "| x |\n"}) == filled  # re-rendering the same results changes nothing
+    with pytest.raises(SystemExit, match=r"no generated block\(s\) \['b'\]"):
+        fill_blocks(text, {"b": "y"})
 
 
 def test_unknown_argument_is_an_error() -> None:
@@ -169,11 +183,15 @@ def test_quick_suites_write_results(tmp_path: Path, data_root: Path, weights_dir
     assert cost["cache_saving"] and cost["cache_saving"][0]["cold_s"] > 0
 
     md = (tmp_path / "BENCHMARKS.md").read_text()
-    for heading in ("## 1. Compression fronts", "## 2. Real speed", "### Why: throughput of each conv kind",
-                    "### Ranks padded to a SIMD multiple: fixed vs measured",
-                    "### Allocator: glibc defaults vs", "### Chains vs their dense product",
-                    "## 3. Search cost", "## 5. GPU-scale"):
+    for heading in ("## 1. Compression fronts", "## 2. Real speed", "## 3. Search cost", "## 5. GPU-scale"):
         assert heading in md
+    assert "**Not run.**" not in md.split("## 4.")[0] and "(report_speed.md)" in md and "(report_fronts.md)" in md
+    speed_md = (tmp_path / "report_speed.md").read_text()
+    for heading in ("## Throughput of each conv kind", "## Ranks padded to a SIMD multiple: fixed vs measured",
+                    "## Allocator: glibc defaults vs", "## Chains vs their dense product"):
+        assert heading in speed_md
+    assert "| front " in (tmp_path / "report_speed.md").read_text()
+    assert "## Every plan after the final fine-tune" in (tmp_path / "report_fronts.md").read_text()
     assert (tmp_path / "plots" / "fronts.png").is_file()
 
     # a second final budget on the plans this run saved, in two processes on disjoint plan sets sharing one folder
@@ -203,12 +221,14 @@ def test_quick_suites_write_results(tmp_path: Path, data_root: Path, weights_dir
     report = subprocess.run([sys.executable, "-m", "benchmarks", "report", "--out", str(tmp_path)], cwd=REPO, env=env,
                             capture_output=True, text=True, timeout=600)
     assert report.returncode == 0, report.stderr[-3000:]
-    md = (tmp_path / "BENCHMARKS.md").read_text()
-    assert "the same plans after a" in md and "points recovered" in md and "| same as |" in md
+    long_md = (tmp_path / "report_fronts_long.md").read_text()
+    assert "## The same plans after 1 and after 2 final fine-tune steps" in long_md
+    assert "points recovered" in long_md and "| same as |" in long_md
+    assert "(report_fronts_long.md)" in (tmp_path / "BENCHMARKS.md").read_text()
 
 
 def test_sensitivity_winners_picks_lowest_drop_then_fewest_params() -> None:
-    from benchmarks._fronts import sensitivity_winners
+    from benchmarks._fronts_search import sensitivity_winners
 
     def row(layer: str, method: str, fraction: float, drop: float | None, kept: float) -> dict[str, object]:
         return {"layer": layer, "method": method, "fraction": fraction, "drop": drop, "layer_ratio": kept}
@@ -224,18 +244,18 @@ def test_sensitivity_winners_picks_lowest_drop_then_fewest_params() -> None:
 
 def test_final_rows_from_two_processes_keep_both_commands(tmp_path: Path) -> None:
     sys.path.insert(0, str(REPO))
-    from benchmarks._fronts import _save_final
+    from benchmarks._fronts_final import save_final
 
     budget = {"steps": 3}
 
     def row(plan: str) -> dict[str, object]:
         return {"model": "m", "plan": plan, "plan_sha": plan * 4, "params_ratio": 2.0, "drop": 0.5}
 
-    _save_final(tmp_path, budget, [row("a")], header={"command": "run a"})
-    _save_final(tmp_path, budget, [row("b")], header={"command": "run b"})
+    save_final(tmp_path, budget, [row("a")], header={"command": "run a"})
+    save_final(tmp_path, budget, [row("b")], header={"command": "run b"})
     saved = json.loads((tmp_path / "fronts_final.json").read_text())
     assert [r["plan"] for r in saved["final"]] == ["a", "b"] and saved["commands"] == ["run a", "run b"]
-    _save_final(tmp_path, {"steps": 4}, [row("c")], header={"command": "run c"})  # another budget: rows replaced
+    save_final(tmp_path, {"steps": 4}, [row("c")], header={"command": "run c"})  # another budget: rows replaced
     saved = json.loads((tmp_path / "fronts_final.json").read_text())
     assert [r["plan"] for r in saved["final"]] == ["c"] and saved["commands"] == ["run c"]
 
@@ -243,15 +263,15 @@ def test_final_rows_from_two_processes_keep_both_commands(tmp_path: Path) -> Non
 @pytest.mark.parametrize("cpus", [("cpu A", "cpu A"), ("cpu A", "cpu B")])
 def test_final_table_names_the_cpu_when_rows_span_machines(tmp_path: Path, cpus: tuple[str, str]) -> None:
     sys.path.insert(0, str(REPO))
-    from benchmarks._fronts import _save_final
-    from benchmarks._report import _fronts_section
+    from benchmarks._fronts_final import save_final
+    from benchmarks._report_fronts import fronts_detail
 
     for plan, cpu in zip(("a", "b"), cpus, strict=True):
         row = {"model": "m", "source": "search cp", "plan": plan, "plan_sha": plan * 4, "methods": "cp",
                "params_ratio": 2.0, "macs_ratio": 1.5, "test_acc": 90.0, "drop": 0.5, "finetune_s": 10.0,
                "cpu": cpu, "measured_utc": "2026-12-03 16:00 UTC"}
-        _save_final(tmp_path, {"steps": 3}, [row], header={"command": f"run {plan}", "machine": {"cpu_model": cpu}})
-    text = "\n".join(_fronts_section(tmp_path, tmp_path / "BENCHMARKS.md"))
+        save_final(tmp_path, {"steps": 3}, [row], header={"command": f"run {plan}", "machine": {"cpu_model": cpu}})
+    text = "\n".join(fronts_detail(tmp_path, tmp_path / "report_fronts.md", "# fronts", "python -m benchmarks fronts"))
     spans = cpus[0] != cpus[1]
     assert ("| CPU | measured |" in text) is spans
     assert ("measured on 2 CPUs (`cpu A`, `cpu B`)" in text) is spans

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import torch
@@ -34,6 +35,37 @@ def test_recalibration_recovers_accuracy_and_touches_only_bn_buffers(
     for k, v in model.state_dict().items():
         if k in weights and not k.endswith("num_batches_tracked"):
             assert torch.equal(v, weights[k]), k
+
+
+def _reference_recalibration(model: torch.nn.Module, batches: list[torch.Tensor]) -> None:
+    """Cumulative-average re-estimation written out: reset, momentum None, forward in train mode."""
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    model.train()
+    with torch.no_grad():
+        for x in batches:
+            model(x)
+
+
+def test_same_statistics_as_the_written_out_loop_and_state_restored() -> None:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(8, momentum=0.3), torch.nn.ReLU(),
+        torch.nn.Conv2d(8, 4, 1), torch.nn.BatchNorm2d(4),
+    ).eval()
+    batches = [(torch.randn(n, 3, 8, 8) * 2 + 1, torch.zeros(n, dtype=torch.long)) for n in (5, 7, 3, 6)]
+    reference = copy.deepcopy(model)
+    _reference_recalibration(reference, [x for x, _ in batches[:3]])
+    seen = recalibrate_batchnorm(model, iter(batches), max_batches=3, device="cpu")
+    assert seen == 15
+    for (k, got), want in zip(model.state_dict().items(), reference.state_dict().values(), strict=True):
+        assert torch.equal(got, want), k
+    assert not model.training  # eval mode kept
+    assert [m.momentum for m in model if isinstance(m, torch.nn.BatchNorm2d)] == [0.3, 0.1]
+    # the whole loader when max_batches is None; bare image tensors are accepted too
+    assert recalibrate_batchnorm(model, [x for x, _ in batches], device="cpu") == 21
 
 
 def test_model_without_batchnorm_is_left_alone() -> None:

@@ -152,7 +152,8 @@ def test_compressed_checkpoint_round_trip(tmp_path: Path) -> None:
     layers = plan_mod.decomposable_layers(model, (3, 32, 32))
     target = next(info for info in layers if info.name == "layer2.1.conv1")
     plan = plan_mod.make_plan(
-        model, {target.name: ("tucker2", (8, 8))}, architecture="cifar_resnet20", input_size=(3, 32, 32)
+        model, {target.name: plan_mod.LayerChoice("tucker2", (8, 8))},
+        architecture="cifar_resnet20", input_size=(3, 32, 32)
     )
     plan_mod.apply_plan(model, plan)
     out = save_checkpoint(tmp_path / "c", model, architecture="cifar_resnet20", plan=plan.to_dict())

@@ -65,7 +65,8 @@ def test_evaluate_compressed_prints_ratios(
 
     model, _ = load_checkpoint(resnet20_checkpoint, model_name="cifar_resnet20")
     plan = plan_mod.make_plan(
-        model, {"layer3.1.conv1": ("tucker2", (16, 16))}, architecture="cifar_resnet20", input_size=(3, 32, 32)
+        model, {"layer3.1.conv1": plan_mod.LayerChoice("tucker2", (16, 16))},
+        architecture="cifar_resnet20", input_size=(3, 32, 32)
     )
     plan_mod.apply_plan(model, plan)
     ck = save_checkpoint(tmp_path / "c", model, architecture="cifar_resnet20", plan=plan.to_dict())

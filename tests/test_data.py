@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -16,10 +17,12 @@ from automtd.data import (
     cifar10_md5_status,
     get_dataset,
     make_loader,
+    resolve_data,
     resolve_data_root,
     split_indices,
 )
 from automtd.models import IMAGENET_MEAN, IMAGENET_STD
+from automtd.utils import KNOWN_FILES, KnownFile, sha256_of
 
 NORM = {"mean": IMAGENET_MEAN, "std": IMAGENET_STD}
 
@@ -45,6 +48,33 @@ def test_missing_data_root_messages(monkeypatch: pytest.MonkeyPatch, tmp_path: P
 def test_missing_cifar_folder_message(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"cifar10 folder '.*cifar-10-batches-py' does not exist; .*download: true"):
         get_dataset("cifar10", "test", root=tmp_path, **NORM)
+
+
+def test_cifar_download_is_the_checksummed_fetch_and_only_when_asked(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # a file:// archive stands in for the official one: the real fetch + extract path, no network
+    archive = tmp_path / "src" / "cifar-10-python.tar.gz"
+    archive.parent.mkdir()
+    (tmp_path / "src" / "cifar-10-batches-py").mkdir()
+    (tmp_path / "src" / "cifar-10-batches-py" / "readme.html").write_text("x")
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(tmp_path / "src" / "cifar-10-batches-py", arcname="cifar-10-batches-py")
+    known = KnownFile(archive.as_uri(), sha256_of(archive), "cifar-10-python.tar.gz")
+    monkeypatch.setitem(KNOWN_FILES, "cifar10", known)
+    monkeypatch.setenv("AUTOMTD_CACHE", str(tmp_path / "cache"))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert resolve_data(str(empty), "cifar10") == empty  # not asked: nothing fetched
+    assert not (tmp_path / "cache").exists()
+    with pytest.raises(DataError, match="cifar10 folder .* does not exist"):
+        get_dataset("cifar10", "test", root=empty, **NORM)
+    assert not (tmp_path / "cache").exists()
+    got = resolve_data(str(empty), "cifar10", download=True)
+    assert got == tmp_path / "cache" / "data" and (got / "cifar-10-batches-py" / "readme.html").is_file()
+    monkeypatch.setitem(KNOWN_FILES, "cifar10", KnownFile(archive.as_uri(), "0" * 64, known.filename))
+    assert resolve_data(str(empty), "cifar10", download=True) == got  # extracted once, not fetched again
+    assert resolve_data(str(empty), "digits", download=True) == empty  # only CIFAR archives are known
 
 
 def test_unknown_dataset_and_split() -> None:

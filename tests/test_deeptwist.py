@@ -11,6 +11,7 @@ from torch import nn
 
 from automtd._errors import ConfigError, RankError
 from automtd.config import parse_config
+from automtd.plan import LayerChoice
 from automtd.training_methods import (
     DeepTwist,
     DeepTwistConfig,
@@ -163,7 +164,7 @@ def test_deeptwist_towards_an_existing_plan(resnet20_checkpoint: Path) -> None:
     from automtd.training_methods import deeptwist_from_plan
 
     model, _ = load_checkpoint(resnet20_checkpoint, model_name="cifar_resnet20")
-    choices = {"layer1.0.conv1": ("tucker2", (5, 9)), "layer3.2.conv2": ("svd_channel", (20,))}
+    choices = {"layer1.0.conv1": LayerChoice("tucker2", (5, 9)), "layer3.2.conv2": LayerChoice("svd_channel", (20,))}
     plan = make_plan(model, choices, architecture="cifar_resnet20")
     dt = deeptwist_from_plan(plan, interval=10)
     dt.finalize(model)
@@ -175,6 +176,6 @@ def test_deeptwist_towards_an_existing_plan(resnet20_checkpoint: Path) -> None:
         ref = model.eval()(x)
         out = apply_plan(copy.deepcopy(model), plan).eval()(x)
     assert float((out - ref).norm() / ref.norm()) < 1e-4
-    bad = make_plan(model, {"layer1.0.conv1": ("cp", (4,))}, architecture="cifar_resnet20")
+    bad = make_plan(model, {"layer1.0.conv1": LayerChoice("cp", (4,))}, architecture="cifar_resnet20")
     with pytest.raises(RankError, match="tucker2 or svd_channel"):
         deeptwist_from_plan(bad, interval=10)

@@ -11,9 +11,16 @@ from torch import nn
 
 from automtd import ConfigError
 from automtd.baselines import uniform_plan
-from automtd.deploy import compare_models, deploy_model, merge_separable_convs
-from automtd.deploy._collapse import DENSE, dense_equivalents, exact_forms, tune_collapse
-from automtd.deploy._merge import merge_convs
+from automtd.deploy import (
+    DENSE,
+    compare_models,
+    dense_equivalents,
+    deploy_model,
+    exact_forms,
+    merge_convs,
+    merge_separable_convs,
+    tune_collapse,
+)
 from automtd.models import get_model
 from automtd.plan import apply_plan, measure_text
 

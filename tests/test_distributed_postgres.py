@@ -36,14 +36,9 @@ from _pg import (
 )
 from optuna.trial import TrialState
 
+from automtd.search._keys import STUDY_OBJECTIVE, STUDY_OBJECTIVE_ARGS
 from automtd.search._storage import open_storage, redact_url
-from automtd.search._study import (
-    OBJECTIVE_ARGS_ATTR,
-    OBJECTIVE_ATTR,
-    budget_status,
-    create_or_load_study,
-    finished_trials,
-)
+from automtd.search._study import budget_status, create_or_load_study, finished_trials
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(240)]
 
@@ -58,7 +53,7 @@ def _create(url: str, name: str, budget: int, seconds: float, **args: object) ->
         spec={"objective": "benchmark", "version": 1},
         directions=["minimize", "minimize"],
         budget=budget,
-        user_attrs={OBJECTIVE_ATTR: BENCH_OBJECTIVE, OBJECTIVE_ARGS_ATTR: {"seconds": seconds, **args}},
+        user_attrs={STUDY_OBJECTIVE: BENCH_OBJECTIVE, STUDY_OBJECTIVE_ARGS: {"seconds": seconds, **args}},
     )
     assert created
     return study
@@ -287,7 +282,7 @@ def test_search_and_worker_with_another_config_are_refused(pg_url: str, tmp_path
         spec=study_spec(config),
         directions=[d.name.lower() for d in directions(config)],
         budget=4,
-        user_attrs={OBJECTIVE_ATTR: BENCH_OBJECTIVE},
+        user_attrs={STUDY_OBJECTIVE: BENCH_OBJECTIVE},
     )
     before = dict(optuna.load_study(study_name="cfg", storage=pg_url).user_attrs)
     data = yaml.safe_load(quickstart.read_text())

@@ -253,7 +253,7 @@ def test_funnel_cli_end_to_end_on_a_small_subset(resnet20_checkpoint: Path, data
     config = tmp_path / "funnel.yaml"
     config.write_text(
         f"model: {{name: cifar_resnet20, checkpoint: {resnet20_checkpoint}}}\n"
-        f"data: {{root: {data_root}, subset: 128, eval_subset: 128, batch_size: 64, eval_batch_size: 128}}\n"
+        f"data: {{root: {data_root}, train_subset: 128, eval_subset: 128, batch_size: 64, eval_batch_size: 128}}\n"
         "funnel:\n  variant: annealed\n  anneal_per_step: true\n  clamp_at_zero: true\n"
         "  lam: 0.5\n  gate_lr: 0.05\n  tau: 0.8\n"
         "  train: {steps: 3, lr: 0.001, momentum: 0.0, weight_decay: 0.0, schedule: constant}\n"

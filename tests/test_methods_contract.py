@@ -189,6 +189,46 @@ def test_seeded_runs_are_identical(name: str, case: str) -> None:
         assert f1[key].dtype == layer.weight.dtype
 
 
+SHAPE_LAYERS = {
+    "narrow_conv": lambda: nn.Conv2d(3, 16, 3, padding=1),
+    "wide_conv": lambda: nn.Conv2d(16, 3, (3, 2), stride=2, bias=True),
+    "pointwise_conv": lambda: nn.Conv2d(5, 9, 1),
+    "narrow_linear": lambda: nn.Linear(3, 11),
+    "wide_linear": lambda: nn.Linear(11, 3, bias=False),
+}
+
+
+@pytest.mark.parametrize("name", list_methods())
+def test_factor_shapes_are_the_shapes_decompose_returns(name: str) -> None:
+    """factor_shapes tells, without decomposing, the shapes decompose gives, at the edge ranks and between."""
+    method = get_method(name)
+    assert method.factor_names and len(set(method.factor_names)) == len(method.factor_names)
+    checked = 0
+    for layer_name, make in SHAPE_LAYERS.items():
+        torch.manual_seed(0)
+        layer = make()
+        shape = LayerShape.of(layer)
+        if method.unsupported_reason(shape) is not None:
+            continue
+        bounds = method.rank_bounds(shape)
+        edge = [
+            tuple(low for low, _ in bounds),
+            method.full_ranks(shape),
+            method.ranks_for_fraction(shape, 0.3),
+            tuple(low if i % 2 else high for i, (low, high) in enumerate(bounds)),
+            tuple(high if i % 2 else low for i, (low, high) in enumerate(bounds)),
+        ]
+        for ranks in edge:
+            factors = method.decompose(layer.weight.detach(), ranks, seed=0)
+            got = {k: tuple(v.shape) for k, v in factors.items()}
+            assert method.factor_shapes(shape, ranks) == got, (name, layer_name, ranks)
+            assert tuple(got) == method.factor_names, (name, layer_name)
+            checked += 1
+        with pytest.raises(RankError):
+            method.factor_shapes(shape, tuple(high + 1 for _, high in bounds))
+    assert checked >= 5, name
+
+
 @pytest.mark.parametrize("name", list_methods())
 def test_validate_ranks_errors(name: str) -> None:
     method = get_method(name)
@@ -364,8 +404,7 @@ def _moved_module(name: str, layer: nn.Module, *, seed: int) -> nn.Module:
 def test_collapse_gives_the_chain_back_as_one_dense_conv(name: str, case: str) -> None:
     """dense_equivalent / deploy_model(collapse=True): the chain, with its weights moved off the decomposition
     (as fine-tuning moves them), equals one conv of the dense layer's geometry."""
-    from automtd.deploy import deploy_model
-    from automtd.deploy._collapse import dense_equivalent
+    from automtd.deploy import dense_equivalent, deploy_model
 
     layer = _layer(case)
     module = _moved_module(name, layer, seed=3)
@@ -392,7 +431,7 @@ def test_merged_forms_compute_the_chain(name: str, case: str) -> None:
     """merged_forms: each split of the chain into two merged convs equals the chain, weights moved off the
     decomposition; a CP / HT-2 chain has three such forms (one if it pads other than with zeros: a kx1 and a
     1xk conv are merged only then), a Tucker-2 one two, an SVD pair none."""
-    from automtd.deploy._merge import merged_forms
+    from automtd.deploy import merged_forms
 
     layer = _layer(case)
     module = _moved_module(name, layer, seed=4)

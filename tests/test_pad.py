@@ -10,9 +10,18 @@ import torch
 from torch import nn
 
 from automtd import ConfigError
-from automtd.deploy import candidate_multiples, default_channel_multiple, deploy_model, pad_inner_channels, tune_padding
+from automtd.deploy import (
+    DEFAULT_DECISIONS,
+    DecisionCache,
+    candidate_multiples,
+    default_channel_multiple,
+    deploy_model,
+    pad_inner_channels,
+    tune_padding,
+)
 from automtd.methods import LayerShape, get_method
 from automtd.metrics import count_params
+from automtd.utils import median_forward_time
 
 
 def _widths(seq: nn.Sequential) -> list[int]:
@@ -144,26 +153,29 @@ def test_tune_padding_ignores_nested_chains_and_times_real_modules() -> None:
         torch.testing.assert_close(deployed.module(x), ref, rtol=1e-4, atol=1e-4)
 
 
-def test_tune_padding_remembers_its_measurements(monkeypatch: pytest.MonkeyPatch) -> None:
-    from automtd.deploy import _tune
-
+def test_tune_padding_remembers_its_measurements() -> None:
     calls: list[tuple[int, ...]] = []
 
-    def fake_time_ms(module: nn.Module, x: torch.Tensor, min_run_time: float) -> float:
+    def fake_timer(module: nn.Module, x: torch.Tensor) -> float:
         calls.append(tuple(x.shape))
         return -_width_cost(module, x)  # padded measured faster
 
-    monkeypatch.setattr(_tune, "_time_ms", fake_time_ms)
-    monkeypatch.setattr(_tune, "_DECISIONS", {})
+    cache = DecisionCache()
     x = torch.randn(2, 16, 12, 12)
-    first = tune_padding(_net(), x, multiples=(8,))
+    first = tune_padding(_net(), x, multiples=(8,), timer=fake_timer, cache=cache)
     timed = len(calls)
     assert first == {"0": 8, "2": 8} and timed == 2 * 2 * 3  # 2 chains x (as is, padded) x 3 rounds
-    again = tune_padding(_net(), x, multiples=(8,))
+    assert len(cache) == 2  # one decision per chain
+    again = tune_padding(_net(), x, multiples=(8,), timer=fake_timer, cache=cache)
     assert again == first and len(calls) == timed  # same chains, same input shapes: not timed again
-    tune_padding(_net(), torch.randn(4, 16, 12, 12), multiples=(8,))
+    tune_padding(_net(), torch.randn(4, 16, 12, 12), multiples=(8,), timer=fake_timer, cache=cache)
     assert len(calls) == 2 * timed  # another batch size is measured afresh
-    assert not _tune.tune_padding(_net(), x, multiples=(8,), timer=lambda m, t: 1.0)  # a given timer: no memory
+    cache.clear()
+    tune_padding(_net(), x, multiples=(8,), timer=fake_timer, cache=cache)
+    assert len(calls) == 3 * timed  # a cleared cache: measured again
+    before = len(DEFAULT_DECISIONS)
+    assert not tune_padding(_net(), x, multiples=(8,), timer=lambda m, t: 1.0)  # a timer and no cache: no memory
+    assert len(DEFAULT_DECISIONS) == before
 
 
 def test_tune_padding_leaves_the_training_mode_as_it_was() -> None:
@@ -175,8 +187,6 @@ def test_tune_padding_leaves_the_training_mode_as_it_was() -> None:
 
 
 def test_the_tuners_timer_runs_a_module_until_the_time_is_up_and_returns_the_median() -> None:
-    from automtd.deploy import _tune
-
     class Sleeper(nn.Module):
         def __init__(self) -> None:
             super().__init__()
@@ -189,8 +199,8 @@ def test_the_tuners_timer_runs_a_module_until_the_time_is_up_and_returns_the_med
 
     quick, slow = Sleeper(), Sleeper()
     x = torch.zeros(1, 1, 2, 2)
-    ms = _tune._time_ms(quick, x, 1e-6)
+    ms = 1000.0 * median_forward_time(quick, x, min_run_time=1e-6)  # the tuners' timer, in ms
     assert quick.calls == 6 and 2.0 <= ms < 50.0  # a warm-up and the minimum of 5 timed forwards
     start = time.perf_counter()
-    _tune._time_ms(slow, x, 0.05)
+    median_forward_time(slow, x, min_run_time=0.05)
     assert time.perf_counter() - start >= 0.05 and 6 < slow.calls <= 27  # >= 2 ms each until 50 ms have passed

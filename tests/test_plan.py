@@ -14,8 +14,11 @@ from torch import nn
 
 from automtd import ConfigError, RankError
 from automtd.plan import (
+    KEEP_DENSE,
     RATIO_DEFINITIONS,
+    LayerChoice,
     Plan,
+    PlanFile,
     decomposable_layers,
     make_plan,
     model_fingerprint,
@@ -49,11 +52,11 @@ class TinyNet(nn.Module):
 
 
 CHOICES = {
-    "row": ("tucker2", [4, 4]),
-    "col": ("ht2", [4, 4, 4]),
-    "dil": ("svd_spatial", [4]),
-    "pw": ("svd_channel", [4]),
-    "fc": ("svd_linear", [3]),
+    "row": LayerChoice("tucker2", (4, 4)),
+    "col": LayerChoice("ht2", (4, 4, 4)),
+    "dil": LayerChoice("svd_spatial", (4,)),
+    "pw": LayerChoice("svd_channel", (4,)),
+    "fc": LayerChoice("svd_linear", (3,)),
 }
 
 
@@ -111,18 +114,27 @@ def test_round_trip(tmp_path: Path, suffix: str) -> None:
         assert yaml.safe_load(path.read_text())["version"] == 1
 
 
+def test_make_plan_takes_dense_choices() -> None:
+    model = TinyNet()
+    plan = _plan(model)
+    dense = {**CHOICES, "stem": LayerChoice(KEEP_DENSE), "dw": LayerChoice(KEEP_DENSE)}
+    assert make_plan(model, dense, architecture="tiny", arch_kwargs={"width": 8}, input_size=SIZE) == plan
+
+
 def test_make_plan_rejects_bad_choices() -> None:
     model = TinyNet()
     with pytest.raises(ConfigError, match="'nope'"):
-        make_plan(model, {"nope": ("svd_channel", [2])}, architecture="tiny", input_size=SIZE)
+        make_plan(model, {"nope": LayerChoice("svd_channel", (2,))}, architecture="tiny", input_size=SIZE)
     with pytest.raises(ConfigError, match="'dw'.*depthwise"):
-        make_plan(model, {"dw": ("svd_channel", [2])}, architecture="tiny", input_size=SIZE)
+        make_plan(model, {"dw": LayerChoice("svd_channel", (2,))}, architecture="tiny", input_size=SIZE)
     with pytest.raises(ConfigError, match="'pw'.*unknown method 'magic'"):
-        make_plan(model, {"pw": ("magic", [2])}, architecture="tiny", input_size=SIZE)
-    with pytest.raises(RankError, match="'pw'"):
-        make_plan(model, {"pw": ("tucker2", [2, 2])}, architecture="tiny", input_size=SIZE)  # 1x1: no tucker2
+        make_plan(model, {"pw": LayerChoice("magic", (2,))}, architecture="tiny", input_size=SIZE)
+    with pytest.raises(RankError, match="'pw'"):  # 1x1: no tucker2
+        make_plan(model, {"pw": LayerChoice("tucker2", (2, 2))}, architecture="tiny", input_size=SIZE)
     with pytest.raises(RankError, match="'row'.*r_out=99"):
-        make_plan(model, {"row": ("tucker2", [2, 99])}, architecture="tiny", input_size=SIZE)
+        make_plan(model, {"row": LayerChoice("tucker2", (2, 99))}, architecture="tiny", input_size=SIZE)
+    with pytest.raises(ConfigError, match="'row': choice 'tucker2' is invalid"):
+        make_plan(model, {"row": "tucker2"}, architecture="tiny", input_size=SIZE)  # type: ignore[dict-item]
 
 
 Edit = Callable[[dict[str, Any]], object]
@@ -151,17 +163,31 @@ def _edited(plan: Plan, edit: Edit) -> dict[str, Any]:
         (lambda d: d.update(version=2), ConfigError, "version 2"),
         (lambda d: d["layers"].append(d["layers"][0]), ConfigError, "'row' appears twice"),
         (lambda d: d["architecture"].update(arch="x"), ConfigError, "architecture.*'arch'"),
+        (lambda d: d["layers"][0]["shape"].update(padding=[1, -1]), ConfigError, r"'row': shape\.padding\[1\] = -1"),
+        (lambda d: d["layers"][1].update(in_hw=[16]), ConfigError, "layer 'col': in_hw has too few items"),
+        (lambda d: d["layers"][4]["shape"].update(kind="lstm"), ConfigError, "'fc'.*'lstm'.*'conv' or 'linear'"),
+        (lambda d: d["layers"][0].pop("name"), ConfigError, r"plan\.layers\[0\]: missing key 'name'"),
+        (lambda d: d.update(input_size=[3, 0, 16]), ConfigError, r"plan\.input_size\[1\] = 0"),
+        (lambda d: d["skipped"][0].update(why="x"), ConfigError, r"plan\.skipped\[0\]: unknown key 'why'"),
     ],
 )
 def test_validation_names_the_problem(edit: Edit, error: type[Exception], pattern: str) -> None:
     plan = _plan(TinyNet())
-    with pytest.raises(error, match=pattern):
+    with pytest.raises(error, match=pattern) as info:
         Plan.from_dict(_edited(plan, edit))
+    assert "\n" not in str(info.value)
+
+
+def test_the_schema_lists_the_keys_the_plan_writes() -> None:
+    data = _plan(TinyNet()).to_dict()
+    properties = PlanFile.model_json_schema()["properties"]
+    assert isinstance(properties, dict) and list(properties) == list(data)
+    assert PlanFile.model_validate(data).layers[0].name == "row"
 
 
 def test_hand_written_plan_without_counts_is_completed() -> None:
     plan = _plan(TinyNet())
-    data = plan.to_dict()
+    data: dict[str, Any] = plan.to_dict()
     for layer in data["layers"]:
         for key in ("params_before", "params_after", "macs_before", "macs_after"):
             del layer[key]

@@ -1,29 +1,64 @@
 """End to end on a tiny budget: real CIFAR-10 subsets, the real ResNet-20 weights, a SQLite study.
 
 One study (``tiny``) is run once for the module: a sensitivity pass over the last stage, warm-start
-trials, a trial poisoned with a NaN weight (``debug.nan_trials``), then sampled trials.  The tests
-read it back through the library and the CLI, export a plan and apply it, resume it, and add a
-second study to the same database.
+trials, a trial whose model gets a NaN weight (patched in from here, see :func:`nan_weight_in_trial`),
+then sampled trials.  The tests read it back through the library and the CLI, export a plan and apply
+it, resume it, and add a second study to the same database.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import optuna
 import pytest
+import torch
 from optuna.trial import TrialState
+from torch import nn
 
 from automtd._errors import StudyError
 from automtd.cli.main import main
+from automtd.search import _objective
 from automtd.search._config import SearchConfig, search_config_from_dict
-from automtd.search._front import front_dataframe, pareto_mask, trials_dataframe
+from automtd.search._context import SearchContext
+from automtd.search._front import front_dataframe, trials_dataframe
 from automtd.search._run import load_search_study, run_search
 
 N_TRIALS = 4
+NAN_TRIAL = 1
+
+
+@contextmanager
+def nan_weight_in_trial(number: int) -> Iterator[None]:
+    """Trial ``number`` of the studies run inside starts from a model with a NaN in its first searchable weight."""
+    real = _objective.run_trial
+
+    def run_trial(ctx: SearchContext, trial: optuna.trial.Trial) -> list[float]:
+        if trial.number != number:
+            return real(ctx, trial)
+        fresh: Callable[[], nn.Module] = ctx.fresh_model
+
+        def poisoned() -> nn.Module:
+            model = fresh()
+            weight = model.get_submodule(ctx.space[0].name).weight
+            with torch.no_grad():
+                weight.view(-1)[0] = float("nan")
+            return model
+
+        ctx.fresh_model = poisoned  # type: ignore[method-assign]
+        try:
+            return real(ctx, trial)
+        finally:
+            del ctx.fresh_model
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(_objective, "run_trial", run_trial)
+        yield
 
 
 def tiny_config(data_root: Path, checkpoint: Path, storage: str, **changes: Any) -> SearchConfig:
@@ -41,7 +76,6 @@ def tiny_config(data_root: Path, checkpoint: Path, storage: str, **changes: Any)
         "sensitivity": {"fractions": [0.3], "val_subset": 64},
         "warmstart": {"tolerances": [100.0], "baselines": ["uniform"], "uniform_fraction": 0.3},
         "study": {"name": "tiny", "storage": storage, "n_trials": N_TRIALS},
-        "debug": {"nan_trials": [1]},
         "device": "cpu",
     }
     for key, value in changes.items():
@@ -58,7 +92,8 @@ def searched(tmp_path_factory: pytest.TempPathFactory, data_root: Path, resnet20
     folder = tmp_path_factory.mktemp("studies")
     storage = f"sqlite:///{folder / 'tiny.db'}"
     cfg = tiny_config(data_root, resnet20_checkpoint, storage)
-    result = run_search(cfg, progress=False)
+    with nan_weight_in_trial(NAN_TRIAL):
+        result = run_search(cfg, progress=False)
     return {"folder": folder, "storage": storage, "config": cfg, "result": result}
 
 
@@ -106,7 +141,7 @@ def test_trials_record_what_they_did(searched: dict[str, Any]) -> None:
 
 def test_nan_trial_fails_with_reason_and_study_goes_on(searched: dict[str, Any]) -> None:
     study = searched["result"].study
-    bad = study.trials[1]
+    bad = study.trials[NAN_TRIAL]
     assert bad.state == TrialState.FAIL
     assert "non-finite" in bad.user_attrs["fail_reason"]
     assert any(t.state == TrialState.COMPLETE for t in study.trials[2:])
@@ -118,10 +153,17 @@ def test_front_is_non_empty_and_non_dominated(searched: dict[str, Any]) -> None:
     everything = trials_dataframe(study)
     assert len(front) >= 1
     assert set(front["trial"]) <= set(everything["trial"])
-    values = [list(v) for v in everything["_values"]]
-    mask = pareto_mask(values, list(study.directions))
-    assert set(front["trial"]) == {int(n) for n, m in zip(everything["trial"], mask, strict=True) if m}
+    shown = [t for t in study.trials if t.number in set(everything["trial"])]
+    assert set(front["trial"]) == non_dominated(shown)  # every objective is maximised here
     assert all(math.isfinite(v) for v in front["accuracy"])
+
+
+def non_dominated(trials: list[optuna.trial.FrozenTrial]) -> set[int]:
+    """Reference front of maximised values: trials no other trial is at least as good on and beats somewhere."""
+    def dominates(q: list[float], p: list[float]) -> bool:
+        return all(a >= b for a, b in zip(q, p, strict=True)) and q != p
+
+    return {t.number for t in trials if not any(dominates(o.values, t.values) for o in trials if o is not t)}
 
 
 def test_front_cli_json_and_plot(searched: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
@@ -196,7 +238,6 @@ def test_two_studies_in_one_database_stay_separate(
             "study.n_trials": 1,
             "sensitivity.enabled": False,
             "warmstart.enabled": False,
-            "debug.nan_trials": [],
             "constraints.max_drop": 0.0,
             "finetune.steps": 4,
             "finetune.early_stop": {"enabled": True, "at": 0.5, "margin": 0.0},

@@ -14,7 +14,7 @@ from optuna.trial import TrialState
 
 from automtd._errors import ConfigError, StorageError, StudyError
 from automtd.cli.main import main
-from automtd.search._heartbeat import NonFiniteObjectiveError, TrialGuard
+from automtd.search._guard import NonFiniteObjectiveError, TrialGuard
 from automtd.search._storage import (
     SingleWriterLock,
     StorageOptions,

@@ -11,7 +11,7 @@ from torch import nn
 from automtd import ConfigError
 from automtd.deploy import export_torchscript, load_torchscript
 from automtd.methods import get_method
-from automtd.plan import apply_plan, decomposable_layers, make_plan
+from automtd.plan import LayerChoice, apply_plan, decomposable_layers, make_plan
 
 SIZE = (3, 16, 16)
 METHODS = {"0": "cp", "2": "tucker2", "3": "ht2", "4": "svd_spatial", "5": "svd_channel", "9": "svd_linear"}
@@ -32,7 +32,7 @@ def _compressed() -> nn.Module:
         nn.Linear(16, 10),
     )
     infos = {i.name: i for i in decomposable_layers(model, SIZE)}
-    choices = {n: (m, get_method(m).ranks_for_fraction(infos[n].shape, 0.5)) for n, m in METHODS.items()}
+    choices = {n: LayerChoice(m, get_method(m).ranks_for_fraction(infos[n].shape, 0.5)) for n, m in METHODS.items()}
     return apply_plan(model, make_plan(model, choices, architecture="seq", input_size=SIZE)).eval()
 
 

@@ -192,7 +192,7 @@ def test_train_from_config_saves_a_checkpoint(data_root: Path, tmp_path: Path) -
         [
             "model.name=cifar_resnet20",
             f"data.root={data_root}",
-            "data.subset=64",
+            "data.train_subset=64",
             "data.batch_size=32",
             "data.val_subset=100",
             "train.epochs=null",

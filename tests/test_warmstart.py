@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
+
+from automtd import ConfigError
 from automtd.methods import LayerShape, get_method
 from automtd.search._config import search_config_from_dict
 from automtd.search._space import SpaceLayer
@@ -108,3 +113,15 @@ def test_kl_budgets_config_is_validated(tmp_path) -> None:
         search_config_from_dict({**base, "warmstart": {"kl_budgets": [0.1, 0.0]}})
     assert search_config_from_dict({**base, "warmstart": {"kl_budgets": [0.3, 0.05]}}).warmstart.kl_budgets == [
         0.05, 0.3]
+
+
+def test_configured_baselines_name_registered_baselines(tmp_path: Path) -> None:
+    from automtd.baselines import list_baselines
+
+    base = {"model": {"name": "cifar_resnet20", "checkpoint": str(tmp_path / "ck.th")}}
+    default = search_config_from_dict(base).warmstart.baselines
+    old = search_config_from_dict({**base, "warmstart": {"baselines": ["vbmf_tucker2", "ht2_energy"]}})
+    assert old.warmstart.baselines == ["vbmf-tucker2", "ht2-energy"]
+    assert set(default) <= set(list_baselines())
+    with pytest.raises(ConfigError, match="baselines"):
+        search_config_from_dict({**base, "warmstart": {"baselines": ["nope"]}})

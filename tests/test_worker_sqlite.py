@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import sys
 import time
 from datetime import datetime
 from pathlib import Path
@@ -12,14 +13,12 @@ import pytest
 from _pg import BENCH_OBJECTIVE, automtd, logs, poll, run, start, wait_all
 from optuna.trial import TrialState
 
+from automtd._errors import ConfigError
+from automtd.cli.main import main
+from automtd.search import get_objective, list_objectives, register_objective
+from automtd.search._keys import STUDY_OBJECTIVE, STUDY_OBJECTIVE_ARGS
 from automtd.search._storage import open_storage
-from automtd.search._study import (
-    OBJECTIVE_ARGS_ATTR,
-    OBJECTIVE_ATTR,
-    budget_status,
-    create_or_load_study,
-    set_study_budget,
-)
+from automtd.search._study import budget_status, create_or_load_study, set_study_budget
 
 pytestmark = pytest.mark.timeout(180)
 FAST = ("--heartbeat-interval", "1", "--grace-period", "3")
@@ -32,7 +31,7 @@ def _create(url: str, name: str, budget: int, seconds: float) -> None:
         spec={"objective": "benchmark"},
         directions=["minimize", "minimize"],
         budget=budget,
-        user_attrs={OBJECTIVE_ATTR: BENCH_OBJECTIVE, OBJECTIVE_ARGS_ATTR: {"seconds": seconds}},
+        user_attrs={STUDY_OBJECTIVE: BENCH_OBJECTIVE, STUDY_OBJECTIVE_ARGS: {"seconds": seconds}},
     )
 
 
@@ -79,7 +78,7 @@ def test_sqlite_ctrl_c_resume_and_second_worker_refused(tmp_path: Path) -> None:
     # the rerun finishes the study: the retry (always run) plus one new trial, and quickly
     study = optuna.load_study(study_name="s", storage=url)
     set_study_budget(study, budget_status(study).finished + 2)
-    study.set_user_attr(OBJECTIVE_ARGS_ATTR, {"seconds": 0.2})
+    study.set_user_attr(STUDY_OBJECTIVE_ARGS, {"seconds": 0.2})
     again = run(automtd("worker", "--study", "s", "--storage", url, *FAST), timeout=120)
     assert again.returncode == 0, again.stderr
     study = optuna.load_study(study_name="s", storage=url)
@@ -110,3 +109,86 @@ def test_worker_refuses_missing_sqlite_file_and_creates_nothing(tmp_path: Path) 
     out = run(automtd("worker", "--study", "s", "--storage", f"sqlite:///{db}"), timeout=90)
     assert out.returncode == 7 and "does not exist" in out.stderr and "automtd search" in out.stderr
     assert not db.exists() and not (tmp_path / "missing.db.lock").exists() and time.monotonic() - t0 < 80
+
+
+def _study_naming(url: str, objective: str) -> None:
+    create_or_load_study(
+        open_storage(url, create_schema=True),
+        "o",
+        spec={"objective": objective},
+        directions=["minimize", "minimize"],
+        budget=2,
+        user_attrs={STUDY_OBJECTIVE: objective, STUDY_OBJECTIVE_ARGS: {"seconds": 0}},
+    )
+
+
+@pytest.mark.parametrize("objective", ["marker_plugin:factory", "marker_plugin", "nope"])
+def test_unregistered_objective_is_refused_and_nothing_imported(
+    objective: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    marker = tmp_path / "imported"
+    (tmp_path / "marker_plugin.py").write_text(
+        f"from pathlib import Path\nPath({str(marker)!r}).write_text('x')\ndef factory(request):\n    return None\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delenv("AUTOMTD_PLUGINS", raising=False)
+    url = f"sqlite:///{tmp_path / 'o.db'}"
+    _study_naming(url, objective)
+    assert main(["worker", "--study", "o", "--storage", url]) == 8
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert f"objective {objective!r}" in lines[0] and "registered: " in lines[0] and "compression" in lines[0]
+    assert "AUTOMTD_PLUGINS" in lines[0] and "automtd.objectives" in lines[0]
+    assert "marker_plugin" not in sys.modules and not marker.exists()
+    assert _trials(url, "o") == []
+
+
+def test_plugin_module_registers_an_objective(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "tiny_plugin.py").write_text(
+        "from automtd.search import register_objective\n"
+        "def tiny(request):\n"
+        "    scale = float(request.args['scale'])\n"
+        "    return lambda trial: [scale * trial.suggest_float('x', 0, 1), 1.0]\n"
+        "register_objective('tiny', tiny)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    url = f"sqlite:///{tmp_path / 'p.db'}"
+    create_or_load_study(
+        open_storage(url, create_schema=True),
+        "p",
+        spec={"objective": "tiny"},
+        directions=["minimize", "minimize"],
+        budget=3,
+        user_attrs={STUDY_OBJECTIVE: "tiny", STUDY_OBJECTIVE_ARGS: {"scale": 2}},
+    )
+    monkeypatch.delenv("AUTOMTD_PLUGINS", raising=False)
+    if "tiny" not in list_objectives():  # not registered yet: the worker is refused without the plugin
+        assert main(["worker", "--study", "p", "--storage", url]) == 8
+        assert "'tiny'" in capsys.readouterr().err
+    monkeypatch.setenv("AUTOMTD_PLUGINS", " tiny_plugin , ")
+    assert main(["worker", "--study", "p", "--storage", url]) == 0
+    trials = _trials(url, "p")
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 3
+    assert all(t.values[0] == pytest.approx(2 * t.params["x"]) for t in trials)
+    assert "tiny" in list_objectives() and get_objective("tiny").__name__ == "tiny"
+
+
+def test_bad_plugins_and_names_are_one_line_errors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"sqlite:///{tmp_path / 'b.db'}"
+    _study_naming(url, "benchmark")
+    for value in ("no_such_plugin_module", "bad name!"):
+        monkeypatch.setenv("AUTOMTD_PLUGINS", value)
+        assert main(["worker", "--study", "o", "--storage", url]) == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and "AUTOMTD_PLUGINS" in lines[0] and repr(value) in lines[0], lines
+    for name in ("mod:func", "", "a b"):
+        with pytest.raises(ConfigError, match="objective name"):
+            register_objective(name, lambda request: None)  # type: ignore[arg-type, return-value]
+    with pytest.raises(ConfigError, match="already registered"):
+        register_objective("compression", lambda request: None)  # type: ignore[arg-type, return-value]
+    with pytest.raises(ConfigError, match="not registered"):
+        get_objective("nope")

@@ -17,7 +17,7 @@ import json
 import math
 import os
 import pickle
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -51,13 +51,13 @@ def save_checkpoint(
     model: nn.Module,
     *,
     architecture: str,
-    arch_kwargs: Mapping[str, Any] | None = None,
+    arch_kwargs: Mapping[str, object] | None = None,
     dataset: str | None = None,
-    normalization: Mapping[str, Any] | None = None,
+    normalization: Mapping[str, Sequence[float]] | None = None,
     input_size: tuple[int, ...] | None = None,
     accuracy: float | Mapping[str, float] | None = None,
-    plan: Mapping[str, Any] | None = None,
-    extra: Mapping[str, Any] | None = None,
+    plan: Mapping[str, object] | None = None,
+    extra: Mapping[str, object] | None = None,
 ) -> Path:
     """Write ``model`` as ``directory/model.safetensors`` + ``directory/meta.json``; returns the directory.
 
@@ -212,7 +212,7 @@ def load_checkpoint(
     path: str | os.PathLike[str],
     *,
     model_name: str | None = None,
-    model_kwargs: Mapping[str, Any] | None = None,
+    model_kwargs: Mapping[str, object] | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Load a checkpoint directory (own format) or a third-party weights file; returns ``(model, meta)``.
 

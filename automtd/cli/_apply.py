@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from automtd._errors import ConfigError
+from automtd.config import DataSection, FinetuneSection, parse_config
 from automtd.plan import FactorCache, Plan, measure_text, totals_text
 from automtd.workflows import FinetuneOptions, compress_checkpoint
 
@@ -62,6 +63,33 @@ def add_parser(subparsers: Any, help_text: str) -> None:
     p.set_defaults(func=run)
 
 
+def _finetune_options(args: argparse.Namespace) -> FinetuneOptions:
+    """The command line as the shared ``data`` and ``finetune`` sections (KD, Nesterov SGD, cosine)."""
+    data = {
+        "dataset": args.data,
+        "root": args.data_root,
+        "train_subset": args.subset,
+        "val_subset": args.val_subset,
+        "batch_size": args.batch_size,
+        "eval_batch_size": 256,
+    }
+    finetune = {
+        "epochs": args.finetune_epochs,
+        "steps": None,
+        "lr": args.lr,
+        "nesterov": True,
+        "kd": True,
+        "bn_recalibration_images": 2048 if args.recalibrate_bn else 0,
+    }
+    return FinetuneOptions(
+        data=parse_config(data, DataSection, source="automtd apply"),
+        finetune=parse_config(finetune, FinetuneSection, source="automtd apply"),
+        device=args.device,
+        seed=args.seed,
+        deeptwist_interval=args.deeptwist_interval,
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     plan = Plan.load(args.plan)
     if args.finetune_epochs < 0:
@@ -71,21 +99,7 @@ def run(args: argparse.Namespace) -> int:
             f"--deeptwist-interval {args.deeptwist_interval} needs a positive interval and --finetune-epochs > 0; "
             "give e.g. --finetune-epochs 1 --deeptwist-interval 200"
         )
-    options = None
-    if args.finetune_epochs > 0:
-        options = FinetuneOptions(
-            epochs=args.finetune_epochs,
-            dataset=args.data,
-            data_root=args.data_root,
-            subset=args.subset,
-            val_subset=args.val_subset,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            device=args.device,
-            seed=args.seed,
-            recalibrate_bn=args.recalibrate_bn,
-            deeptwist_interval=args.deeptwist_interval,
-        )
+    options = _finetune_options(args) if args.finetune_epochs > 0 else None
     cache = FactorCache(args.cache) if args.cache else None
     result = compress_checkpoint(
         args.checkpoint,

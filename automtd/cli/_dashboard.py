@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 from automtd._errors import ConfigError
-from automtd.search._storage import open_storage, redact_url
+from automtd.search import open_storage, redact_url
 
 __all__ = ["add_parser", "run"]
 
 
-def add_parser(subparsers: Any, help_text: str) -> argparse.ArgumentParser:
+def add_parser(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser], help_text: str
+) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "dashboard",
         help=help_text,

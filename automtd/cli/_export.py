@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from automtd.search._export import export_plan
-from automtd.search._run import load_search_study
+from automtd.search import export_plan, load_search_study, trials_dataframe
 
 __all__ = ["add_parser", "run"]
 
@@ -33,9 +32,9 @@ def run(args: argparse.Namespace) -> int:
     study = load_search_study(args.storage, args.study)
     plan, number = export_plan(study, args.output, trial=args.trial, max_drop=args.max_drop,
                                min_ratio=args.min_ratio)
-    t = next(x for x in study.get_trials(deepcopy=False) if x.number == number)
-    acc = t.user_attrs.get("accuracy")
-    drop = t.user_attrs.get("drop")
-    print(f"trial {number}: accuracy {acc:.2f}% (drop {drop:.2f}), params ratio {plan.params_ratio:.2f}, "
+    df = trials_dataframe(study)
+    row = df[df["trial"] == number].iloc[0]
+    print(f"trial {number}: accuracy {row['accuracy']:.2f}% (drop {row['drop']:.2f}), "
+          f"params ratio {plan.params_ratio:.2f}, "
           f"MACs ratio {plan.macs_ratio:.2f}, {len(plan.layers)} layer(s) decomposed -> {args.output}")
     return 0

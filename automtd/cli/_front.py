@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import json
+import math
 from typing import Any
 
-from automtd.search._front import front_dataframe, plot_front
-from automtd.search._run import load_search_study
+from automtd.search import front_dataframe, load_search_study, plot_front
 
 __all__ = ["add_parser", "run"]
 
@@ -29,9 +30,6 @@ def add_parser(subparsers: Any, help_text: str) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
-    import math
-
     study = load_search_study(args.storage, args.study)
     df = front_dataframe(study, max_drop=args.max_drop, feasible_only=not args.all)
     if args.format == "json":

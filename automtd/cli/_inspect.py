@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from automtd._errors import ConfigError
 from automtd.cli._plan import add_model_arguments, load_model_from_args
 from automtd.plan import Plan, layers_table, model_fingerprint, model_totals, plan_table, totals_text
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["add_parser", "run"]
 
@@ -25,7 +28,7 @@ def add_parser(subparsers: Any, help_text: str) -> None:
     p.set_defaults(func=run)
 
 
-def _print_frame(frame: Any) -> None:
+def _print_frame(frame: pd.DataFrame) -> None:
     import pandas as pd
 
     with pd.option_context("display.max_rows", None, "display.max_columns", None, "display.width", 200):

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 from automtd.cli._worker import storage_from_args
-from automtd.search._janitor import fail_stuck_trials
-from automtd.search._storage import StorageOptions, open_storage
-from automtd.search._study import open_study
+from automtd.search import StorageOptions, fail_stuck_trials, open_storage, open_study
 
 __all__ = ["add_parser", "run"]
 
 
-def add_parser(subparsers: Any, help_text: str) -> argparse.ArgumentParser:
+def add_parser(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser], help_text: str
+) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "janitor",
         help=help_text,

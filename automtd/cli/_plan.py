@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from torch import nn
+
 from automtd._errors import ConfigError
 from automtd.baselines import run_baseline
 from automtd.checkpoints import load_checkpoint
@@ -30,11 +32,11 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input-size", type=int, nargs=3, metavar=("C", "H", "W"), help="default: the model's own")
 
 
-def load_model_from_args(args: argparse.Namespace) -> tuple[Any, str, dict[str, Any], tuple[int, int, int]]:
+def load_model_from_args(args: argparse.Namespace) -> tuple[nn.Module, str, dict[str, object], tuple[int, int, int]]:
     """``(model, architecture, kwargs, input_size)`` from --model/--checkpoint/--model-arg/--input-size."""
     import yaml
 
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, object] = {}
     for item in args.model_arg:
         key, sep, raw = item.partition("=")
         if not sep or not key:

@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
-from automtd.search._config import load_search_config
-from automtd.search._front import front_dataframe, plot_front
-from automtd.search._run import run_search
-from automtd.search._storage import front_plot_path, redact_url
+from automtd.search import (
+    front_dataframe,
+    front_plot_path,
+    load_plugins,
+    load_search_config,
+    plot_front,
+    redact_url,
+    run_search,
+)
 
 __all__ = ["add_parser", "run"]
 
 
-def add_parser(subparsers: Any, help_text: str) -> argparse.ArgumentParser:
+def add_parser(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser], help_text: str
+) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "search",
         help=help_text,
@@ -36,6 +42,7 @@ def add_parser(subparsers: Any, help_text: str) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    load_plugins()
     config = load_search_config(args.config, args.overrides)
     result = run_search(config, study=args.study, storage=args.storage, n_trials=args.n_trials,
                         progress=not args.no_progress, create_only=args.create_only)

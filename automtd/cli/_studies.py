@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
-from automtd.search._front import studies_dataframe
+from automtd.search import studies_dataframe
 
 __all__ = ["add_parser", "run"]
 
 
-def add_parser(subparsers: Any, help_text: str) -> argparse.ArgumentParser:
+def add_parser(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser], help_text: str
+) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "studies",
         help=help_text,

@@ -5,13 +5,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any
+from pathlib import Path
 
 from automtd._errors import ConfigError
-from automtd.search._config import load_search_config
-from automtd.search._objective import study_spec
-from automtd.search._storage import StorageOptions
-from automtd.search._worker import WorkerOptions, run_worker
+from automtd.search import StorageOptions, WorkerOptions, load_plugins, load_search_config, run_worker, study_spec
 
 __all__ = ["add_parser", "run"]
 
@@ -19,7 +16,9 @@ _EPILOG = """\
 The study must exist (automtd search CONFIG --study S --storage URL [--create-only]); the worker
 reads the objective and config stored with it.  Storage: sqlite:///x.db (one worker at a time),
 journal:///x.log (several workers on one machine) or postgresql+psycopg://USER@HOST:PORT/DB (give the
-password in PGPASSWORD, not in the URL).  --storage defaults to $AUTOMTD_STORAGE.
+password in PGPASSWORD, not in the URL).  --storage defaults to $AUTOMTD_STORAGE.  Objectives other than
+the built-in one come from the modules listed in $AUTOMTD_PLUGINS (comma-separated) or from installed
+packages (entry-point group automtd.objectives).
 
 exit codes: 0 budget reached (or --n-trials run) · 2 bad option/config · 7 storage unreachable at start,
 unreachable longer than --give-up-after, or a second SQLite worker · 8 study missing or another spec ·
@@ -27,7 +26,9 @@ unreachable longer than --give-up-after, or a second SQLite worker · 8 study mi
 """
 
 
-def add_parser(subparsers: Any, help_text: str) -> argparse.ArgumentParser:
+def add_parser(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser], help_text: str
+) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "worker",
         help=help_text,
@@ -60,8 +61,7 @@ def storage_from_args(args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
+    load_plugins()
     spec = None
     if args.config:
         spec = study_spec(load_search_config(args.config))

@@ -1,5 +1,29 @@
-"""Strict YAML configs: pydantic sections that refuse unknown keys, one-line errors."""
+"""Strict YAML configs and the sections every command shares (unknown keys refused, one-line errors)."""
 
 from automtd.config._load import StrictModel, apply_overrides, load_config, parse_config, read_yaml
+from automtd.config._paths import ConfigPath
+from automtd.config._sections import (
+    DataSection,
+    FinetuneSection,
+    ModelSection,
+    PretrainedModelSection,
+    Schedule,
+    TrainingSchedule,
+    section_defaults,
+)
 
-__all__ = ["StrictModel", "apply_overrides", "load_config", "parse_config", "read_yaml"]
+__all__ = [
+    "ConfigPath",
+    "DataSection",
+    "FinetuneSection",
+    "ModelSection",
+    "PretrainedModelSection",
+    "Schedule",
+    "StrictModel",
+    "TrainingSchedule",
+    "apply_overrides",
+    "load_config",
+    "parse_config",
+    "read_yaml",
+    "section_defaults",
+]

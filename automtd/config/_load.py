@@ -83,7 +83,7 @@ def _format_error(err: Mapping[str, Any], source: str) -> str:
     return f"{source}: key {loc!r} = {value!r} is invalid: {err.get('msg', 'invalid value')}"
 
 
-def parse_config(data: Any, cls: type[C], *, source: str = "config") -> C:
+def parse_config(data: object, cls: type[C], *, source: str = "config") -> C:
     """Validate a mapping into ``cls``; the first error becomes a one-line :class:`ConfigError`."""
     if data is None:
         data = {}

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -13,45 +12,19 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from automtd._errors import DataError
 from automtd.data._folder import folder_dataset
+from automtd.data._resolve import resolve_data, resolve_data_root
 from automtd.data._sources import read_cifar, read_digits
-from automtd.data._split import balanced_subset, pick_indices, split_indices
-from automtd.data._tensor_dataset import TensorImageDataset
+from automtd.data._split import pick_indices
+from automtd.data._tensor_dataset import Sample, TensorImageDataset
 
-__all__ = [
-    "DATASETS",
-    "ENV_VAR",
-    "resolve_data_root",
-    "get_dataset",
-    "make_loader",
-    "split_indices",
-    "balanced_subset",
-    "DEFAULT_VAL_SIZE",
-    "labels_of",
-]
+__all__ = ["DATASETS", "DEFAULT_VAL_SIZE", "get_dataset", "make_loader"]
 
-ENV_VAR = "AUTOMTD_DATA"
+T = TypeVar("T")
+
 DATASETS = ("cifar10", "cifar100", "digits", "imagefolder")
 SPLITS = ("train", "val", "test")
 DEFAULT_VAL_SIZE = {"cifar10": 5000, "cifar100": 5000, "imagefolder": 5000, "digits": 300}
 _DIGITS_TEST = 360  # fixed held-out digits test set (seeded, independent of ``seed``)
-
-
-def resolve_data_root(root: str | os.PathLike[str] | None = None) -> Path:
-    """The data root: ``root`` (from the config) if given, else ``$AUTOMTD_DATA``; it must exist."""
-    if root is not None and str(root) != "":
-        path = Path(root).expanduser()
-        if not path.is_dir():
-            raise DataError(f"data root {str(path)!r} (from the config/--data-root) does not exist; "
-                            f"fix the path or unset it and set {ENV_VAR}")
-        return path
-    env = os.environ.get(ENV_VAR, "")
-    if not env:
-        raise DataError(f"no data root: the config gives no data.root and {ENV_VAR} is not set; "
-                        f"set data.root or export {ENV_VAR}=/path/holding/cifar-10-batches-py")
-    path = Path(env).expanduser()
-    if not path.is_dir():
-        raise DataError(f"data root {str(path)!r} (from {ENV_VAR}) does not exist; set {ENV_VAR} to an existing folder")
-    return path
 
 
 def get_dataset(
@@ -67,7 +40,7 @@ def get_dataset(
     subset: int | None = None,
     download: bool = False,
     image_size: int = 224,
-) -> TensorImageDataset | Subset[Any]:
+) -> TensorImageDataset | Subset[Sample]:
     """A dataset split, normalised with ``mean``/``std`` (the model's :class:`~automtd.models.ModelSpec`).
 
     Args:
@@ -79,7 +52,8 @@ def get_dataset(
         val_size: images carved out of the training set for ``val`` (default 5000; 300 for digits).
         seed: seed of the val split and of subsets.
         subset: keep a class-balanced seeded subset of this many images.
-        download: let torchvision download CIFAR when its folder is missing (needs internet).
+        download: fetch the CIFAR archive (SHA-256 checked) into the cache when its folder is missing
+            (needs internet; see :func:`resolve_data`).
         image_size: crop size for ``imagefolder``.
     """
     if name not in DATASETS:
@@ -96,17 +70,18 @@ def get_dataset(
         x, y, classes = read_digits(32)
         perm = torch.from_numpy(np.random.default_rng(2024).permutation(len(y))).long()
         test_rows, pool = perm[:_DIGITS_TEST].sort().values, perm[_DIGITS_TEST:].sort().values
-        idx, _ = pick_indices(pool, test_rows, y, y, split, vsize, seed, subset)
+        idx = pick_indices(pool, test_rows, y, y, split, vsize, seed, subset)
         return TensorImageDataset(x, y, indices=idx, mean=mean, std=std, augment=train_transform, classes=classes)
-    tx, ty, sx, sy, classes = read_cifar(resolve_data_root(root), name, download=download)
-    idx, _ = pick_indices(torch.arange(len(ty)), torch.arange(len(sy)), ty, sy, split, vsize, seed, subset)
+    base = resolve_data(root, name, download=True) if download else resolve_data_root(root)
+    tx, ty, sx, sy, classes = read_cifar(base, name)
+    idx = pick_indices(torch.arange(len(ty)), torch.arange(len(sy)), ty, sy, split, vsize, seed, subset)
     images, labels = (sx, sy) if split == "test" else (tx, ty)
     return TensorImageDataset(images, labels, indices=idx, mean=mean, std=std, augment=train_transform,
                               classes=classes)
 
 
 def make_loader(
-    dataset: Dataset[Any],
+    dataset: Dataset[T],
     *,
     batch_size: int,
     shuffle: bool,
@@ -114,7 +89,7 @@ def make_loader(
     num_workers: int = 0,
     drop_last: bool = False,
     pin_memory: bool | None = None,
-) -> DataLoader[Any]:
+) -> DataLoader[T]:
     """A ``DataLoader`` whose shuffling order is seeded by ``seed`` (workers 0 by default)."""
     if isinstance(batch_size, bool) or int(batch_size) <= 0:
         raise DataError(f"batch_size={batch_size!r} is invalid; give a positive integer such as 128")
@@ -129,12 +104,3 @@ def make_loader(
         pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory,
         persistent_workers=num_workers > 0,
     )
-
-
-def labels_of(dataset: Dataset[Any]) -> torch.Tensor:
-    """Labels of a dataset made by :func:`get_dataset`, in order."""
-    if isinstance(dataset, TensorImageDataset):
-        return dataset.targets
-    if isinstance(dataset, Subset):
-        return torch.as_tensor([dataset.dataset.targets[i] for i in dataset.indices])  # type: ignore[attr-defined]
-    raise DataError(f"cannot read labels of a {type(dataset).__name__}; use a dataset from get_dataset")

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch.utils.data import Subset
 
 from automtd._errors import DataError
 from automtd.data._split import pick_indices
+from automtd.data._tensor_dataset import Sample
 
 __all__ = ["folder_dataset"]
 
@@ -18,7 +18,7 @@ __all__ = ["folder_dataset"]
 def folder_dataset(
     root: Path, split: str, *, train_transform: bool, mean: Sequence[float], std: Sequence[float],
     val_size: int, seed: int, subset: int | None, image_size: int,
-) -> Subset[Any]:
+) -> Subset[Sample]:
     """``train``/``val`` come from ``root/train`` (val = seeded split), ``test`` from ``root/val`` or ``root/test``."""
     from torchvision import datasets, transforms
 
@@ -44,5 +44,5 @@ def folder_dataset(
                         "make them the same")
     ty = torch.as_tensor(train_ds.targets)
     sy = torch.as_tensor(test_ds.targets)
-    idx, _ = pick_indices(torch.arange(len(ty)), torch.arange(len(sy)), ty, sy, split, val_size, seed, subset)
+    idx = pick_indices(torch.arange(len(ty)), torch.arange(len(sy)), ty, sy, split, val_size, seed, subset)
     return Subset(test_ds if split == "test" else train_ds, idx.tolist())

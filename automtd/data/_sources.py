@@ -135,31 +135,16 @@ def _read_cifar_cached(folder: str, dataset: str) -> tuple[torch.Tensor, torch.T
     return (*parts["train"], *parts["test"], classes)
 
 
-def read_cifar(root: Path, dataset: str, *, download: bool = False) -> tuple[torch.Tensor, torch.Tensor,
-                                                                               torch.Tensor, torch.Tensor, list[str]]:
+def read_cifar(root: Path, dataset: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, list[str]]:
     """``(train_x uint8 [N,3,32,32], train_y, test_x, test_y, classes)`` from ``root/<folder>``."""
     folder = root / CIFAR_LAYOUT[dataset][0]
     if not folder.is_dir():
-        if not download:
-            raise DataError(
-                f"{dataset} folder {str(folder)!r} does not exist; put {CIFAR_LAYOUT[dataset][0]}/ under the data "
-                "root (AUTOMTD_DATA or data.root) or set download: true"
-            )
-        _download(root, dataset)
+        raise DataError(
+            f"{dataset} folder {str(folder)!r} does not exist; put {CIFAR_LAYOUT[dataset][0]}/ under the data "
+            "root (AUTOMTD_DATA or data.root) or set download: true"
+        )
     x, y, tx, ty, classes = _read_cifar_cached(str(folder.resolve()), dataset)
     return x, y, tx, ty, list(classes)
-
-
-def _download(root: Path, dataset: str) -> None:
-    from torchvision.datasets import CIFAR10, CIFAR100
-
-    cls = CIFAR10 if dataset == "cifar10" else CIFAR100
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        cls(str(root), train=True, download=True)
-    except Exception as exc:  # noqa: BLE001 - network and archive errors alike
-        raise DataError(f"downloading {dataset} to {str(root)!r} failed ({exc}); "
-                        "download the archive by hand and extract it there") from None
 
 
 @functools.lru_cache(maxsize=2)

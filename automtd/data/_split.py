@@ -48,8 +48,8 @@ def balanced_subset(indices: torch.Tensor, labels: torch.Tensor, size: int, seed
 def pick_indices(
     train_pool: torch.Tensor, test: torch.Tensor, labels_train: torch.Tensor, labels_test: torch.Tensor,
     split: str, val_size: int, seed: int, subset: int | None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Indices (into train or test arrays) of ``split`` and the labels array they index."""
+) -> torch.Tensor:
+    """Indices of ``split`` into the train or the test arrays (``subset``: a class-balanced part of them)."""
     if split == "test":
         idx, labels = test, labels_test
     else:
@@ -59,4 +59,4 @@ def pick_indices(
             raise DataError("split 'val' is empty because val_size=0; set val_size > 0 to score on validation data")
     if subset is not None:
         idx = balanced_subset(idx, labels[idx], int(subset), seed)
-    return idx, labels
+    return idx

@@ -15,7 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-__all__ = ["TensorImageDataset", "random_crop_flip"]
+__all__ = ["Sample", "TensorImageDataset", "random_crop_flip"]
+
+Sample = tuple[torch.Tensor, int]  # one (normalised image, label) item of every dataset of automtd.data
 
 
 def random_crop_flip(images: torch.Tensor, *, padding: int = 4, flip: bool = True) -> torch.Tensor:
@@ -39,7 +41,7 @@ def random_crop_flip(images: torch.Tensor, *, padding: int = 4, flip: bool = Tru
     return images
 
 
-class TensorImageDataset(Dataset[tuple[torch.Tensor, int]]):
+class TensorImageDataset(Dataset[Sample]):
     """Images ``uint8 [N, C, H, W]`` and labels ``int64 [N]``, viewed through ``indices``.
 
     Args:
@@ -89,11 +91,11 @@ class TensorImageDataset(Dataset[tuple[torch.Tensor, int]]):
         x = (x - self.mean) / self.std
         return x, self.labels[rows]
 
-    def __getitem__(self, position: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, position: int) -> Sample:
         x, y = self.batch([position])
         return x[0], int(y[0])
 
-    def __getitems__(self, positions: list[int]) -> list[tuple[torch.Tensor, int]]:
+    def __getitems__(self, positions: list[int]) -> list[Sample]:
         x, y = self.batch(positions)
         return list(zip(x.unbind(0), y.tolist(), strict=True))
 

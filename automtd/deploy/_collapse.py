@@ -2,7 +2,7 @@
 
 A factorized layer is a chain of linear convs, so it equals one dense conv whose kernel is the method's
 ``reconstruct`` of the chain's weights (after fine-tuning too: the weights are still factors of that shape),
-and, in between, two convs that each merge one half of the chain (:func:`automtd.deploy._merge.merged_forms`;
+and, in between, two convs that each merge one half of the chain (:func:`automtd.deploy.merged_forms`;
 for a CP layer e.g. a ``kx1`` conv to the rank and a ``1xk`` conv back).  The chain does the fewest MACs but
 reads and writes its thin intermediate maps once per conv and launches a kernel per conv; where the ranks
 are close to or above the channel counts (a CP rank of 30 on a 16-channel layer), or at batch 1, oneDNN can
@@ -23,14 +23,19 @@ from torch import nn
 
 from automtd._errors import ConfigError
 from automtd.deploy._merge import merged_forms
-from automtd.deploy._tune import Timer, _chain_inputs, _key, _time_ms, median_times
-from automtd.methods import get_method
-from automtd.methods._layers import FactorizedConv
+from automtd.deploy._timing import (
+    DEFAULT_DECISIONS,
+    DecisionCache,
+    Timer,
+    chain_inputs,
+    decision_key,
+    median_times,
+    time_ms,
+)
+from automtd.methods import FactorizedConv, get_method
 
 __all__ = ["DENSE", "dense_equivalent", "dense_equivalents", "exact_forms", "tune_collapse"]
 
-# Measured choices of this process (like tune_padding's): same convs, same input shape -> same answer.
-_DECISIONS: dict[tuple[object, ...], tuple[str, float]] = {}
 DENSE = "dense"  # the label of the one-conv form
 _RTOL = 1e-3  # a form must match the chain to this fraction of the chain's output scale
 
@@ -43,7 +48,7 @@ def dense_equivalent(chain: nn.Module) -> nn.Conv2d | None:
         return None
     convs = [m for m in chain.children() if isinstance(m, nn.Conv2d)]
     method = get_method(chain.method)
-    names = getattr(method, "factor_names", ())
+    names = method.factor_names
     if len(convs) != len(list(chain.children())) or len(convs) != len(names):
         return None  # already rewritten (merged, padded) or not a chain of one conv per factor
     first = convs[0].weight
@@ -73,7 +78,7 @@ def dense_equivalents(model: nn.Module) -> dict[str, nn.Conv2d]:
 
 def exact_forms(model: nn.Module) -> dict[str, dict[str, nn.Module]]:
     """``{name: {label: form}}`` for every factorized conv chain of ``model`` (computed before any rewrite): its
-    dense product under :data:`DENSE` and its :func:`~automtd.deploy._merge.merged_forms`."""
+    dense product under :data:`DENSE` and its :func:`~automtd.deploy.merged_forms`."""
     out: dict[str, dict[str, nn.Module]] = {}
     for name, dense in dense_equivalents(model).items():
         out[name] = {DENSE: dense, **merged_forms(model.get_submodule(name))}
@@ -94,13 +99,15 @@ def tune_collapse(
     rounds: int = 3,
     min_run_time: float = 0.02,
     timer: Timer | None = None,
+    cache: DecisionCache | None = None,
 ) -> dict[str, float]:
     """Replace, in place, each chain named in ``forms`` (as :func:`exact_forms` gives them) by its fastest form
     on the input it gets for ``example_input`` where that runs at least ``min_gain`` times faster than the chain;
     with ``example_input=None`` replace every one by its :data:`DENSE` form, unmeasured.
 
     The chain and its forms are timed channels-last, in turn for ``rounds`` rounds (median); a choice is
-    remembered for the process unless ``timer(module, x)`` (milliseconds) replaces the measurement.  A form
+    remembered in ``cache`` (default :data:`~automtd.deploy.DEFAULT_DECISIONS`, the process's) unless
+    ``timer(module, x)`` (milliseconds) replaces the measurement and no ``cache`` is given.  A form
     that does not match the chain on that input (beyond float rounding) is not considered.  Returns
     ``{name: measured speed-up of the form chosen}`` (``inf`` when unmeasured) of the chains replaced.
     """
@@ -114,8 +121,9 @@ def tune_collapse(
                 _set(model, name, copy.deepcopy(options[DENSE]))
                 chosen_all[name] = float("inf")
         return chosen_all
-    measure = timer or (lambda m, x: _time_ms(m, x, min_run_time))
-    inputs = _chain_inputs(model, list(present), example_input)
+    measure = timer or (lambda m, x: time_ms(m, x, min_run_time))
+    memory = cache if cache is not None else (DEFAULT_DECISIONS if timer is None else None)
+    inputs = chain_inputs(model, list(present), example_input)
     chosen: dict[str, float] = {}
     for name, options in present.items():
         if name not in inputs:  # not run by this forward: leave it as it is
@@ -126,15 +134,16 @@ def tune_collapse(
         candidates = {label: form for label, form in candidates.items() if _matches(chain, form, x)}
         if not candidates:
             continue
-        key = _key(chain, x, tuple(sorted(candidates)), min_gain)  # tune_padding's key: the chain's convs, the input
-        decision = _DECISIONS.get(key) if timer is None else None
-        if decision is None:
+        key = decision_key("collapse", chain, x, tuple(sorted(candidates)), min_gain)
+        known = memory.get(key) if memory is not None else None
+        if isinstance(known, tuple):
+            best, gain = known
+        else:
             ms = median_times({None: chain, **candidates}, x, measure, rounds=rounds)
             best = min(candidates, key=lambda label: ms[label])
-            decision = (best, ms[None] / max(ms[best], 1e-9))
-            if timer is None:
-                _DECISIONS[key] = decision
-        best, gain = decision
+            gain = ms[None] / max(ms[best], 1e-9)
+            if memory is not None:
+                memory.put(key, (best, gain))
         if gain >= min_gain:
             _set(model, name, candidates[best].train(chain.training))
             chosen[name] = gain

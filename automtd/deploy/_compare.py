@@ -40,7 +40,7 @@ def compare_models(
 ) -> dict[str, Any]:
     """Params and MACs (whole model, via automtd.metrics) and, if asked, latency of both models.
 
-    Latency is ``automtd.metrics.measure_latency`` (``torch.utils.benchmark``) at each batch size; the
+    Latency is ``automtd.metrics.measure_latency`` (the ``automtd.utils`` timing loop) at each batch size; the
     thread count used is recorded with it.  With ``deploy`` (default) both models are timed in their
     :func:`~automtd.deploy.deploy_model` form (separable pairs merged, ranks padded where measured faster at that
     batch size, factorized convs run as their dense product where measured faster, BatchNorm folded,

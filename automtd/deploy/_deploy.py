@@ -8,20 +8,20 @@
     Separable kernels act on different axes, so the output is unchanged; each channel then holds
     ``kh*kw`` weights instead of ``kh+kw``, but the activation map is read and written once, not twice.
 ``pad_channels``
-    :func:`~automtd.deploy._pad.pad_inner_channels`: the inner widths of a conv chain (the ranks) are
+    :func:`~automtd.deploy.pad_inner_channels`: the inner widths of a conv chain (the ranks) are
     zero-padded to a multiple of the SIMD width, which oneDNN may run on its full-vector path; the added
     channels carry zeros.  Whether that is faster depends on the CPU, shape and batch (measured: up to
     1.8x faster on an AVX2 EPYC, over 2x slower for small ranks padded to 16 on an AVX-512 Xeon), so the
-    default ``'auto'`` pads a chain only where :func:`~automtd.deploy._tune.tune_padding` measures it faster
+    default ``'auto'`` pads a chain only where :func:`~automtd.deploy.tune_padding` measures it faster
     on ``example_input``; an integer pads every chain to that multiple unmeasured.
 ``collapse``
-    :func:`~automtd.deploy._collapse.tune_collapse`: a factorized conv whose exact dense product (the method's
+    :func:`~automtd.deploy.tune_collapse`: a factorized conv whose exact dense product (the method's
     ``reconstruct`` of its weights), or a split of its chain into two merged convs
-    (:func:`~automtd.deploy._merge.merged_forms`), is measured faster on ``example_input`` runs as that.  Thin
+    (:func:`~automtd.deploy.merged_forms`), is measured faster on ``example_input`` runs as that.  Thin
     chains are memory-bound, and at batch 1 overhead-bound: where the ranks are close to or above the channel
     counts (a CP rank of 30 on a 16-channel layer) a chain can run slower than the dense conv despite fewer
-    MACs (BENCHMARKS.md, speed section, collapse table).  Default ``'auto'``; without an example input
-    nothing is collapsed.
+    MACs (benchmarks/results/report_speed.md, "Chains vs their dense product").  Default ``'auto'``; without
+    an example input nothing is collapsed.
 ``fold_bn``
     ``torch.fx.experimental.optimization.fuse``: every ``Conv -> BatchNorm`` (eval mode) becomes one
     conv with folded weights.  A model that torch.fx cannot trace keeps its BatchNorms (logged).
@@ -44,12 +44,12 @@ from torch import nn
 
 from automtd._errors import ConfigError
 from automtd.deploy._collapse import exact_forms, tune_collapse
-from automtd.deploy._merge import _depthwise_axis, _merge_axes
-from automtd.deploy._pad import _pad_sequence
+from automtd.deploy._merge import merge_separable_convs
+from automtd.deploy._pad import pad_sequence
 from automtd.deploy._tune import tune_padding
 from automtd.methods import FactorizedConv
 
-__all__ = ["Deployed", "default_channel_multiple", "deploy_model", "merge_separable_convs"]
+__all__ = ["Deployed", "default_channel_multiple", "deploy_model"]
 
 log = logging.getLogger(__name__)
 
@@ -65,34 +65,6 @@ class Deployed(NamedTuple):
     skipped: dict[str, str]
     padded: dict[str, int]
     collapsed: dict[str, float]
-
-
-def merge_separable_convs(model: nn.Module) -> int:
-    """Merge, in place, each adjacent depthwise ``kx1`` / ``1xk`` pair inside an ``nn.Sequential``;
-    returns how many pairs were merged."""
-    merged = 0
-    for seq in [m for m in model.modules() if isinstance(m, nn.Sequential)]:
-        items = [(k, v) for k, v in seq._modules.items() if v is not None]
-        out: list[tuple[str, nn.Module]] = []
-        i = 0
-        while i < len(items):
-            name, mod = items[i]
-            if i + 1 < len(items):
-                nxt = items[i + 1][1]
-                a, b = _depthwise_axis(mod), _depthwise_axis(nxt)
-                if a is not None and b is not None and a != b and mod.bias is None:
-                    conv = _merge_axes(mod, nxt)  # type: ignore[arg-type]
-                    if conv is not None:
-                        out.append((name, conv))
-                        merged += 1
-                        i += 2
-                        continue
-            out.append((name, mod))
-            i += 1
-        if len(out) != len(seq._modules):
-            seq._modules.clear()
-            seq._modules.update(out)
-    return merged
 
 
 def _fold_bn(model: nn.Module) -> nn.Module:
@@ -124,7 +96,7 @@ def _pad(out: nn.Module, pad_channels: int | str, example_input: torch.Tensor | 
         skipped["pad_channels"] = "turned off (pad_channels=1)"
         return {}
     padded = {name: pad_channels for name, seq in out.named_modules()
-              if isinstance(seq, nn.Sequential) and _pad_sequence(seq, pad_channels)}
+              if isinstance(seq, nn.Sequential) and pad_sequence(seq, pad_channels)}
     if not padded:
         skipped["pad_channels"] = f"every inner width is already a multiple of {pad_channels}"
     return padded

@@ -11,7 +11,7 @@ bias when the second is pointwise; otherwise the bias, if any, must be on the se
 :func:`merged_forms` lists, for a chain ``c0 .. cn``, each split into two merged halves (for a CP layer
 ``1x1 | dw kx1 | dw 1xk | 1x1``: ``kxk C->R + 1x1``, ``kx1 C->R + 1xk R->N`` and ``1x1 + kxk R->N``): fewer,
 denser convs than the chain, far fewer MACs than its dense product.  Which form runs fastest is measured
-(:func:`automtd.deploy._collapse.tune_collapse`).
+(:func:`automtd.deploy.tune_collapse`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["merge_convs", "merged_forms"]
+__all__ = ["merge_convs", "merge_separable_convs", "merged_forms"]
 
 
 def _same(kernel: int, dilation: int) -> tuple[int, int]:
@@ -168,3 +168,31 @@ def merged_forms(chain: nn.Module) -> dict[str, nn.Sequential]:
         if head is not None and tail is not None:
             forms.setdefault(_label([head, tail]), nn.Sequential(head, tail).train(chain.training))
     return forms
+
+
+def merge_separable_convs(model: nn.Module) -> int:
+    """Merge, in place, each adjacent depthwise ``kx1`` / ``1xk`` pair inside an ``nn.Sequential``;
+    returns how many pairs were merged."""
+    merged = 0
+    for seq in [m for m in model.modules() if isinstance(m, nn.Sequential)]:
+        items = [(k, v) for k, v in seq._modules.items() if v is not None]
+        out: list[tuple[str, nn.Module]] = []
+        i = 0
+        while i < len(items):
+            name, mod = items[i]
+            if i + 1 < len(items):
+                nxt = items[i + 1][1]
+                a, b = _depthwise_axis(mod), _depthwise_axis(nxt)
+                if a is not None and b is not None and a != b and mod.bias is None:
+                    conv = _merge_axes(mod, nxt)  # type: ignore[arg-type]
+                    if conv is not None:
+                        out.append((name, conv))
+                        merged += 1
+                        i += 2
+                        continue
+            out.append((name, mod))
+            i += 1
+        if len(out) != len(seq._modules):
+            seq._modules.clear()
+            seq._modules.update(out)
+    return merged

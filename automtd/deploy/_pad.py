@@ -19,7 +19,7 @@ from torch import nn
 
 from automtd._errors import ConfigError
 
-__all__ = ["pad_inner_channels"]
+__all__ = ["pad_inner_channels", "pad_sequence"]
 
 
 def _plain(mod: nn.Module | None) -> bool:
@@ -57,7 +57,9 @@ def _widened(conv: nn.Conv2d, *, in_channels: int, out_channels: int, groups: in
     return new
 
 
-def _pad_sequence(seq: nn.Sequential, multiple: int) -> int:
+def pad_sequence(seq: nn.Sequential, multiple: int) -> int:
+    """Pad, in place, the inner widths of one chain of plain convs (not of chains nested in it) to ``multiple``;
+    returns how many widths were padded (0 for anything but a chain of at least two plain convs)."""
     names = list(seq._modules)
     mods = [seq._modules[n] for n in names]
     if len(mods) < 2 or not all(_plain(m) for m in mods):
@@ -91,4 +93,4 @@ def pad_inner_channels(model: nn.Module, multiple: int = 8) -> int:
         raise ConfigError(f"channel multiple {multiple!r} is not allowed; use a positive integer such as 8")
     if multiple == 1:
         return 0
-    return sum(_pad_sequence(seq, multiple) for seq in list(model.modules()) if isinstance(seq, nn.Sequential))
+    return sum(pad_sequence(seq, multiple) for seq in list(model.modules()) if isinstance(seq, nn.Sequential))

@@ -11,59 +11,29 @@ to each candidate multiple, and the fastest form is kept if it beats the unpadde
 from __future__ import annotations
 
 import copy
-import statistics
-from collections.abc import Callable, Sequence
-from typing import TypeVar
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 from automtd._errors import ConfigError
-from automtd.deploy._pad import _pad_sequence
-from automtd.utils import median_forward_time
+from automtd.deploy._pad import pad_sequence
+from automtd.deploy._timing import (
+    DEFAULT_DECISIONS,
+    DecisionCache,
+    Timer,
+    chain_inputs,
+    decision_key,
+    median_times,
+    time_ms,
+)
 
 __all__ = ["candidate_multiples", "tune_padding"]
-
-Timer = Callable[[nn.Module, torch.Tensor], float]
-K = TypeVar("K")
-
-# Measured choices of this process, like cuDNN's benchmark cache: a chain of the same convs on an input of the
-# same shape gets the same answer without being timed again (key: see _key).
-_DECISIONS: dict[tuple[object, ...], int] = {}
-
-
-def _key(seq: nn.Module, x: torch.Tensor, options: tuple[object, ...], min_gain: float) -> tuple[object, ...]:
-    """A decision's identity: the chain's convs, the input's shape, dtype and device, the options timed, the
-    threshold and the thread count."""
-    convs = tuple((c.in_channels, c.out_channels, c.kernel_size, c.stride, str(c.padding), c.dilation, c.groups,
-                   c.bias is not None, c.padding_mode) for c in seq.children() if isinstance(c, nn.Conv2d))
-    return (convs, tuple(x.shape), x.dtype, str(x.device), options, min_gain, torch.get_num_threads())
 
 
 def candidate_multiples() -> tuple[int, ...]:
     """Multiples worth timing on this CPU: 8 and 16 with AVX-512 (one 512-bit vector holds 16 fp32), else 8."""
     return (8, 16) if torch.backends.cpu.get_cpu_capability().startswith("AVX512") else (8,)
-
-
-def _time_ms(module: nn.Module, x: torch.Tensor, min_run_time: float) -> float:
-    """Median ms of single forwards of ``module`` on ``x`` (:func:`automtd.utils.median_forward_time`)."""
-    return 1000.0 * median_forward_time(module, x, min_run_time=min_run_time)
-
-
-def _chain_inputs(model: nn.Module, names: Sequence[str], example_input: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The input each named submodule receives in one forward of ``model`` on ``example_input``."""
-    seen: dict[str, torch.Tensor] = {}
-    hooks = [model.get_submodule(n).register_forward_pre_hook(
-        lambda _m, args, n=n: seen.setdefault(n, args[0].detach().clone())) for n in names]
-    was_training = model.training
-    try:
-        with torch.inference_mode():
-            model.eval()(example_input)
-    finally:
-        for h in hooks:
-            h.remove()
-        model.train(was_training)
-    return seen
 
 
 def tune_padding(
@@ -75,6 +45,7 @@ def tune_padding(
     rounds: int = 3,
     min_run_time: float = 0.02,
     timer: Timer | None = None,
+    cache: DecisionCache | None = None,
 ) -> dict[str, int]:
     """Pad, in place, each ``nn.Sequential`` conv chain of ``model`` whose padded form is measured faster.
 
@@ -82,16 +53,18 @@ def tune_padding(
     it gets for ``example_input``) unpadded and padded to each of ``multiples`` (default
     :func:`candidate_multiples`), in turn for ``rounds`` rounds (median).  A chain is padded to the fastest
     multiple if that runs at least ``min_gain`` times faster than the chain as it is.  A choice is remembered
-    for the process: the same convs on an input of the same shape are not timed again.  ``timer(module, x)``
-    (milliseconds) replaces the measurement (and the memory), e.g. in tests.  Returns ``{chain name:
-    multiple}`` of the chains padded; outputs are unchanged.
+    in ``cache`` (default :data:`~automtd.deploy.DEFAULT_DECISIONS`, the process's): the same convs on an input
+    of the same shape are not timed again.  ``timer(module, x)`` (milliseconds) replaces the measurement, e.g. in
+    tests, and then nothing is remembered unless a ``cache`` is given.  Returns ``{chain name: multiple}`` of the
+    chains padded; outputs are unchanged.
     """
     chosen_multiples = tuple(multiples) if multiples is not None else candidate_multiples()
     if not chosen_multiples or any(isinstance(m, bool) or int(m) < 2 for m in chosen_multiples):
         raise ConfigError(f"padding multiples {chosen_multiples!r} are not allowed; give integers >= 2, e.g. (8, 16)")
     if min_gain < 1.0 or rounds < 1:
         raise ConfigError(f"min_gain={min_gain!r}, rounds={rounds!r}: need min_gain >= 1 and rounds >= 1")
-    measure = timer or (lambda m, x: _time_ms(m, x, min_run_time))
+    measure = timer or (lambda m, x: time_ms(m, x, min_run_time))
+    memory = cache if cache is not None else (DEFAULT_DECISIONS if timer is None else None)
     multiples_key = tuple(int(m) for m in chosen_multiples)
     candidates: dict[str, dict[int, nn.Module]] = {}
     for name, seq in model.named_modules():
@@ -100,41 +73,30 @@ def tune_padding(
         forms: dict[int, nn.Module] = {}
         for m in chosen_multiples:
             wide = copy.deepcopy(seq)
-            if _pad_sequence(wide, int(m)):  # this chain's own widths, not those of chains nested in it
+            if pad_sequence(wide, int(m)):  # this chain's own widths, not those of chains nested in it
                 forms[int(m)] = wide
         if forms:
             candidates[name] = forms
     if not candidates:
         return {}
-    inputs = _chain_inputs(model, list(candidates), example_input)
+    inputs = chain_inputs(model, list(candidates), example_input)
     chosen: dict[str, int] = {}
     for name, forms in candidates.items():
         if name not in inputs:  # not run by this forward: leave it as it is
             continue
         seq = model.get_submodule(name)
-        key = _key(seq, inputs[name], multiples_key, min_gain)
-        best = _DECISIONS.get(key) if timer is None else None
-        if best is None:
+        key = decision_key("pad", seq, inputs[name], multiples_key, min_gain)
+        known = memory.get(key) if memory is not None else None
+        if isinstance(known, int):
+            best = known
+        else:
             best = _fastest(seq, forms, inputs[name], measure, rounds=rounds, min_gain=min_gain)
-            if timer is None:
-                _DECISIONS[key] = best
+            if memory is not None:
+                memory.put(key, best)
         if best > 1:
-            _pad_sequence(seq, best)  # type: ignore[arg-type]
+            pad_sequence(seq, best)  # type: ignore[arg-type]
             chosen[name] = best
     return chosen
-
-
-def median_times(variants: dict[K, nn.Module], x: torch.Tensor, measure: Timer, *, rounds: int) -> dict[K, float]:
-    """Median ms of copies of each module on ``x`` (channels-last for images), the modules timed in turn."""
-    layout = torch.channels_last if x.dim() == 4 else torch.contiguous_format
-    x = x.contiguous(memory_format=layout)
-    timed = {k: copy.deepcopy(v).eval().to(memory_format=layout) for k, v in variants.items()}  # type: ignore[call-overload]
-    samples: dict[K, list[float]] = {k: [] for k in timed}
-    with torch.inference_mode():
-        for _ in range(rounds):
-            for k, module in timed.items():
-                samples[k].append(float(measure(module, x)))
-    return {k: statistics.median(v) for k, v in samples.items()}
 
 
 def _fastest(seq: nn.Module, forms: dict[int, nn.Module], x: torch.Tensor, measure: Timer, *, rounds: int,

@@ -37,7 +37,6 @@ def check_fraction(fraction: float, method: str) -> float:
 class ChainMethod(Method):
     """A method whose module is ``FactorizedConv`` of plain convs, one per factor."""
 
-    factor_names: ClassVar[tuple[str, ...]]
     title: ClassVar[str]
     min_kernel: ClassVar[int] = 2  # smallest kh*kw this method decomposes (1x1 convs get SVD only)
 
@@ -87,6 +86,15 @@ class ChainMethod(Method):
         steps = self.family_steps(shape)
         step = rank_rules.largest_step(lambda i: self.params(shape, self.rank_family(shape, i, steps)), budget, steps)
         return self.rank_family(shape, step, steps)
+
+    def factor_shapes(self, shape: LayerShape, ranks: Ranks) -> dict[str, tuple[int, ...]]:
+        """Each factor has the weight shape of its conv in :meth:`layer_specs`."""
+        checked = self.validate_ranks(shape, ranks)
+        specs = self.layer_specs(shape, checked)
+        return {
+            key: (s.out_channels, s.in_channels // s.groups, *s.kernel_size)
+            for key, s in zip(self.factor_names, specs, strict=True)
+        }
 
     def params(self, shape: LayerShape, ranks: Ranks) -> int:
         return chain_cost(self.layer_specs(shape, tuple(ranks)), (1, 1))[0]

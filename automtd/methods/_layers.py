@@ -31,7 +31,6 @@ __all__ = [
     "chain_cost",
     "check_weight",
     "check_factors",
-    "leading_svd",
     "leading_left",
     "low_rank",
     "svd_sign_fix",
@@ -194,7 +193,7 @@ def svd_sign_fix(u: torch.Tensor, vh: torch.Tensor) -> tuple[torch.Tensor, torch
 #: float32 and its top-``k`` eigenpairs come from LAPACK in float32 (``syevx`` on the wanted pairs only when
 #: they are few, ``syevd`` otherwise), several times faster than a full float64 ``eigh`` for the
 #: 512-channel layers of a VGG.  Smaller Grams (every layer of a CIFAR ResNet and of the contract tests)
-#: use the exact float64 path.  See BENCHMARKS.md.
+#: use the exact float64 path.  See benchmarks/results/decompose.md.
 FAST_GRAM_SIZE = 384
 
 #: Kernels with at least this many entries (the 256- and 512-channel VGG layers) are decomposed in
@@ -290,23 +289,6 @@ def leading_left(mat: torch.Tensor, rank: int) -> torch.Tensor:
     if k < rank:
         u = torch.cat([u, u.new_zeros(rows, rank - k)], dim=1)
     return u
-
-
-def leading_svd(mat: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Truncated SVD ``(U[:, :rank], S[:rank], Vh[:rank])`` by LAPACK with deterministic signs (reference path).
-
-    ``rank`` may exceed ``min(mat.shape)``: the missing columns are zero (exact, never used).
-    """
-    u, s, vh = torch.linalg.svd(mat, full_matrices=False)
-    u, vh = svd_sign_fix(u, vh)
-    k = min(rank, s.shape[0])
-    u, s, vh = u[:, :k], s[:k], vh[:k]
-    if k < rank:
-        extra = rank - k
-        u = torch.cat([u, u.new_zeros(u.shape[0], extra)], dim=1)
-        s = torch.cat([s, s.new_zeros(extra)])
-        vh = torch.cat([vh, vh.new_zeros(extra, vh.shape[1])], dim=0)
-    return u, s, vh
 
 
 def _desc(ranks: Sequence[int]) -> str:

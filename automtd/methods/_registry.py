@@ -7,6 +7,8 @@ A *method* turns one dense layer into a small sequence of plain ``nn.Conv2d`` /
   tensors), seeded and free of module state;
 * :meth:`Method.reconstruct` multiplies the factors back to a dense weight;
 * :meth:`Method.build` makes the ``nn.Module`` from a layer and its factors;
+* :attr:`Method.factor_names` / :meth:`Method.factor_shapes` name the factors and give their
+  shapes without decomposing (to build a module of the right shapes before loading weights);
 * :meth:`Method.params` / :meth:`Method.macs` are the analytic costs;
 * :meth:`Method.ranks_for_fraction` maps a target parameter fraction to ranks.
 
@@ -139,6 +141,7 @@ class Method(abc.ABC):
 
     name: ClassVar[str]
     rank_names: ClassVar[tuple[str, ...]]
+    factor_names: ClassVar[tuple[str, ...]]
     layer_kinds: ClassVar[frozenset[str]]
     summary: ClassVar[str]
 
@@ -192,6 +195,10 @@ class Method(abc.ABC):
         """Smallest ranks keeping ``energy`` of the squared singular values (HT-2 rule)."""
         raise ConfigError(f"method {self.name!r} has no energy rank rule; use a parameter fraction instead")
 
+    def ranks_for_evbmf(self, weight: torch.Tensor) -> Ranks:
+        """Ranks chosen by empirical variational Bayes matrix factorisation (Kim et al.)."""
+        raise ConfigError(f"method {self.name!r} has no EVBMF rank rule; use tucker2 or a parameter fraction")
+
     # ---- the pure functions ---------------------------------------------
     @abc.abstractmethod
     def decompose(self, weight: torch.Tensor, ranks: Ranks, *, seed: int = 0) -> Factors:
@@ -200,6 +207,13 @@ class Method(abc.ABC):
     @abc.abstractmethod
     def reconstruct(self, factors: Factors) -> torch.Tensor:
         """Multiply factors back into a dense weight of the original shape."""
+
+    @abc.abstractmethod
+    def factor_shapes(self, shape: LayerShape, ranks: Ranks) -> dict[str, tuple[int, ...]]:
+        """Shapes of the factors :meth:`decompose` returns for this layer and ranks, keyed by ``factor_names``.
+
+        Raises :class:`RankError` if the ranks do not fit the layer.
+        """
 
     # ---- module construction --------------------------------------------
     @abc.abstractmethod

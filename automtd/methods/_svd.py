@@ -165,6 +165,7 @@ class LinearSVD(Method):
     rank_names = ("rank",)
     layer_kinds = frozenset({"linear"})
     summary = "truncated SVD of a Linear: Linear in->rank (no bias), Linear rank->out"
+    factor_names: ClassVar[tuple[str, ...]] = ("first", "last")
 
     def rank_bounds(self, shape: LayerShape) -> tuple[tuple[int, int], ...]:
         return ((1, min(shape.in_channels, shape.out_channels)),)
@@ -202,6 +203,10 @@ class LinearSVD(Method):
 
     def reconstruct(self, factors: Factors) -> torch.Tensor:
         return factors["last"] @ factors["first"]
+
+    def factor_shapes(self, shape: LayerShape, ranks: Ranks) -> dict[str, tuple[int, ...]]:
+        (k,) = self.validate_ranks(shape, ranks)
+        return {"first": (k, shape.in_channels), "last": (shape.out_channels, k)}
 
     def build(self, layer: nn.Module, factors: Factors) -> nn.Module:
         if not isinstance(layer, nn.Linear):

@@ -9,7 +9,7 @@ A builder is a function taking keyword-only arguments (``num_classes`` at least)
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from torch import nn
 
@@ -61,7 +61,7 @@ def get_model_spec(name: str) -> ModelSpec:
         raise _unknown(name) from None
 
 
-def get_model(name: str, **kwargs: Any) -> nn.Module:
+def get_model(name: str, **kwargs: object) -> nn.Module:
     """Build the model registered as ``name`` (or ``torchvision:<name>``) with keyword arguments."""
     if not isinstance(name, str):
         raise ConfigError(f"model name must be a string, got {name!r}; e.g. 'cifar_resnet20'")

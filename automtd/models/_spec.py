@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 __all__ = ["CIFAR10_MEAN", "CIFAR10_STD", "IMAGENET_MEAN", "IMAGENET_STD", "TORCHVISION_PREFIX", "ModelSpec"]
 
@@ -29,7 +28,6 @@ class ModelSpec:
     input_size: tuple[int, int, int] = (3, 32, 32)
     num_classes: int = 10
     description: str = ""
-    defaults: dict[str, Any] = field(default_factory=dict)
 
     @property
     def normalization(self) -> dict[str, list[float]]:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from torch import nn
 
 from automtd._errors import ConfigError
@@ -42,8 +40,8 @@ def torchvision_spec(name: str) -> ModelSpec:
     )
 
 
-def build_torchvision(name: str, *, num_classes: int = 1000, **kwargs: Any) -> nn.Module:
-    """``torchvision.models.get_model(name, weights=None, num_classes=...)``; never downloads."""
+def build_torchvision(name: str, **kwargs: object) -> nn.Module:
+    """``torchvision.models.get_model(name, weights=None, num_classes=...)`` (default 1000); never downloads."""
     import torchvision.models as tvm
 
     _check(name)
@@ -53,6 +51,7 @@ def build_torchvision(name: str, *, num_classes: int = 1000, **kwargs: Any) -> n
             "remove 'weights' and load a checkpoint with --checkpoint instead"
         )
     kwargs.pop("weights", None)
+    num_classes = kwargs.pop("num_classes", 1000)
     try:
         return tvm.get_model(name, weights=None, num_classes=num_classes, **kwargs)
     except (TypeError, ValueError) as exc:

@@ -1,13 +1,15 @@
-"""Compression plans: which layer gets which method and ranks; build, validate, apply, cache, export.
+"""Compression plans: which layer gets which method and ranks; build, validate, apply, cache.
 
 :func:`make_plan` builds a plan from per-layer choices, :func:`apply_plan` replaces the named layers
 of a model (refusing plans made for another model), :class:`FactorCache` makes repeated decompositions
-free.  The inference form is :mod:`automtd.deploy`, the ``automtd apply`` workflow :mod:`automtd.workflows`.
+free; :class:`PlanFile` is the pydantic schema of a plan file.  The inference form is
+:mod:`automtd.deploy`, the ``automtd apply`` workflow :mod:`automtd.workflows`.
 """
 
 from automtd.plan._apply import apply_plan, check_plan, plan_mismatches
-from automtd.plan._choice import KEEP_DENSE, LayerChoice
 from automtd.plan._cache import FactorCache, weight_digest
+from automtd.plan._choice import KEEP_DENSE, LayerChoice
+from automtd.plan._file import PlanFile
 from automtd.plan._layers import LayerInfo, decomposable_layers, layer_weight, model_fingerprint, scan_layers
 from automtd.plan._make import make_plan, model_totals
 from automtd.plan._report import describe_shape, layers_table, measure_text, plan_table, totals_text
@@ -22,6 +24,7 @@ __all__ = [
     "LayerInfo",
     "LayerPlan",
     "Plan",
+    "PlanFile",
     "PlanTotals",
     "SkippedLayer",
     "apply_plan",

@@ -53,30 +53,11 @@ def _short(s: LayerShape) -> str:
     return f"conv {s.in_channels}->{s.out_channels} k{s.kernel_size} s{s.stride} p{s.padding} d{s.dilation} g{s.groups}"
 
 
-def _factor_shapes(method: Method, lp: LayerPlan) -> dict[str, tuple[int, ...]] | None:
-    """Factor shapes without decomposing, when the method can tell them (``factor_shapes`` or conv chains)."""
-    rule = getattr(method, "factor_shapes", None)
-    if callable(rule):
-        return {k: tuple(v) for k, v in rule(lp.shape, lp.ranks).items()}
-    specs = getattr(method, "layer_specs", None)
-    names = getattr(method, "factor_names", None)
-    if callable(specs) and names:
-        chain = specs(lp.shape, lp.ranks)
-        return {
-            key: (s.out_channels, s.in_channels // s.groups, *s.kernel_size)
-            for key, s in zip(names, chain, strict=True)
-        }
-    return None
-
-
-def _structure(method: Method, layer: nn.Module, lp: LayerPlan, seed: int) -> nn.Module:
-    """A module of the right shapes for ``lp`` (its weights are to be loaded afterwards)."""
-    shapes = _factor_shapes(method, lp)
-    if shapes is not None:
-        w = layer_weight(layer)
-        return method.build(layer, {k: torch.zeros(v, dtype=w.dtype, device=w.device) for k, v in shapes.items()})
-    # No shape rule: decompose the current weight (correct, only slower).
-    return method.build(layer, method.decompose(layer_weight(layer), lp.ranks, seed=seed))
+def _structure(method: Method, layer: nn.Module, lp: LayerPlan) -> nn.Module:
+    """A module of the right shapes for ``lp``, its factors zero (the weights are loaded afterwards)."""
+    w = layer_weight(layer)
+    shapes = method.factor_shapes(lp.shape, lp.ranks)
+    return method.build(layer, {k: torch.zeros(v, dtype=w.dtype, device=w.device) for k, v in shapes.items()})
 
 
 def _decomposed(method: Method, layer: nn.Module, lp: LayerPlan, cache: FactorCache | None, seed: int) -> nn.Module:
@@ -112,7 +93,7 @@ def apply_plan(
         method = get_method(lp.method)
         method.validate_ranks(lp.shape, lp.ranks, layer=lp.name)
         layer = model.get_submodule(lp.name)
-        new = _structure(method, layer, lp, seed) if structure_only else _decomposed(method, layer, lp, cache, seed)
+        new = _structure(method, layer, lp) if structure_only else _decomposed(method, layer, lp, cache, seed)
         weight = layer_weight(layer)
         new = new.to(device=weight.device, dtype=weight.dtype)
         new.train(layer.training)

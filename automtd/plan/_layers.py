@@ -25,8 +25,6 @@ __all__ = [
     "decomposable_layers",
     "model_fingerprint",
     "shape_to_dict",
-    "shape_from_dict",
-    "get_submodule",
     "layer_weight",
     "set_submodule",
 ]
@@ -135,12 +133,6 @@ def shape_to_dict(shape: LayerShape) -> dict[str, object]:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(shape).items()}
 
 
-def shape_from_dict(data: dict[str, object]) -> LayerShape:
-    """Inverse of :func:`shape_to_dict` (the caller validates the keys)."""
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
-    return LayerShape(**values)  # type: ignore[arg-type]
-
-
 def _fingerprint_of(infos: Sequence[LayerInfo]) -> str:
     payload = [[info.name, shape_to_dict(info.shape)] for info in infos]
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
@@ -161,11 +153,6 @@ def layer_weight(layer: nn.Module) -> torch.Tensor:
     if not isinstance(weight, torch.Tensor):
         raise ConfigError(f"layer {type(layer).__name__} has no weight tensor; only nn.Conv2d/nn.Linear are decomposed")
     return weight.detach()
-
-
-def get_submodule(model: nn.Module, name: str) -> nn.Module:
-    """The submodule at dotted path ``name``."""
-    return model.get_submodule(name)
 
 
 def set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:

@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 from torch import nn
 
 from automtd._errors import ConfigError
 from automtd.metrics import count_macs, count_params
+from automtd.plan._choice import LayerChoice
 from automtd.plan._layers import _NO_METHOD, _fingerprint_of, scan_layers
 from automtd.plan._schema import LayerPlan, Plan, PlanTotals, SkippedLayer
 
 __all__ = ["make_plan", "model_totals"]
-
-Choices = Mapping[str, tuple[str, Sequence[int]]]
-
 
 def model_totals(model: nn.Module, input_size: Sequence[int]) -> tuple[int, int]:
     """``(params, MACs)`` of the whole model for one sample of ``input_size`` (through automtd.metrics)."""
@@ -24,18 +21,19 @@ def model_totals(model: nn.Module, input_size: Sequence[int]) -> tuple[int, int]
 
 def make_plan(
     model: nn.Module,
-    choices: Choices,
+    choices: Mapping[str, LayerChoice],
     *,
     architecture: str,
-    arch_kwargs: Mapping[str, Any] | None = None,
+    arch_kwargs: Mapping[str, object] | None = None,
     input_size: Sequence[int] = (3, 32, 32),
     notes: Mapping[str, str] | None = None,
     totals: tuple[int, int] | None = None,
 ) -> Plan:
-    """A plan replacing each layer named in ``choices`` by ``(method, ranks)``; the model is not modified.
+    """A plan replacing each layer named in ``choices`` by its method and ranks; the model is not modified.
 
-    ``choices`` maps decomposable layer names (see :func:`decomposable_layers`) to a method name and
-    its ranks; every method and rank is validated against the layer (errors name the layer).
+    ``choices`` maps decomposable layer names (see :func:`decomposable_layers`) to a :class:`LayerChoice`;
+    every method and rank is validated against the layer (errors name
+    the layer).  A choice that keeps the layer dense (method ``"none"``) leaves it out of the plan.
     ``notes`` maps layers deliberately left dense to the reason, recorded in ``plan.skipped`` together
     with the layers no method can take.  ``totals`` is the ``(params, MACs)`` of the whole original
     model if already known (see :func:`model_totals`); otherwise it is measured.
@@ -45,8 +43,9 @@ def make_plan(
     by_name = {info.name: info for info in infos}
     fingerprint = _fingerprint_of([i for i in infos if i.skip_reason in (None, _NO_METHOD)])
 
+    picked = {name: _choice(name, raw) for name, raw in choices.items()}
     layers: list[LayerPlan] = []
-    for name, choice in choices.items():
+    for name, choice in picked.items():
         info = by_name.get(name)
         if info is None:
             close = [n for n in by_name if n.endswith(name) or name.endswith(n)][:3]
@@ -55,16 +54,15 @@ def make_plan(
                 f"layer {name!r} is not a conv/linear layer of {architecture!r}{hint}; "
                 "list the layers with `automtd inspect --model`"
             )
+        if choice.keeps_dense:
+            continue
         if info.skip_reason is not None:
             raise ConfigError(f"layer {name!r} cannot be decomposed: {info.skip_reason}; leave it out of the plan")
-        if not isinstance(choice, (tuple, list)) or len(choice) != 2:
-            raise ConfigError(f"layer {name!r}: choice {choice!r} is invalid; give (method, ranks)")
-        method, ranks = choice
-        layers.append(LayerPlan.build(name, str(method), ranks, info.shape, info.in_hw))
+        layers.append(LayerPlan.build(name, choice.method, choice.ranks, info.shape, info.in_hw))
     order = {info.name: i for i, info in enumerate(infos)}
     layers.sort(key=lambda lp: order[lp.name])
 
-    chosen = set(choices)
+    chosen = {lp.name for lp in layers}
     skipped = [SkippedLayer(i.name, i.skip_reason) for i in infos if i.skip_reason is not None]
     for name, reason in (notes or {}).items():
         if name in chosen:
@@ -88,3 +86,9 @@ def make_plan(
         arch_kwargs=dict(arch_kwargs or {}),
         skipped=tuple(skipped),
     )
+
+
+def _choice(name: str, raw: object) -> LayerChoice:
+    if isinstance(raw, LayerChoice):
+        return raw
+    raise ConfigError(f"layer {name!r}: choice {raw!r} is invalid; give a LayerChoice(method, ranks)")

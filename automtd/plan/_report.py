@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, cast
 
 from torch import nn
 
@@ -90,11 +90,12 @@ def totals_text(plan: Plan) -> str:
     return "\n".join(lines)
 
 
-def measure_text(report: dict[str, Any]) -> str:
+def measure_text(report: Mapping[str, object]) -> str:
     """A :func:`~automtd.deploy.compare_models` report as a small text table (latency as median ms per batch)."""
-    lines = [f"{'':<11}{'params':>12}{'MACs':>15}  latency (median per batch, torch.utils.benchmark)"]
+    data = cast("Mapping[str, Any]", report)  # the nested layout compare_models documents
+    lines = [f"{'':<11}{'params':>12}{'MACs':>15}  latency (median per batch, automtd.utils.forward_times)"]
     for label in ("original", "compressed"):
-        entry = report[label]
+        entry = data[label]
         lat = "  ".join(
             f"batch {v['batch_size']}: {v['median_s'] * 1e3:.2f} ms ({v['threads']} threads)"
             for v in (entry.get("latency") or {}).values()
@@ -102,14 +103,22 @@ def measure_text(report: dict[str, Any]) -> str:
         lines.append(f"{label:<11}{entry['params']:>12,}{entry['macs']:>15,}  {lat}")
         if entry.get("deploy"):
             deploy = entry["deploy"]
-            notes = [f"{batch.replace('_', ' ')}: ranks padded in {len(chains)} conv chain(s)"
-                     for batch, chains in (deploy.get("padded") or {}).items() if chains]
-            notes += [f"{batch.replace('_', ' ')}: {len(chains)} factorized conv(s) run as their dense product"
-                      for batch, chains in (deploy.get("collapsed") or {}).items() if chains]
+            notes = [
+                f"{batch.replace('_', ' ')}: ranks padded in {len(chains)} conv chain(s)"
+                for batch, chains in (deploy.get("padded") or {}).items()
+                if chains
+            ]
+            notes += [
+                f"{batch.replace('_', ' ')}: {len(chains)} factorized conv(s) run as their dense product"
+                for batch, chains in (deploy.get("collapsed") or {}).items()
+                if chains
+            ]
             padded = "; ".join(notes)
-            lines.append(f"{'':<11}timed in inference form: {', '.join(deploy['applied']) or 'as is'}"
-                         + (f" ({padded})" if padded else ""))
+            lines.append(
+                f"{'':<11}timed in inference form: {', '.join(deploy['applied']) or 'as is'}"
+                + (f" ({padded})" if padded else "")
+            )
     lines.append(
-        f"params_ratio {report['params_ratio']:.3f}x, macs_ratio {report['macs_ratio']:.3f}x (original / compressed)"
+        f"params_ratio {data['params_ratio']:.3f}x, macs_ratio {data['macs_ratio']:.3f}x (original / compressed)"
     )
     return "\n".join(lines)

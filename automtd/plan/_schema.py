@@ -2,7 +2,8 @@
 
 A plan names the model it was made for (architecture, its kwargs, a fingerprint of the decomposable
 layers and the input size) and, per replaced layer, the method, ranks, original shape, input size and
-the parameters/MACs before and after.  Counts are derived data: on load they are recomputed from the
+the parameters/MACs before and after.  A plan file is checked by its pydantic schema
+(:class:`~automtd.plan._file.PlanFile`); counts are derived data: on load they are recomputed from the
 shape and ranks and a mismatch is an error naming the layer, so a hand-edited plan cannot lie.
 """
 
@@ -12,12 +13,12 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import yaml
 
 from automtd._errors import ConfigError
 from automtd.methods import LayerShape, get_method
+from automtd.plan._file import FIX, LayerEntry, TotalsEntry, read_plan_file
 from automtd.plan._layers import shape_to_dict
 
 __all__ = ["PLAN_VERSION", "RATIO_DEFINITIONS", "LayerPlan", "PlanTotals", "SkippedLayer", "Plan"]
@@ -32,22 +33,7 @@ RATIO_DEFINITIONS: dict[str, str] = {
     "by torch.utils.flop_counter, MACs = FLOPs / 2, element-wise ops not counted; > 1 means cheaper)",
 }
 
-_TOP_KEYS = ("version", "architecture", "fingerprint", "input_size", "totals", "layers", "skipped")
-_ARCH_KEYS = ("name", "kwargs")
-_TOTAL_KEYS = ("params_before", "params_after", "macs_before", "macs_after", "params_ratio", "macs_ratio")
-_LAYER_KEYS = (
-    "name",
-    "method",
-    "ranks",
-    "shape",
-    "in_hw",
-    "params_before",
-    "params_after",
-    "macs_before",
-    "macs_after",
-)
-_SHAPE_KEYS = tuple(shape_to_dict(LayerShape("conv", 1, 1)).keys())
-_FIX = "regenerate the plan with `automtd plan` or fix the file"
+_COUNT_KEYS = ("params_before", "params_after", "macs_before", "macs_after")
 
 
 @dataclass(frozen=True)
@@ -86,7 +72,7 @@ class LayerPlan:
             macs_after=int(impl.macs(shape, checked, in_hw)),
         )
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return {
             "name": self.name,
             "method": self.method,
@@ -117,7 +103,7 @@ class PlanTotals:
     def macs_ratio(self) -> float:
         return self.macs_before / max(self.macs_after, 1)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return {
             "params_before": self.params_before,
             "params_after": self.params_after,
@@ -145,7 +131,7 @@ class Plan:
     input_size: tuple[int, int, int]
     layers: tuple[LayerPlan, ...]
     totals: PlanTotals
-    arch_kwargs: dict[str, Any] = field(default_factory=dict)
+    arch_kwargs: dict[str, object] = field(default_factory=dict)
     skipped: tuple[SkippedLayer, ...] = ()
     version: int = PLAN_VERSION
 
@@ -170,7 +156,7 @@ class Plan:
         raise ConfigError(f"the plan has no layer {name!r}; its layers are: {', '.join(self.names) or 'none'}")
 
     # ---- serialisation ----------------------------------------------------
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return {
             "version": self.version,
             "architecture": {"name": self.architecture, "kwargs": dict(self.arch_kwargs)},
@@ -182,11 +168,29 @@ class Plan:
         }
 
     @classmethod
-    def from_dict(cls, data: Any) -> Plan:
+    def from_dict(cls, data: object) -> Plan:
         """Strictly validate a plan mapping (unknown keys, methods, ranks and wrong counts are errors)."""
-        from automtd.plan._parse import parse_plan  # cycle with _parse: removed when the schema is pydantic
-
-        return parse_plan(data, cls)
+        if isinstance(data, Mapping) and "version" in data and data["version"] != PLAN_VERSION:
+            raise ConfigError(
+                f"plan version {data['version']!r} is not supported; allowed: {PLAN_VERSION}; "
+                "regenerate the plan with `automtd plan`"
+            )
+        file = read_plan_file(data)
+        layers = [_layer_of(entry) for entry in file.layers]
+        seen: set[str] = set()
+        for lp in layers:
+            if lp.name in seen:
+                raise ConfigError(f"layer {lp.name!r} appears twice in plan.layers; keep one entry per layer")
+            seen.add(lp.name)
+        return cls(
+            architecture=file.architecture.name,
+            fingerprint=file.fingerprint,
+            input_size=file.input_size,
+            layers=tuple(layers),
+            totals=_totals_of(file.totals, layers),
+            arch_kwargs=dict(file.architecture.kwargs or {}),
+            skipped=tuple(SkippedLayer(s.name, s.reason) for s in file.skipped or ()),
+        )
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None, width=120)
@@ -237,20 +241,35 @@ def _format_of(path: Path) -> str:
     raise ConfigError(f"plan file {str(path)!r} has suffix {suffix or '(none)'!r}; use .yaml, .yml or .json")
 
 
-def check_keys(data: Any, allowed: Sequence[str], where: str, required: Sequence[str] = ()) -> Mapping[str, Any]:
-    """``data`` as a mapping with only ``allowed`` keys and all ``required`` ones, else :class:`ConfigError`."""
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"{where} must be a mapping, got {type(data).__name__}; {_FIX}")
-    unknown = [k for k in data if k not in allowed]
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(allowed)}")
-    missing = [k for k in required if k not in data]
-    if missing:
-        raise ConfigError(f"{where}: missing key(s) {', '.join(map(repr, missing))}; {_FIX}")
-    return data
+def _layer_of(entry: LayerEntry) -> LayerPlan:
+    """The layer with its counts recomputed; counts given in the file must match them."""
+    shape = LayerShape(**entry.shape.model_dump())
+    lp = LayerPlan.build(entry.name, entry.method, entry.ranks, shape, entry.in_hw)
+    for key in _COUNT_KEYS:
+        given = getattr(entry, key)
+        expected = getattr(lp, key)
+        if given is not None and given != expected:
+            raise ConfigError(
+                f"layer {lp.name!r}: {key} = {given} but {lp.method} with ranks {list(lp.ranks)} gives {expected}; "
+                f"write {expected} or drop the key"
+            )
+    return lp
 
 
-def check_int(value: Any, where: str, *, low: int = 0) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ConfigError(f"{where} = {value!r} is invalid; allowed: an integer >= {low}")
-    return value
+def _totals_of(entry: TotalsEntry, layers: Sequence[LayerPlan]) -> PlanTotals:
+    """The totals, checked against the layers: ``after = before - replaced + decomposed`` and the ratios."""
+    totals = PlanTotals(entry.params_before, entry.params_after, entry.macs_before, entry.macs_after)
+    for kind in ("params", "macs"):
+        before = getattr(totals, f"{kind}_before")
+        after = getattr(totals, f"{kind}_after")
+        expected = before - sum(getattr(lp, f"{kind}_before") - getattr(lp, f"{kind}_after") for lp in layers)
+        if after != expected:
+            raise ConfigError(
+                f"plan.totals.{kind}_after = {after} does not match {kind}_before minus the replaced layers' "
+                f"{kind} plus their decomposed {kind} ({expected}); {FIX}"
+            )
+        given = getattr(entry, f"{kind}_ratio")
+        actual = getattr(totals, f"{kind}_ratio")
+        if given is not None and abs(given - actual) > 1e-3 * actual:
+            raise ConfigError(f"plan.totals.{kind}_ratio = {given!r} but the counts give {actual:.4f}; {FIX}")
+    return totals

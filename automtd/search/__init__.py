@@ -1,17 +1,28 @@
 """The search: an Optuna study over per-layer method and ranks, with the Pareto front in a database.
 
-Only this package imports Optuna.  Issue 5 (config, space, objective, sensitivity, warm start, front,
-export, run) and issue 6 (storage, study spec, supervised worker, heartbeat, janitor) live in private
-modules re-exported here; see ``docs/architecture.md`` and ``docs/distributed.md``.
+Only this package imports Optuna.  The search itself (config, space, objective, sensitivity, warm start,
+front, export, run) and its storage part (storage, attribute keys, study spec, objective registry, supervised
+worker, heartbeat, janitor) live in private modules re-exported here; see ``docs/architecture.md`` and
+``docs/distributed.md``.
 """
 
 from automtd.search._config import SearchConfig, load_search_config
+from automtd.search._context import SearchContext, get_context
 from automtd.search._export import export_plan, plan_of_trial, select_trial
-from automtd.search._front import front_dataframe, pareto_mask, plot_front, studies_dataframe, trials_dataframe
+from automtd.search._front import front_dataframe, plot_front, studies_dataframe, trials_dataframe
+from automtd.search._guard import Objective
 from automtd.search._janitor import fail_stuck_trials
+from automtd.search._keys import STUDY_OBJECTIVE, STUDY_OBJECTIVE_ARGS
 from automtd.search._objective import config_from_study, directions, make_objective, make_sampler, study_spec
+from automtd.search._registry import (
+    ObjectiveRequest,
+    get_objective,
+    list_objectives,
+    load_plugins,
+    register_objective,
+)
 from automtd.search._run import SearchResult, load_search_study, prepare_study, run_search
-from automtd.search._storage import StorageOptions, open_storage, parse_storage_url, redact_url
+from automtd.search._storage import StorageOptions, front_plot_path, open_storage, parse_storage_url, redact_url
 from automtd.search._study import budget_status, create_or_load_study, finished_trials, open_study, spec_hash
 from automtd.search._worker import WorkerOptions, WorkerResult, run_worker
 
@@ -35,7 +46,6 @@ __all__ = [
     "make_sampler",
     "open_storage",
     "open_study",
-    "pareto_mask",
     "parse_storage_url",
     "plan_of_trial",
     "plot_front",
@@ -48,4 +58,15 @@ __all__ = [
     "studies_dataframe",
     "study_spec",
     "trials_dataframe",
+    "SearchContext",
+    "get_context",
+    "STUDY_OBJECTIVE",
+    "STUDY_OBJECTIVE_ARGS",
+    "Objective",
+    "ObjectiveRequest",
+    "register_objective",
+    "get_objective",
+    "list_objectives",
+    "load_plugins",
+    "front_plot_path",
 ]

@@ -1,8 +1,9 @@
 """The search config: one strict pydantic model per YAML section (unknown keys are errors).
 
 ``load_search_config(path, overrides)`` reads ``configs/*.yaml``, applies ``--set KEY=VALUE``
-overrides and validates.  Path values may hold ``${VAR}`` or ``${VAR:-default}``; they are
-expanded only when used (:func:`expand_path`), so a config stored in a study stays portable.
+overrides and validates.  ``model``, ``data`` and ``finetune`` are the sections every command shares
+(:mod:`automtd.config`) with the search's defaults.  Paths may hold ``${VAR}``, ``${VAR:-default}`` or
+``~`` (:class:`~automtd.config.ConfigPath`): expanded on load, stored as written with the study.
 """
 
 from __future__ import annotations
@@ -10,11 +11,13 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from automtd.config import StrictModel, load_config, parse_config
+from automtd.config import ConfigPath, PretrainedModelSection, StrictModel, load_config, parse_config
+from automtd.config import DataSection as SharedDataSection
+from automtd.config import FinetuneSection as SharedFinetuneSection
 from automtd.methods import list_methods
 
 __all__ = [
@@ -28,7 +31,6 @@ __all__ = [
     "SensitivitySection",
     "WarmstartSection",
     "StudySection",
-    "DebugSection",
     "SearchConfig",
     "OBJECTIVES",
     "load_search_config",
@@ -38,22 +40,17 @@ __all__ = [
 OBJECTIVES = ("accuracy", "params_ratio", "macs_ratio", "latency")
 
 
-class ModelSection(StrictModel):
+class ModelSection(PretrainedModelSection):
+    """The shared ``model:`` section with the search's defaults (the weights to compress are required)."""
+
     name: str = "cifar_resnet20"
-    kwargs: dict[str, Any] = Field(default_factory=dict)
-    checkpoint: str
     input_size: tuple[int, int, int] = (3, 32, 32)
 
 
-class DataSection(StrictModel):
-    dataset: str = "cifar10"
-    root: str | None = None
+class DataSection(SharedDataSection):
+    """The shared ``data:`` section; the search scores trials on a carved validation split (5000 by default)."""
+
     val_size: int = Field(5000, ge=1)
-    train_subset: int | None = Field(None, ge=1)
-    val_subset: int | None = Field(None, ge=1)
-    batch_size: int = Field(128, ge=1)
-    eval_batch_size: int = Field(500, ge=1)
-    download: bool = False
 
 
 class SpaceSection(StrictModel):
@@ -98,26 +95,10 @@ class EarlyStopSection(StrictModel):
     margin: float = Field(10.0, ge=0.0, description="prune if accuracy < original - max_drop - margin")
 
 
-class FinetuneSection(StrictModel):
-    steps: int | None = Field(50, ge=0)
-    epochs: float | None = Field(None, gt=0)
-    lr: float = Field(0.01, gt=0)
-    momentum: float = Field(0.9, ge=0, lt=1)
-    weight_decay: float = Field(5e-4, ge=0)
-    schedule: Literal["cosine", "onecycle", "constant"] = "cosine"
-    kd: bool = True
-    kd_alpha: float = Field(0.9, ge=0, le=1)
-    kd_temperature: float = Field(4.0, gt=0)
-    # re-estimate BatchNorm statistics on this many training images (forward passes only) right after
-    # decomposing, before `accuracy_before` and the fine-tune; 0 turns it off
-    bn_recalibration_images: int = Field(512, ge=0)
-    early_stop: EarlyStopSection = Field(default_factory=EarlyStopSection)  # type: ignore[arg-type]
+class FinetuneSection(SharedFinetuneSection):
+    """The shared ``finetune:`` section plus the search's early stop of hopeless trials."""
 
-    @model_validator(mode="after")
-    def _one_budget(self) -> FinetuneSection:
-        if self.epochs is not None and self.steps not in (None, 0) and "steps" in self.model_fields_set:
-            raise ValueError("give finetune.steps or finetune.epochs, not both; set the other to null")
-        return self
+    early_stop: EarlyStopSection = Field(default_factory=EarlyStopSection)  # type: ignore[arg-type]
 
 
 class SamplerSection(StrictModel):
@@ -156,12 +137,21 @@ class WarmstartSection(StrictModel):
         description="also enqueue, at the gentlest tolerance (else KL budget), plans decomposing only the k layers"
         " that save most",
     )
-    baselines: list[Literal["vbmf_tucker2", "ht2_energy", "uniform"]] = Field(
-        default_factory=lambda: ["vbmf_tucker2", "ht2_energy", "uniform"]  # type: ignore[arg-type]
+    baselines: list[Literal["vbmf-tucker2", "ht2-energy", "uniform"]] = Field(
+        default_factory=lambda: ["vbmf-tucker2", "ht2-energy", "uniform"],  # type: ignore[arg-type]
+        description="registered baselines (`automtd plan --baseline`) enqueued as warm-start trials",
     )
     uniform_method: str = "tucker2"
     uniform_fraction: float = Field(0.25, gt=0, le=1)
     ht2_energy: float = Field(0.9, gt=0, le=1)
+
+    @field_validator("baselines", mode="before")
+    @classmethod
+    def _registry_spelling(cls, value: object) -> object:
+        # configs written before the names followed the baseline registry spell them with underscores
+        if isinstance(value, list):
+            return [v.replace("_", "-") if isinstance(v, str) else v for v in value]
+        return value
 
     @field_validator("kl_budgets")
     @classmethod
@@ -176,11 +166,7 @@ class StudySection(StrictModel):
     name: str = "automtd"
     storage: str = "sqlite:///studies/{name}.db"
     n_trials: int = Field(20, ge=1, description="total budget of finished trials for the study")
-    cache_dir: str | None = None
-
-
-class DebugSection(StrictModel):
-    nan_trials: list[int] = Field(default_factory=list, description="trial numbers whose weights get a NaN (tests)")
+    cache_dir: ConfigPath | None = None
 
 
 class SearchConfig(StrictModel):
@@ -196,7 +182,6 @@ class SearchConfig(StrictModel):
     sensitivity: SensitivitySection = Field(default_factory=SensitivitySection)  # type: ignore[arg-type]
     warmstart: WarmstartSection = Field(default_factory=WarmstartSection)  # type: ignore[arg-type]
     study: StudySection = Field(default_factory=StudySection)  # type: ignore[arg-type]
-    debug: DebugSection = Field(default_factory=DebugSection)  # type: ignore[arg-type]
     seed: int = 0
     device: str = "auto"
 
@@ -225,6 +210,6 @@ def load_search_config(path: str | Path, overrides: Sequence[str] = ()) -> Searc
     return load_config(path, SearchConfig, overrides)
 
 
-def search_config_from_dict(data: Any, *, source: str = "config") -> SearchConfig:
+def search_config_from_dict(data: object, *, source: str = "config") -> SearchConfig:
     """Validate an already-parsed mapping (e.g. the config stored with a study)."""
     return parse_config(data, SearchConfig, source=source)

@@ -21,14 +21,15 @@ from torch.utils.data import DataLoader
 from automtd.checkpoints import load_checkpoint, resolve_checkpoint
 from automtd.data import get_dataset, make_loader, resolve_data
 from automtd.models import get_model_spec
-from automtd.plan import FactorCache, decomposable_layers
-from automtd.plan._make import model_totals
+from automtd.plan import FactorCache, LayerInfo, decomposable_layers, model_totals
 from automtd.search._config import SearchConfig
 from automtd.search._space import SpaceLayer, build_space
 from automtd.train import evaluate
 from automtd.utils import resolve_device
 
-__all__ = ["SearchContext", "get_context", "config_key", "checkpoint_sha256"]
+__all__ = ["Loader", "SearchContext", "get_context", "config_key", "checkpoint_sha256"]
+
+Loader = DataLoader[tuple[torch.Tensor, int]]  # over (image, label) samples
 
 
 @dataclass
@@ -39,11 +40,11 @@ class SearchContext:
     study_dir: Path
     device: torch.device
     base_model: nn.Module
-    layers: list[Any]
+    layers: list[LayerInfo]
     space: list[SpaceLayer]
-    train_loader: DataLoader[Any]
-    val_loader: DataLoader[Any]
-    sens_loader: DataLoader[Any]
+    train_loader: Loader
+    val_loader: Loader
+    sens_loader: Loader
     checkpoint_sha256: str
     totals: tuple[int, int]
     _base_accuracy: float | None = None
@@ -59,7 +60,8 @@ class SearchContext:
             self._base_accuracy = float(evaluate(self.base_model, self.val_loader, device=self.device))
         return self._base_accuracy
 
-    def cache(self) -> Any:
+    def cache(self) -> FactorCache:
+        """The study's factor cache (shared on disk by every worker of the study directory)."""
         return FactorCache(self.study_dir / "factors")
 
 

@@ -9,10 +9,10 @@ Both criteria pick a point of the Pareto front.  A criterion no trial meets is a
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import optuna
 
+import automtd.search._keys as keys
 from automtd._errors import ConfigError, StudyError
 from automtd.plan import Plan
 from automtd.search._front import trials_dataframe
@@ -62,14 +62,12 @@ def select_trial(
     return int(pick["trial"])
 
 
-def plan_of_trial(study: optuna.Study, number: int) -> Any:
-    """The :class:`automtd.plan.Plan` recorded in trial ``number``."""
-    t = study.get_trials(deepcopy=False)[number] if number < len(study.get_trials(deepcopy=False)) else None
-    if t is None or t.number != number:
-        t = next((x for x in study.get_trials(deepcopy=False) if x.number == number), None)
-    if t is None or "plan" not in t.user_attrs:
+def plan_of_trial(study: optuna.Study, number: int) -> Plan:
+    """The plan recorded in trial ``number``."""
+    t = next((x for x in study.get_trials(deepcopy=False) if x.number == number), None)
+    if t is None or keys.TRIAL_PLAN not in t.user_attrs:
         raise StudyError(f"trial {number} of study {study.study_name!r} has no recorded plan; pick another trial")
-    return Plan.from_dict(t.user_attrs["plan"])
+    return Plan.from_dict(t.user_attrs[keys.TRIAL_PLAN])
 
 
 def export_plan(
@@ -79,7 +77,7 @@ def export_plan(
     trial: int | None = None,
     max_drop: float | None = None,
     min_ratio: float | None = None,
-) -> tuple[Any, int]:
+) -> tuple[Plan, int]:
     """Select a trial (see :func:`select_trial`), write its plan to ``output``; returns ``(plan, trial)``."""
     number = select_trial(study, trial=trial, max_drop=max_drop, min_ratio=min_ratio)
     plan = plan_of_trial(study, number)

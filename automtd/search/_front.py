@@ -1,21 +1,23 @@
 """The Pareto front read back from a study's storage, as a pandas DataFrame, and its plot.
 
 Only COMPLETE trials with finite objective values are ever shown (RUNNING, stuck, pruned, failed
-and non-finite trials never appear).  The front is computed here, from the stored values and the
-study's directions, among the feasible trials (``trial.set_constraint`` values <= 0) unless
-``feasible_only=False``; ``max_drop`` restricts the candidates before the front is taken.
+and non-finite trials never appear).  The front is computed by Optuna (``Study.best_trials``) among
+the shown trials that are feasible (every ``trial.set_constraint`` value <= 0, Optuna's rule), or
+among all of them with ``feasible_only=False``; ``max_drop`` restricts the candidates first.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
+import numpy as np
 import optuna
-from optuna.study import StudyDirection
+import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
+import automtd.search._keys as keys
 from automtd.search._storage import open_storage
 from automtd.search._study import budget_status
 
@@ -23,7 +25,6 @@ __all__ = [
     "COLUMNS",
     "trials_dataframe",
     "front_dataframe",
-    "pareto_mask",
     "plot_front",
     "base_accuracy",
     "studies_dataframe",
@@ -31,84 +32,102 @@ __all__ = [
 
 COLUMNS = ["trial", "accuracy", "drop", "params_ratio", "macs_ratio", "params", "macs", "n_decomposed",
            "feasible", "warmstart"]
+_ATTRS = ("number", "state", "values", "user_attrs", "constraints")  # the columns read from Optuna's dataframe
+_DEFAULT_OBJECTIVES = ["accuracy", "params_ratio", "macs_ratio"]
 
 
-def base_accuracy(study: optuna.Study, trials: list[FrozenTrial] | None = None) -> float | None:
+def base_accuracy(study: optuna.Study, trials: Sequence[FrozenTrial] | None = None) -> float | None:
     """Validation accuracy of the original model, as recorded with the study (or its trials)."""
-    value = study.user_attrs.get("base_accuracy")
+    value = study.user_attrs.get(keys.STUDY_BASE_ACCURACY)
     if value is not None:
         return float(value)
     for t in trials if trials is not None else study.get_trials(deepcopy=False):
-        if "base_accuracy" in t.user_attrs:
-            return float(t.user_attrs["base_accuracy"])
+        if keys.TRIAL_BASE_ACCURACY in t.user_attrs:
+            return float(t.user_attrs[keys.TRIAL_BASE_ACCURACY])
     return None
 
 
-def _finite(t: FrozenTrial) -> bool:
-    return t.values is not None and all(isinstance(v, (int, float)) and math.isfinite(v) for v in t.values)
+def _objective_names(study: optuna.Study) -> list[str]:
+    stored = (study.user_attrs.get(keys.STUDY_CONFIG) or {}).get("objectives")
+    return list(study.metric_names or stored or _DEFAULT_OBJECTIVES[: len(study.directions)])
 
 
-def trials_dataframe(study: optuna.Study) -> Any:
-    """One row per COMPLETE trial with finite values (see :data:`COLUMNS`), sorted by trial number."""
-    import pandas as pd
+def trials_dataframe(study: optuna.Study) -> pd.DataFrame:
+    """One row per COMPLETE trial with finite values (see :data:`COLUMNS`), sorted by trial number.
 
-    trials = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if _finite(t)]
-    stored = (study.user_attrs.get("config") or {}).get("objectives")
-    names = study.metric_names or stored or ["accuracy", "params_ratio", "macs_ratio"][: len(study.directions)]
-    base = base_accuracy(study, trials)
-    rows = []
-    for t in trials:
-        ua = t.user_attrs
-        values = dict(zip(names, t.values, strict=False))
-        acc = float(values.get("accuracy", ua.get("accuracy", t.values[0])))
-        row = {
-            "trial": t.number,
-            "accuracy": acc,
-            "drop": float(ua["drop"]) if "drop" in ua else (base - acc if base is not None else math.nan),
-            "params_ratio": float(values.get("params_ratio", ua.get("params_ratio", math.nan))),
-            "macs_ratio": float(values.get("macs_ratio", ua.get("macs_ratio", math.nan))),
-            "params": ua.get("params"),
-            "macs": ua.get("macs"),
-            "n_decomposed": ua.get("n_decomposed"),
-            "feasible": all(c <= 0.0 for c in t.constraints.values()),
-            "warmstart": ua.get("warmstart", ""),
-        }
-        if "latency" in values or "latency_ms" in ua:
-            row["latency_ms"] = float(values.get("latency", ua.get("latency_ms", math.nan)))
-        row["_values"] = [float(v) for v in t.values]
-        rows.append(row)
-    df = pd.DataFrame(rows, columns=[*COLUMNS, "_values"] if not rows else None)
-    return df
+    Read from :meth:`optuna.Study.trials_dataframe`.  An objective's value wins over the user attr of
+    the same name; ``drop`` falls back to the base accuracy minus the accuracy; ``latency_ms`` is added
+    when the study measures it.
+    """
+    raw = study.trials_dataframe(attrs=_ATTRS, multi_index=True)
+    if not len(raw):
+        return pd.DataFrame(columns=COLUMNS)
+    value_cols = [c for c in raw.columns if c[0] == "values"]
+    finite = np.isfinite(raw[value_cols].astype(float).to_numpy()).all(axis=1)
+    done = raw[(raw[("state", "")] == TrialState.COMPLETE.name).to_numpy() & finite]
+    names = _objective_names(study)
+    objective = {name: done[col].astype(float) for name, col in zip(names, value_cols, strict=False)}
+
+    def attr(key: str, default: object = None) -> pd.Series:
+        col = ("user_attrs", key)
+        return done[col] if col in done.columns else pd.Series([default] * len(done), index=done.index, dtype=object)
+
+    def count(key: str) -> pd.Series:  # integers, widened to float by the failed trials' missing values
+        s = attr(key)
+        return s.astype("int64") if len(s) and s.notna().all() else s
+
+    def number(name: str, key: str) -> pd.Series:
+        return objective[name] if name in objective else attr(key, math.nan).astype(float)
+
+    first = done[value_cols[0]].astype(float)
+    acc = objective.get("accuracy", attr(keys.TRIAL_ACCURACY, math.nan).astype(float).fillna(first))
+    base = base_accuracy(study)
+    drop = attr(keys.TRIAL_DROP, math.nan).astype(float).fillna(base - acc if base is not None else math.nan)
+    constraints = done[[c for c in done.columns if c[0] == "constraints"]].astype(float)
+    df = pd.DataFrame({
+        "trial": done[("number", "")].astype(int),
+        "accuracy": acc,
+        "drop": drop,
+        "params_ratio": number("params_ratio", keys.TRIAL_PARAMS_RATIO),
+        "macs_ratio": number("macs_ratio", keys.TRIAL_MACS_RATIO),
+        "params": count(keys.TRIAL_PARAMS),
+        "macs": count(keys.TRIAL_MACS),
+        "n_decomposed": count(keys.TRIAL_N_DECOMPOSED),
+        "feasible": (constraints.isna() | (constraints <= 0.0)).all(axis=1).astype(bool),
+        "warmstart": attr(keys.TRIAL_WARMSTART, "").fillna("").astype(str),
+    })
+    if "latency" in objective or ("user_attrs", keys.TRIAL_LATENCY_MS) in done.columns:
+        df["latency_ms"] = number("latency", keys.TRIAL_LATENCY_MS)
+    return df.sort_values("trial").reset_index(drop=True)
 
 
-def pareto_mask(values: list[list[float]], directions: list[StudyDirection]) -> list[bool]:
-    """``True`` for the non-dominated rows (duplicates of a front point are all kept)."""
-    signs = [1.0 if d == StudyDirection.MAXIMIZE else -1.0 for d in directions]
-    pts = [[s * v for s, v in zip(signs, row, strict=True)] for row in values]  # maximise everything
-    mask = []
-    for i, p in enumerate(pts):
-        dominated = any(
-            all(q[k] >= p[k] for k in range(len(p))) and any(q[k] > p[k] for k in range(len(p)))
-            for j, q in enumerate(pts)
-            if j != i
-        )
-        mask.append(not dominated)
-    return mask
+def _front_numbers(study: optuna.Study, numbers: set[int]) -> set[int]:
+    """Optuna's Pareto front (``best_trials``) of the trials ``numbers``, whatever their constraints.
+
+    Taken on an in-memory copy of their values: ``study.best_trials`` itself would rank every COMPLETE
+    trial (a stored infinite value dominates the shown ones) and always drop the infeasible ones.
+    """
+    trials = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.number in numbers]
+    level = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "new study created in memory" line
+    try:
+        view = optuna.create_study(directions=study.directions)
+    finally:
+        optuna.logging.set_verbosity(level)
+    view.add_trials(optuna.trial.create_trial(values=t.values) for t in trials)
+    return {trials[t.number].number for t in view.best_trials}
 
 
-def front_dataframe(study: optuna.Study, *, max_drop: float | None = None, feasible_only: bool = True) -> Any:
+def front_dataframe(study: optuna.Study, *, max_drop: float | None = None, feasible_only: bool = True) -> pd.DataFrame:
     """The non-dominated trials (see the module docstring), most compressed first."""
     df = trials_dataframe(study)
+    keep = df["feasible"].astype(bool) if feasible_only else pd.Series(True, index=df.index)
+    if max_drop is not None:
+        keep &= df["drop"] <= max_drop
+    df = df[keep]
     if len(df):
-        if feasible_only:
-            df = df[df["feasible"]]
-        if max_drop is not None:
-            df = df[df["drop"] <= max_drop]
-    if not len(df):
-        return df.drop(columns=["_values"]).reset_index(drop=True)
-    mask = pareto_mask(list(df["_values"]), list(study.directions))
-    front = df[mask].drop(columns=["_values"])
-    return front.sort_values(["params_ratio", "accuracy"], ascending=[False, False]).reset_index(drop=True)
+        df = df[df["trial"].isin(_front_numbers(study, set(df["trial"])))]
+    return df.sort_values(["params_ratio", "accuracy"], ascending=[False, False]).reset_index(drop=True)
 
 
 def plot_front(study: optuna.Study, path: str | Path, *, max_drop: float | None = None) -> Path:
@@ -155,10 +174,8 @@ def plot_front(study: optuna.Study, path: str | Path, *, max_drop: float | None 
     return out
 
 
-def studies_dataframe(storage_url: str) -> Any:
+def studies_dataframe(storage_url: str) -> pd.DataFrame:
     """One row per study of a storage: trial counts by state, the budget and the front size."""
-    import pandas as pd
-
     storage = open_storage(storage_url)
     rows = []
     for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):

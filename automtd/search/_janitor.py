@@ -19,7 +19,7 @@ import optuna
 from optuna.trial import TrialState
 
 from automtd._errors import ConfigError
-from automtd.search._heartbeat import REASON_ATTR
+from automtd.search._keys import TRIAL_FAIL_REASON
 
 __all__ = ["StuckTrial", "fail_stuck_trials"]
 
@@ -58,7 +58,7 @@ def fail_stuck_trials(
         if not dry_run:
             reason = f"janitor: RUNNING for {age:.0f} s > max trial time {max_trial_time:g} s"
             try:
-                storage.set_trial_user_attr(trial._trial_id, REASON_ATTR, reason)
+                storage.set_trial_user_attr(trial._trial_id, TRIAL_FAIL_REASON, reason)
                 failed = storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
             except optuna.exceptions.UpdateFinishedTrialError:
                 failed = False  # finished (or failed by someone else) in the meantime

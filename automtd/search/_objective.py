@@ -1,10 +1,11 @@
 """One trial: sample -> plan -> decompose (factor cache) -> fine-tune with KD -> evaluate on val -> record.
 
 Everything a trial learns goes into its user attrs (plan, choices, accuracy before/after the
-fine-tune, params, MACs, ratios, time per step, cache hits).  A trial whose weights turn non-finite
-records ``fail_reason`` and raises :class:`DecompositionError` (the worker marks it FAIL and goes
-on); a hopeless trial is stopped half-way through its fine-tune, records ``prune_reason`` and
-raises :class:`optuna.TrialPruned` (Optuna's pruners do not support multi-objective studies).
+fine-tune, params, MACs, ratios, time per step, cache hits; keys in :mod:`automtd.search._keys`).
+A trial whose weights turn non-finite records its fail reason and raises :class:`DecompositionError`
+(the worker marks it FAIL and goes on); a hopeless trial is stopped half-way through its fine-tune,
+records its prune reason and raises :class:`optuna.TrialPruned` (Optuna's pruners do not support
+multi-objective studies).
 """
 
 from __future__ import annotations
@@ -15,21 +16,21 @@ import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import optuna
 import torch
 from optuna.study import StudyDirection
 from torch import nn
 
+import automtd.search._keys as keys
 from automtd._errors import AutomtdError, DecompositionError, StudyError
 from automtd.checkpoints import resolve_checkpoint
 from automtd.deploy import deploy_model
 from automtd.metrics import measure_latency
-from automtd.plan import Plan, apply_plan, make_plan
+from automtd.plan import KEEP_DENSE, LayerChoice, Plan, apply_plan, make_plan
 from automtd.search._config import SearchConfig, search_config_from_dict
 from automtd.search._context import SearchContext, checkpoint_sha256, get_context
-from automtd.search._space import NONE, Choice, sample_choices
+from automtd.search._space import sample_choices
 from automtd.train import TrainConfig, evaluate, fit, recalibrate_batchnorm
 
 __all__ = [
@@ -39,17 +40,12 @@ __all__ = [
     "build_plan",
     "compress",
     "constraint_values",
-    "WARM_PLAN_ATTR",
-    "CONFIG_ATTR",
     "study_spec",
     "config_from_study",
     "make_sampler",
     "run_trial",
-    "set_trial_listener",
 ]
 
-WARM_PLAN_ATTR = "warm_plan"
-CONFIG_ATTR = "config"
 _DIRECTIONS = {
     "accuracy": StudyDirection.MAXIMIZE,
     "params_ratio": StudyDirection.MAXIMIZE,
@@ -68,9 +64,9 @@ def directions(config: SearchConfig) -> list[StudyDirection]:
     return [_DIRECTIONS[name] for name in config.objectives]
 
 
-def build_plan(ctx: SearchContext, choices: Mapping[str, Choice]) -> Any:
-    """A :class:`automtd.plan.Plan` for the non-``none`` choices."""
-    picked = {name: (c.method, list(c.ranks)) for name, c in choices.items() if c.method != NONE}
+def build_plan(ctx: SearchContext, choices: Mapping[str, LayerChoice]) -> Plan:
+    """The plan of the choices that do not keep their layer dense."""
+    picked = {name: c for name, c in choices.items() if not c.keeps_dense}
     return make_plan(
         ctx.base_model,
         picked,
@@ -81,19 +77,9 @@ def build_plan(ctx: SearchContext, choices: Mapping[str, Choice]) -> Any:
     )
 
 
-def compress(ctx: SearchContext, plan: Any, *, poison: bool = False) -> tuple[nn.Module, int, int]:
-    """Apply ``plan`` to a copy of the original model through the factor cache; ``(model, hits, misses)``.
-
-    ``poison`` writes a NaN into the first searchable layer's weight before decomposing (the
-    ``debug.nan_trials`` hook used by the tests to check that a broken trial does not stop a study).
-    """
+def compress(ctx: SearchContext, plan: Plan) -> tuple[nn.Module, int, int]:
+    """Apply ``plan`` to a copy of the original model through the factor cache; ``(model, hits, misses)``."""
     model = ctx.fresh_model()
-    if poison:
-        weight = model.get_submodule(ctx.space[0].name).weight
-        if not isinstance(weight, torch.Tensor):
-            raise DecompositionError(f"layer {ctx.space[0].name!r} has no weight tensor to poison")
-        with torch.no_grad():
-            weight.view(-1)[0] = float("nan")
     cache = ctx.cache()
     try:
         out = apply_plan(model, plan, cache=cache, seed=ctx.config.seed)
@@ -135,19 +121,8 @@ def _timed(times: dict[str, float], key: str) -> Iterator[None]:
         times[key] = round(times.get(key, 0.0) + time.perf_counter() - start, 3)
 
 
-def _train_config(config: SearchConfig) -> Any:
-    ft = config.finetune
-    budget: dict[str, Any] = {"epochs": ft.epochs, "steps": None} if ft.epochs is not None else {"steps": ft.steps}
-    return TrainConfig(
-        **budget,
-        lr=ft.lr,
-        momentum=ft.momentum,
-        weight_decay=ft.weight_decay,
-        schedule=ft.schedule,
-        kd_alpha=ft.kd_alpha if ft.kd else 0.0,
-        kd_temperature=ft.kd_temperature,
-        seed=config.seed,
-    )
+def _train_config(config: SearchConfig) -> TrainConfig:
+    return TrainConfig.from_finetune(config.finetune, seed=config.seed)
 
 
 def _early_stop(ctx: SearchContext, trial: optuna.trial.Trial) -> Callable[[int, nn.Module], None] | None:
@@ -164,13 +139,23 @@ def _early_stop(ctx: SearchContext, trial: optuna.trial.Trial) -> Callable[[int,
         was_training = model.training
         acc = float(evaluate(model, ctx.sens_loader, device=ctx.device))
         model.train(was_training)
-        trial.set_user_attr("accuracy_midway", acc)
+        trial.set_user_attr(keys.TRIAL_ACCURACY_MIDWAY, acc)
         if acc < floor:
             reason = f"accuracy {acc:.2f}% after {step}/{steps} fine-tune steps is below {floor:.2f}% (early stop)"
-            trial.set_user_attr("prune_reason", reason)
+            trial.set_user_attr(keys.TRIAL_PRUNE_REASON, reason)
             raise optuna.TrialPruned(reason)
 
     return callback
+
+
+def _time_key(step: str) -> str:
+    return f"{keys.TRIAL_TIME_PREFIX}{step}"
+
+
+def _warm_choices(plan: Plan, sampled: Mapping[str, LayerChoice]) -> dict[str, LayerChoice]:
+    """The choices of an exact warm-start plan, over the sampled layers (the others keep their layer dense)."""
+    picked = {lp.name: LayerChoice(lp.method, tuple(lp.ranks)) for lp in plan.layers}
+    return {name: picked.get(name, LayerChoice(KEEP_DENSE)) for name in sampled}
 
 
 def run_trial(ctx: SearchContext, trial: optuna.trial.Trial) -> list[float]:
@@ -179,37 +164,37 @@ def run_trial(ctx: SearchContext, trial: optuna.trial.Trial) -> list[float]:
     times: dict[str, float] = {}
     cpu_start = time.process_time()
 
-    def put(key: str, value: Any) -> None:  # a user attr is one storage round trip: timed as time_storage
-        with _timed(times, "time_storage"):
+    def put(key: str, value: object) -> None:  # a user attr is one storage round trip: timed as time_storage
+        with _timed(times, keys.TRIAL_TIME_STORAGE):
             trial.set_user_attr(key, value)
 
-    with _timed(times, "time_sample"):  # the sampler and the storage writes of the suggested params
+    with _timed(times, _time_key("sample")):  # the sampler and the storage writes of the suggested params
         choices = sample_choices(trial, ctx.space, cfg)
-    warm = trial.user_attrs.get(WARM_PLAN_ATTR)
+    warm = trial.user_attrs.get(keys.TRIAL_WARM_PLAN)
     if warm is not None:
         plan = Plan.from_dict(warm)
-        picked = {lp.name: Choice(lp.method, tuple(lp.ranks), 0.0) for lp in plan.layers}
-        choices = {name: picked.get(name, Choice(NONE, (), 1.0)) for name in choices}
+        choices = _warm_choices(plan, choices)
     else:
         plan = build_plan(ctx, choices)
-    put("plan", plan.to_dict())
-    put("choices", {name: c.as_dict() for name, c in choices.items()})
-    put("n_decomposed", len(plan.layers))
-    put("base_accuracy", ctx.base_accuracy)
-    with _timed(times, "time_decompose"):
-        model, hits, misses = compress(ctx, plan, poison=trial.number in cfg.debug.nan_trials)
-    put("cache_hits", hits)
-    put("cache_misses", misses)
+    put(keys.TRIAL_PLAN, plan.to_dict())
+    put(keys.TRIAL_CHOICES, {name: c.as_dict() for name, c in choices.items()})
+    put(keys.TRIAL_N_DECOMPOSED, len(plan.layers))
+    put(keys.TRIAL_BASE_ACCURACY, ctx.base_accuracy)
+    with _timed(times, _time_key("decompose")):
+        model, hits, misses = compress(ctx, plan)
+    put(keys.TRIAL_CACHE_HITS, hits)
+    put(keys.TRIAL_CACHE_MISSES, misses)
     if cfg.finetune.bn_recalibration_images:
-        with _timed(times, "time_bn_recalibration"):
+        with _timed(times, _time_key("bn_recalibration")):
             batches = max(1, cfg.finetune.bn_recalibration_images // cfg.data.batch_size)
             recalibrate_batchnorm(model, ctx.train_loader, max_batches=batches, device=ctx.device)
-    with _timed(times, "time_evaluate"):
+    with _timed(times, _time_key("evaluate")):
         acc_before = float(evaluate(model, ctx.val_loader, device=ctx.device))
-    put("accuracy_before", acc_before)
+    put(keys.TRIAL_ACCURACY_BEFORE, acc_before)
+    tuned = cfg.finetune.epochs is not None or bool(cfg.finetune.steps)
     try:
-        with _timed(times, "time_finetune"):
-            if cfg.finetune.epochs is not None or cfg.finetune.steps:
+        with _timed(times, _time_key("finetune")):
+            if tuned:
                 for p in model.parameters():  # the copy of the frozen teacher is trained
                     p.requires_grad_(True)
                 teacher = ctx.base_model if cfg.finetune.kd else None
@@ -219,33 +204,35 @@ def run_trial(ctx: SearchContext, trial: optuna.trial.Trial) -> list[float]:
         for key, value in list(times.items()):
             put(key, value)
     _check_finite(model, "after fine-tuning")
-    tuned = cfg.finetune.epochs is not None or bool(cfg.finetune.steps)
-    with _timed(times, "time_evaluate"):
+    with _timed(times, _time_key("evaluate")):
         acc = float(evaluate(model.eval(), ctx.val_loader, device=ctx.device)) if tuned else acc_before
         latency = _latency(ctx, model) if "latency" in cfg.objectives else None
     drop = ctx.base_accuracy - acc
-    record: dict[str, Any] = {
-        "accuracy": acc,
-        "drop": drop,
-        "params": plan.totals.params_after,
-        "macs": plan.totals.macs_after,
-        "params_ratio": plan.params_ratio,
-        "macs_ratio": plan.macs_ratio,
-        "time_evaluate": times["time_evaluate"],  # the other time_* attrs were written after the fine-tune
+    record: dict[str, float | int] = {
+        keys.TRIAL_ACCURACY: acc,
+        keys.TRIAL_DROP: drop,
+        keys.TRIAL_PARAMS: plan.totals.params_after,
+        keys.TRIAL_MACS: plan.totals.macs_after,
+        keys.TRIAL_PARAMS_RATIO: plan.params_ratio,
+        keys.TRIAL_MACS_RATIO: plan.macs_ratio,
+        _time_key("evaluate"): times[_time_key("evaluate")],  # the other times were written after the fine-tune
     }
     if latency is not None:
-        record["latency_ms"] = latency
-    record["cpu_seconds"] = round(time.process_time() - cpu_start, 2)
+        record[keys.TRIAL_LATENCY_MS] = latency
+    record[keys.TRIAL_CPU_SECONDS] = round(time.process_time() - cpu_start, 2)
     for key, value in record.items():
         put(key, value)
-    trial.set_user_attr("time_storage", times["time_storage"])  # every write of this trial but this one
+    # every write of this trial but this one
+    trial.set_user_attr(keys.TRIAL_TIME_STORAGE, times[keys.TRIAL_TIME_STORAGE])
     if not math.isfinite(acc):
         raise DecompositionError(f"validation accuracy is {acc}; the trial is discarded")
     for key, value in constraint_values(cfg, drop=drop, params_ratio=plan.params_ratio,
                                         macs_ratio=plan.macs_ratio).items():
         trial.set_constraint(key, value)
-    values = {"accuracy": acc, "params_ratio": plan.params_ratio, "macs_ratio": plan.macs_ratio, "latency": latency}
-    return [float(values[name]) for name in cfg.objectives]  # type: ignore[arg-type]
+    values = {"accuracy": acc, "params_ratio": plan.params_ratio, "macs_ratio": plan.macs_ratio}
+    if latency is not None:
+        values["latency"] = latency
+    return [float(values[name]) for name in cfg.objectives]
 
 
 def _latency(ctx: SearchContext, model: nn.Module) -> float:
@@ -257,53 +244,29 @@ def _latency(ctx: SearchContext, model: nn.Module) -> float:
     return 1000.0 * float(measure_latency(timed, size, min_run_time=0.3, device=ctx.device))
 
 
-_LISTENERS: list[Callable[[optuna.trial.Trial, str], None]] = []
-
-
-def set_trial_listener(listener: Callable[[optuna.trial.Trial, str], None] | None) -> None:
-    """Call ``listener(trial, outcome)`` after each trial of this process (``complete|pruned|fail``); None clears.
-
-    ``run_search`` uses it for its progress bar (the worker loop builds the objective itself).
-    """
-    _LISTENERS.clear()
-    if listener is not None:
-        _LISTENERS.append(listener)
-
-
-def _notify(trial: optuna.trial.Trial, outcome: str) -> None:
-    for listener in list(_LISTENERS):
-        listener(trial, outcome)
-
-
 def make_objective(config: SearchConfig, *, study_dir: Path) -> Callable[[optuna.trial.Trial], Sequence[float]]:
     """The objective of a study: loads the shared context on first call, then runs :func:`run_trial`.
 
-    Failures are recorded in the trial before they propagate: ``fail_reason`` for errors (the trial
-    becomes FAIL), ``prune_reason`` for early stops (PRUNED).
+    Failures are recorded in the trial before they propagate: a fail reason for errors (the trial
+    becomes FAIL), a prune reason for early stops (PRUNED).
     """
 
     def objective(trial: optuna.trial.Trial) -> Sequence[float]:
-        outcome = "fail"
         try:
-            values = run_trial(get_context(config, study_dir), trial)
-            outcome = "complete"
-            return values
+            return run_trial(get_context(config, study_dir), trial)
         except optuna.TrialPruned:
-            outcome = "pruned"
             raise
         except AutomtdError as exc:
-            trial.set_user_attr("fail_reason", str(exc))
+            trial.set_user_attr(keys.TRIAL_FAIL_REASON, str(exc))
             raise
         except Exception as exc:
-            trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {exc}")
+            trial.set_user_attr(keys.TRIAL_FAIL_REASON, f"{type(exc).__name__}: {exc}")
             raise
-        finally:
-            _notify(trial, outcome)
 
     return objective
 
 
-def study_spec(config: SearchConfig) -> dict[str, Any]:
+def study_spec(config: SearchConfig) -> dict[str, object]:
     """What must match between the workers of a study (not n_trials, device, storage or the sampler)."""
     try:
         ckpt = checkpoint_sha256(resolve_checkpoint(config.model.checkpoint, download=False))
@@ -318,14 +281,13 @@ def study_spec(config: SearchConfig) -> dict[str, Any]:
         "constraints": config.constraints.model_dump(mode="json"),
         "finetune": config.finetune.model_dump(mode="json"),
         "sensitivity": config.sensitivity.model_dump(mode="json"),
-        "debug": config.debug.model_dump(mode="json"),
         "seed": config.seed,
     }
 
 
 def config_from_study(study: optuna.Study) -> SearchConfig:
     """The config stored with ``study`` at creation (validated again)."""
-    data = study.user_attrs.get(CONFIG_ATTR)
+    data = study.user_attrs.get(keys.STUDY_CONFIG)
     if data is None:
         raise StudyError(
             f"study {study.study_name!r} has no stored search config; it was not created by `automtd search`"

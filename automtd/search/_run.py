@@ -1,6 +1,6 @@
 """``run_search``: create or resume a study from a config and run its trials in this process.
 
-The validated config is stored in the study's user attrs (``config``) together with its spec
+The validated config is stored in the study's user attrs together with its spec
 (``study_spec``: what every worker must agree on), so ``automtd worker --study S --storage URL``
 needs nothing else (:func:`config_from_study`).  The sensitivity table is computed once and stored
 with the study; the warm-start trials are enqueued only when the study is new.
@@ -19,26 +19,15 @@ from automtd.checkpoints import resolve_checkpoint
 from automtd.data import resolve_data
 from automtd.search._config import SearchConfig, search_config_from_dict
 from automtd.search._context import get_context
-from automtd.search._objective import (
-    CONFIG_ATTR,
-    config_from_study,
-    directions,
-    make_sampler,
-    objective_names,
-    set_trial_listener,
-    study_spec,
-)
+from automtd.search._keys import STUDY_BASE_ACCURACY, STUDY_CONFIG, STUDY_WARMSTART_DONE
+from automtd.search._objective import directions, make_sampler, objective_names, study_spec
 from automtd.search._sensitivity import ensure_sensitivity
 from automtd.search._storage import SingleWriterLock, open_storage, study_dir_for
 from automtd.search._study import budget_status, create_or_load_study, open_study
-from automtd.search._warmstart import WARMSTART_ATTR, enqueue_warmstart
+from automtd.search._warmstart import enqueue_warmstart
 from automtd.search._worker import WorkerOptions, run_worker
 
 __all__ = [
-    "CONFIG_ATTR",
-    "study_spec",
-    "config_from_study",
-    "make_sampler",
     "prepare_study",
     "run_search",
     "SearchResult",
@@ -76,7 +65,7 @@ def prepare_study(config: SearchConfig, *, progress: bool = True) -> tuple[optun
             spec=study_spec(config),
             directions=[d.name.lower() for d in directions(config)],
             budget=config.study.n_trials,
-            user_attrs={CONFIG_ATTR: config.model_dump(mode="json")},
+            user_attrs={STUDY_CONFIG: config.model_dump(mode="json")},
             sampler=make_sampler(config),
         )
         if created:
@@ -85,11 +74,11 @@ def prepare_study(config: SearchConfig, *, progress: bool = True) -> tuple[optun
                 study.set_metric_names(objective_names(config))
         study_dir = study_dir_for(url, config.study.name, config)
         ctx = get_context(config, study_dir)
-        if study.user_attrs.get("base_accuracy") is None:
-            study.set_user_attr("base_accuracy", ctx.base_accuracy)
+        if study.user_attrs.get(STUDY_BASE_ACCURACY) is None:
+            study.set_user_attr(STUDY_BASE_ACCURACY, ctx.base_accuracy)
         table = ensure_sensitivity(study, ctx, progress=progress) if config.sensitivity.enabled else None
         # a study is new until it has trials or its warm start was enqueued (creation may have been interrupted)
-        if created or (not study.user_attrs.get(WARMSTART_ATTR) and not study.get_trials(deepcopy=False)):
+        if created or (not study.user_attrs.get(STUDY_WARMSTART_DONE) and not study.get_trials(deepcopy=False)):
             n = enqueue_warmstart(study, ctx, table)
             log.info("study %r created; %d warm-start trial(s) enqueued", config.study.name, n)
     return study, study_dir, created
@@ -133,20 +122,16 @@ def run_search(
                unit="trial", disable=not progress, dynamic_ncols=True)
     counts = {"complete": 0, "pruned": 0, "fail": 0}
 
-    def listener(trial: optuna.trial.Trial, outcome: str) -> None:
+    def count(_: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        outcome = trial.state.name.lower()
         counts[outcome] = counts.get(outcome, 0) + 1
         bar.update(1)
         bar.set_postfix(counts)
 
-    set_trial_listener(listener)
+    options = WorkerOptions(study_dir=study_dir, spec=study_spec(config), sampler_seed_offset=0, callbacks=(count,))
     try:
-        result = run_worker(
-            config.storage_url(),
-            config.study.name,
-            options=WorkerOptions(study_dir=study_dir, spec=study_spec(config), sampler_seed_offset=0),
-        )
+        result = run_worker(config.storage_url(), config.study.name, options=options)
     finally:
-        set_trial_listener(None)
         bar.close()
     final = load_search_study(config.storage_url(), config.study.name)
     return SearchResult(final, result.exit_code, result.reason, result.trials_run)

@@ -2,38 +2,64 @@
 
 Each candidate replaces only one layer of the original model (through the factor cache, so the
 trials that later pick the same ranks get the factors for free) and is scored on a validation
-subset.  The table is stored in the study's user attrs (``sensitivity``) as plain JSON, so every
-worker on every machine reads it instead of computing it again.
+subset.  The table is stored in the study's user attrs as plain JSON, so every worker on every
+machine reads it instead of computing it again.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TypedDict, cast
 
 import optuna
 import torch
 
+import automtd.search._keys as keys
 from automtd._errors import AutomtdError
-from automtd.search._context import SearchContext
+from automtd.plan import KEEP_DENSE, LayerChoice
+from automtd.search._context import Loader, SearchContext
 from automtd.search._objective import build_plan, compress
-from automtd.search._space import NONE, Choice, SpaceLayer, _choice
+from automtd.search._space import SpaceLayer, choice_for
 
-__all__ = ["SENSITIVITY_ATTR", "compute_sensitivity", "ensure_sensitivity", "sensitivity_table"]
-
-SENSITIVITY_ATTR = "sensitivity"
+__all__ = ["SensitivityRow", "SensitivityTable", "compute_sensitivity", "ensure_sensitivity"]
 
 
-def _candidates(space: Sequence[SpaceLayer], fractions: Sequence[float]) -> list[tuple[SpaceLayer, Choice]]:
-    out: list[tuple[SpaceLayer, Choice]] = []
+class SensitivityRow(TypedDict, total=False):
+    """One candidate: ``layer`` and its choice (``method``, ``ranks``, ``fraction``), then its scores
+    (``None`` and an ``error`` when the candidate could not be built)."""
+
+    layer: str
+    method: str
+    ranks: list[int]
+    fraction: float
+    accuracy: float | None
+    drop: float | None
+    kl: float | None
+    layer_ratio: float | None
+    error: str
+
+
+class SensitivityTable(TypedDict):
+    """The stored table: the original's accuracy on the subset, its size, the fractions tried, the cost, the rows."""
+
+    base_accuracy: float
+    n_images: int
+    fractions: list[float]
+    seconds: float
+    cpu_seconds: float
+    rows: list[SensitivityRow]
+
+
+def _candidates(space: Sequence[SpaceLayer], fractions: Sequence[float]) -> list[tuple[SpaceLayer, LayerChoice]]:
+    out: list[tuple[SpaceLayer, LayerChoice]] = []
     for layer in space:
         for method in layer.methods:
-            if method == NONE:
+            if method == KEEP_DENSE:
                 continue
             seen: set[tuple[int, ...]] = set()
             for fraction in fractions:
-                choice = _choice(layer, method, fraction)
+                choice = choice_for(layer, method, fraction)
                 if choice.ranks in seen:  # two fractions mapping to the same ranks are one candidate
                     continue
                 seen.add(choice.ranks)
@@ -42,7 +68,7 @@ def _candidates(space: Sequence[SpaceLayer], fractions: Sequence[float]) -> list
 
 
 def _score(
-    model: torch.nn.Module, loader: Any, device: torch.device, reference: list[torch.Tensor] | None
+    model: torch.nn.Module, loader: Loader, device: torch.device, reference: list[torch.Tensor] | None
 ) -> tuple[float, float | None, list[torch.Tensor]]:
     """(top-1 %, mean KL(reference || model) in nats per image or None, the log-probabilities per batch).
 
@@ -67,7 +93,12 @@ def _score(
     return 100.0 * correct / max(total, 1), (kl / max(total, 1) if reference is not None else None), out
 
 
-def compute_sensitivity(ctx: SearchContext, *, progress: bool = True) -> dict[str, Any]:
+def _row(layer: SpaceLayer, choice: LayerChoice) -> SensitivityRow:
+    return {"layer": layer.name, "method": choice.method, "ranks": list(choice.ranks),
+            "fraction": round(float(choice.fraction or 0.0), 6)}
+
+
+def compute_sensitivity(ctx: SearchContext, *, progress: bool = True) -> SensitivityTable:
     """Score each single-layer replacement on the sensitivity subset; returns the JSON-able table.
 
     Each row holds the top-1 ``accuracy`` and its ``drop``, and ``kl``: the mean KL divergence of the
@@ -78,18 +109,20 @@ def compute_sensitivity(ctx: SearchContext, *, progress: bool = True) -> dict[st
 
     start, cpu = time.perf_counter(), time.process_time()
     base, _, reference = _score(ctx.base_model, ctx.sens_loader, ctx.device, None)
-    rows: list[dict[str, Any]] = []
+    rows: list[SensitivityRow] = []
     candidates = _candidates(ctx.space, ctx.config.sensitivity.fractions)
     for layer, choice in tqdm(candidates, desc="sensitivity", disable=not progress, leave=False):
-        row: dict[str, Any] = {"layer": layer.name, **choice.as_dict()}
+        row = _row(layer, choice)
         try:
             plan = build_plan(ctx, {layer.name: choice})
             model, _, _ = compress(ctx, plan)
             acc, kl, _ = _score(model, ctx.sens_loader, ctx.device, reference)
             lp = plan.layers[0]
-            row.update(accuracy=acc, drop=base - acc, kl=kl, layer_ratio=lp.params_after / max(lp.params_before, 1))
+            row["accuracy"], row["drop"], row["kl"] = acc, base - acc, kl
+            row["layer_ratio"] = lp.params_after / max(lp.params_before, 1)
         except AutomtdError as exc:
-            row.update(accuracy=None, drop=None, kl=None, layer_ratio=None, error=str(exc))
+            row["accuracy"] = row["drop"] = row["kl"] = row["layer_ratio"] = None
+            row["error"] = str(exc)
         rows.append(row)
     return {
         "base_accuracy": base,
@@ -101,19 +134,11 @@ def compute_sensitivity(ctx: SearchContext, *, progress: bool = True) -> dict[st
     }
 
 
-def ensure_sensitivity(study: optuna.Study, ctx: SearchContext, *, progress: bool = True) -> dict[str, Any]:
+def ensure_sensitivity(study: optuna.Study, ctx: SearchContext, *, progress: bool = True) -> SensitivityTable:
     """The study's sensitivity table, computed and stored on first use, read back afterwards."""
-    stored = study.user_attrs.get(SENSITIVITY_ATTR)
+    stored = study.user_attrs.get(keys.STUDY_SENSITIVITY)
     if isinstance(stored, dict) and stored.get("rows") is not None:
-        return stored
+        return cast(SensitivityTable, stored)
     table = compute_sensitivity(ctx, progress=progress)
-    study.set_user_attr(SENSITIVITY_ATTR, table)
+    study.set_user_attr(keys.STUDY_SENSITIVITY, table)
     return table
-
-
-def sensitivity_table(study: optuna.Study) -> Any:
-    """The stored table as a pandas DataFrame (empty if the pass has not run)."""
-    import pandas as pd
-
-    stored = study.user_attrs.get(SENSITIVITY_ATTR) or {}
-    return pd.DataFrame(stored.get("rows", []))

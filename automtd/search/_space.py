@@ -17,39 +17,27 @@ Tucker-2, HT-2 or SVD alike), so an offspring switching method keeps a comparabl
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import optuna
 
 from automtd._errors import ConfigError
 from automtd.methods import LayerShape, get_method, methods_for
+from automtd.plan import KEEP_DENSE, LayerChoice, LayerInfo
 from automtd.search._config import SearchConfig
 
 __all__ = [
     "SpaceLayer",
-    "Choice",
+    "TrialParams",
     "build_space",
+    "choice_for",
     "sample_choices",
-    "choices_from_params",
     "params_for_choice",
     "layer_type",
 ]
 
-NONE = "none"
-
-
-@dataclass(frozen=True)
-class Choice:
-    """One layer's decision: ``method`` (``none`` keeps it dense), its ranks and the sampled fraction."""
-
-    method: str
-    ranks: tuple[int, ...]
-    fraction: float
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"method": self.method, "ranks": list(self.ranks), "fraction": round(self.fraction, 6)}
+TrialParams = dict[str, str | float]  # ``m:<layer>`` -> method, ``f:<layer>`` -> fraction
 
 
 @dataclass(frozen=True)
@@ -77,20 +65,20 @@ def layer_type(shape: LayerShape) -> str:
     return "conv1x1" if tuple(shape.kernel_size) == (1, 1) else "conv"
 
 
-def build_space(layers: Sequence[Any], config: SearchConfig) -> list[SpaceLayer]:
-    """The searchable layers from ``plan.decomposable_layers`` infos (name, shape, in_hw) and the config."""
+def build_space(layers: Sequence[LayerInfo], config: SearchConfig) -> list[SpaceLayer]:
+    """The searchable layers from ``plan.decomposable_layers`` and the config's ``space`` section."""
     out: list[SpaceLayer] = []
     for info in layers:
         if any(fnmatch.fnmatchcase(info.name, pat) for pat in config.space.skip):
             continue
-        allowed = getattr(config.space, layer_type(info.shape))
+        allowed: list[str] = getattr(config.space, layer_type(info.shape))
         usable = set(methods_for(info.shape))
-        methods = tuple(m for m in allowed if m == NONE or m in usable)
-        if NONE not in methods:
-            methods = (*methods, NONE)
-        if methods == (NONE,):
+        methods = tuple(m for m in allowed if m == KEEP_DENSE or m in usable)
+        if KEEP_DENSE not in methods:
+            methods = (*methods, KEEP_DENSE)
+        if methods == (KEEP_DENSE,):
             continue
-        out.append(SpaceLayer(info.name, info.shape, tuple(info.in_hw), methods))
+        out.append(SpaceLayer(info.name, info.shape, info.in_hw, methods))
     if not out:
         raise ConfigError(
             "the search space is empty: no layer has an allowed method; check space.conv/conv1x1/linear and space.skip"
@@ -98,49 +86,40 @@ def build_space(layers: Sequence[Any], config: SearchConfig) -> list[SpaceLayer]
     return out
 
 
-def _choice(layer: SpaceLayer, method: str, fraction: float) -> Choice:
-    if method == NONE:
-        return Choice(NONE, (), fraction)
+def choice_for(layer: SpaceLayer, method: str, fraction: float) -> LayerChoice:
+    """``method`` on ``layer`` with the ranks keeping ``fraction`` of its dense parameters."""
+    if method == KEEP_DENSE:
+        return LayerChoice(KEEP_DENSE, (), fraction)
     ranks = tuple(int(r) for r in get_method(method).ranks_for_fraction(layer.shape, fraction))
-    return Choice(method, ranks, fraction)
+    return LayerChoice(method, ranks, fraction)
 
 
-def sample_choices(trial: optuna.trial.Trial, space: Sequence[SpaceLayer], config: SearchConfig) -> dict[str, Choice]:
+def sample_choices(
+    trial: optuna.trial.Trial, space: Sequence[SpaceLayer], config: SearchConfig
+) -> dict[str, LayerChoice]:
     """Sample every layer's method and fraction (both always present) and map them to ranks."""
     low, high = config.space.fraction_low, config.space.fraction_high
-    out: dict[str, Choice] = {}
+    out: dict[str, LayerChoice] = {}
     for layer in space:
         method = str(trial.suggest_categorical(layer.method_param, list(layer.methods)))
         fraction = float(trial.suggest_float(layer.fraction_param, low, high, log=low < high))
-        out[layer.name] = _choice(layer, method, fraction)
+        out[layer.name] = choice_for(layer, method, fraction)
     return out
 
 
-def choices_from_params(params: Mapping[str, Any], space: Sequence[SpaceLayer]) -> dict[str, Choice]:
-    """Rebuild choices from a finished trial's params (e.g. to re-create a plan without the study)."""
-    out: dict[str, Choice] = {}
-    for layer in space:
-        method = str(params.get(layer.method_param, NONE))
-        fraction = float(params.get(layer.fraction_param, 1.0))
-        out[layer.name] = _choice(layer, method, fraction)
-    return out
+def params_for_choice(layer: SpaceLayer, choice: LayerChoice, config: SearchConfig) -> TrialParams:
+    """The trial params that reproduce ``choice`` on ``layer`` as closely as the space allows.
 
-
-def params_for_choice(
-    layer: SpaceLayer, method: str, ranks: Sequence[int] | None, config: SearchConfig, *, fraction: float | None = None
-) -> dict[str, Any]:
-    """The trial params that reproduce ``(method, ranks)`` on ``layer`` as closely as the space allows.
-
-    Used to enqueue warm-start trials; the fraction is the ranks' parameter count over the dense
-    layer's, clipped to the space's bounds.
+    Used to enqueue warm-start trials.  A method the layer does not allow becomes ``none``; without a
+    fraction the ranks' parameter count over the dense layer's is used; both clipped to the space's bounds.
     """
     low, high = config.space.fraction_low, config.space.fraction_high
-    if method not in layer.methods:
-        method = NONE
+    method = choice.method if choice.method in layer.methods else KEEP_DENSE
+    fraction = choice.fraction
     if fraction is None:
-        if method == NONE or not ranks:
+        if method == KEEP_DENSE or not choice.ranks:
             fraction = high
         else:
-            fraction = get_method(method).params(layer.shape, tuple(ranks)) / layer.shape.dense_params
+            fraction = get_method(method).params(layer.shape, choice.ranks) / layer.shape.dense_params
     fraction = min(max(float(fraction), low), high)
     return {layer.method_param: method, layer.fraction_param: fraction}

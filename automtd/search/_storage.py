@@ -10,8 +10,9 @@ Three kinds of storage, chosen by the URL:
   processes on one machine; it has no heartbeat, so trials of a killed worker are failed by the janitor
   (``--max-trial-time``).
 * ``postgresql+psycopg://user@host:5432/db`` (``postgresql://`` and ``postgres://`` are read as psycopg 3):
-  for workers on several processes or machines.  ``pool_pre_ping``, a ``connect_timeout`` and a heartbeat
-  that survives a failed write (:mod:`automtd.search._heartbeat`).  Give the password through
+  for workers on several processes or machines.  ``pool_pre_ping``, a ``connect_timeout``, TCP keepalives,
+  calls retried through short outages and a heartbeat that survives a failed write
+  (:mod:`automtd.search._resilient`).  Give the password through
   ``PGPASSWORD`` (libpq reads it) rather than in the URL; URLs are always shown through :func:`redact_url`.
 
 Workers never create the schema (``create_schema=False``): create the study once, then start workers.
@@ -19,7 +20,6 @@ Workers never create the schema (``create_schema=False``): create the study once
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 import sqlite3
@@ -27,15 +27,17 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
+
+import optuna
+import sqlalchemy.exc
+from optuna.storages import BaseStorage
 
 from automtd._errors import ConfigError, StorageError
 from automtd.search._config import SearchConfig
-from automtd.search._heartbeat import ResilientRDBStorage
+from automtd.search._heartbeat import retry_callback
+from automtd.search._resilient import ResilientRDBStorage
 from automtd.utils import expand_path
-
-if TYPE_CHECKING:
-    from optuna.storages import BaseStorage
 
 __all__ = [
     "front_plot_path",
@@ -48,8 +50,6 @@ __all__ = [
     "open_storage",
     "SingleWriterLock",
 ]
-
-_log = logging.getLogger(__name__)
 
 StorageKind = Literal["sqlite", "journal", "postgresql"]
 _SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
@@ -178,10 +178,6 @@ def _open_journal(parsed: StorageURL, create: bool) -> BaseStorage:
 
 
 def _open_rdb(parsed: StorageURL, opts: StorageOptions, create: bool) -> BaseStorage:
-    import optuna
-    import sqlalchemy.exc
-    from optuna.storages import RetryHeartbeatStaleTrialCallback
-
     engine_kwargs: dict[str, object] = {"pool_pre_ping": True}
     if parsed.kind == "sqlite":
         assert parsed.path is not None
@@ -205,15 +201,14 @@ def _open_rdb(parsed: StorageURL, opts: StorageOptions, create: bool) -> BaseSto
         }
         engine_kwargs["pool_recycle"] = 600
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings():  # Optuna marks the heartbeat arguments experimental
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            callback = RetryHeartbeatStaleTrialCallback(max_retry=opts.max_retry) if opts.heartbeat_interval else None
             return ResilientRDBStorage(
                 parsed.url,
                 engine_kwargs=engine_kwargs,
                 heartbeat_interval=opts.heartbeat_interval,
                 grace_period=opts.grace_period,
-                heartbeat_stale_trial_callback=callback,
+                heartbeat_stale_trial_callback=retry_callback(opts.max_retry) if opts.heartbeat_interval else None,
                 skip_table_creation=not create,
             )
     except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as exc:

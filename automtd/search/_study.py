@@ -2,8 +2,8 @@
 
 A study's *spec* is the dict that decides what its trials mean (model, data, search space, objectives;
 built by ``automtd.search._objective.study_spec``).  It is stored with the study together with its
-SHA-256 (``automtd:spec_hash``), the trial budget (``automtd:n_trials``) and optionally the objective
-entry point (``automtd:objective``, ``module:function``).  Any process joining with another spec is
+SHA-256, the trial budget and optionally the registered name of the objective the workers run (keys in
+:mod:`automtd.search._keys`).  Any process joining with another spec is
 refused with a :class:`StudyError` naming the differing keys, before it writes anything.
 
 Budget accounting (:func:`budget_status`), per study:
@@ -31,15 +31,9 @@ from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from automtd._errors import StudyError
-from automtd.search._heartbeat import REASON_ATTR
+from automtd.search._keys import OPTUNA_RETRY_HISTORY, STUDY_BUDGET, STUDY_SPEC, STUDY_SPEC_HASH, TRIAL_FAIL_REASON
 
 __all__ = [
-    "SPEC_ATTR",
-    "SPEC_HASH_ATTR",
-    "BUDGET_ATTR",
-    "OBJECTIVE_ATTR",
-    "OBJECTIVE_ARGS_ATTR",
-    "REASON_ATTR",
     "BudgetStatus",
     "spec_hash",
     "spec_differences",
@@ -54,22 +48,17 @@ __all__ = [
     "study_names",
 ]
 
-SPEC_ATTR = "automtd:spec"
-SPEC_HASH_ATTR = "automtd:spec_hash"
-BUDGET_ATTR = "automtd:n_trials"
-OBJECTIVE_ATTR = "automtd:objective"
-OBJECTIVE_ARGS_ATTR = "automtd:objective_args"
 _DIRECTIONS = ("minimize", "maximize")
 
 
-def _canonical(spec: Mapping[str, Any]) -> Any:
+def _canonical(spec: Mapping[str, object]) -> Any:
     try:
         return json.loads(json.dumps(spec, sort_keys=True, allow_nan=False, default=str))
     except ValueError as exc:
         raise StudyError(f"study spec cannot be stored: {exc}; use finite numbers and plain types") from None
 
 
-def spec_hash(spec: Mapping[str, Any]) -> str:
+def spec_hash(spec: Mapping[str, object]) -> str:
     """SHA-256 of the canonical JSON of ``spec`` (sorted keys, no NaN)."""
     text = json.dumps(_canonical(spec), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
@@ -84,7 +73,7 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix: value}
 
 
-def spec_differences(stored: Mapping[str, Any], given: Mapping[str, Any]) -> list[str]:
+def spec_differences(stored: Mapping[str, object], given: Mapping[str, object]) -> list[str]:
     """Dotted keys whose values differ, as ``key: stored -> given`` strings."""
     a, b = _flatten(_canonical(stored)), _flatten(_canonical(given))
     missing = object()
@@ -109,12 +98,12 @@ def _study_id(storage: BaseStorage, name: str) -> int | None:
         return None
 
 
-def check_spec(study: optuna.Study, spec: Mapping[str, Any], *, what: str = "this config") -> None:
+def check_spec(study: optuna.Study, spec: Mapping[str, object], *, what: str = "this config") -> None:
     """Raise :class:`StudyError` naming the differing keys unless ``spec`` is the study's stored spec."""
     attrs = _wait_for_spec(study)
-    if attrs[SPEC_HASH_ATTR] == spec_hash(spec):
+    if attrs[STUDY_SPEC_HASH] == spec_hash(spec):
         return
-    diffs = spec_differences(attrs.get(SPEC_ATTR) or {}, spec) or ["(stored spec unreadable; hashes differ)"]
+    diffs = spec_differences(attrs.get(STUDY_SPEC) or {}, spec) or ["(stored spec unreadable; hashes differ)"]
     more = f" (+{len(diffs) - 4} more)" if len(diffs) > 4 else ""
     raise StudyError(
         f"study {study.study_name!r} was created with another spec than {what}: "
@@ -127,11 +116,11 @@ def _wait_for_spec(study: optuna.Study, timeout: float = 10.0) -> dict[str, Any]
     deadline = time.monotonic() + timeout
     while True:
         attrs = study.user_attrs
-        if SPEC_HASH_ATTR in attrs:
+        if STUDY_SPEC_HASH in attrs:
             return attrs
         if time.monotonic() > deadline:
             raise StudyError(
-                f"study {study.study_name!r} has no automtd spec ({SPEC_HASH_ATTR!r} missing); it was not created "
+                f"study {study.study_name!r} has no automtd spec ({STUDY_SPEC_HASH!r} missing); it was not created "
                 "by automtd: create a new study with automtd search CONFIG --study NEW_NAME"
             )
         time.sleep(0.2)
@@ -141,7 +130,7 @@ def open_study(
     storage: BaseStorage,
     study_name: str,
     *,
-    spec: Mapping[str, Any] | None = None,
+    spec: Mapping[str, object] | None = None,
     sampler: optuna.samplers.BaseSampler | None = None,
 ) -> optuna.Study:
     """Load an existing automtd study (read-only checks: exists, has a spec, matches ``spec`` if given)."""
@@ -164,10 +153,10 @@ def create_or_load_study(
     storage: BaseStorage,
     study_name: str,
     *,
-    spec: Mapping[str, Any],
+    spec: Mapping[str, object],
     directions: Sequence[str],
     budget: int | None,
-    user_attrs: Mapping[str, Any] | None = None,
+    user_attrs: Mapping[str, object] | None = None,
     sampler: optuna.samplers.BaseSampler | None = None,
 ) -> tuple[optuna.Study, bool]:
     """Create the study with its spec, budget and ``user_attrs``, or load it if it exists with the same spec.
@@ -189,10 +178,10 @@ def create_or_load_study(
         if study is not None:
             for key, value in (user_attrs or {}).items():
                 study.set_user_attr(key, value)
-            study.set_user_attr(SPEC_ATTR, _canonical(spec))
+            study.set_user_attr(STUDY_SPEC, _canonical(spec))
             if budget is not None:
-                study.set_user_attr(BUDGET_ATTR, budget)
-            study.set_user_attr(SPEC_HASH_ATTR, digest)  # written last: its presence means "complete"
+                study.set_user_attr(STUDY_BUDGET, budget)
+            study.set_user_attr(STUDY_SPEC_HASH, digest)  # written last: its presence means "complete"
             return study, True
     study = optuna.load_study(study_name=study_name, storage=storage, sampler=sampler)
     check_spec(study, spec)
@@ -202,20 +191,20 @@ def create_or_load_study(
             f"study {study_name!r} has directions {stored_dirs}, not {dirs}; "
             "use the study's objectives or a new --study"
         )
-    if budget is not None and study.user_attrs.get(BUDGET_ATTR) != budget:
-        study.set_user_attr(BUDGET_ATTR, budget)
+    if budget is not None and study.user_attrs.get(STUDY_BUDGET) != budget:
+        study.set_user_attr(STUDY_BUDGET, budget)
     return study, False
 
 
 def study_budget(study: optuna.Study) -> int | None:
-    value = study.user_attrs.get(BUDGET_ATTR)
+    value = study.user_attrs.get(STUDY_BUDGET)
     return int(value) if isinstance(value, (int, float)) else None
 
 
 def set_study_budget(study: optuna.Study, budget: int) -> None:
     if not isinstance(budget, int) or budget < 0:
         raise StudyError(f"trial budget {budget!r} is invalid; give a whole number >= 0")
-    study.set_user_attr(BUDGET_ATTR, budget)
+    study.set_user_attr(STUDY_BUDGET, budget)
 
 
 @dataclass(frozen=True)
@@ -245,7 +234,7 @@ def budget_status(study: optuna.Study, trials: Sequence[FrozenTrial] | None = No
     trials = study.get_trials(deepcopy=False) if trials is None else trials
     retried: set[int] = set()
     for t in trials:
-        history = t.system_attrs.get("retry_history")
+        history = t.system_attrs.get(OPTUNA_RETRY_HISTORY)
         if isinstance(history, list):
             retried.update(int(n) for n in history)
     counts = {state: 0 for state in TrialState}
@@ -278,5 +267,5 @@ def finished_trials(study: optuna.Study) -> list[FrozenTrial]:
 
 def fail_reason(trial: FrozenTrial) -> str | None:
     """Why a trial failed, as recorded by the objective guard, the worker or the janitor (None if unknown)."""
-    reason = trial.user_attrs.get(REASON_ATTR)
+    reason = trial.user_attrs.get(TRIAL_FAIL_REASON)
     return str(reason) if reason is not None else None

@@ -5,57 +5,51 @@
   backoff for up to ``give_up_after`` seconds (then :class:`StorageError`, exit 7);
 * SIGTERM/SIGINT fail the running trial at once (reason recorded, trial re-queued) and the worker returns
   143/130; between trials it just stops;
-* the objective comes from the study: ``automtd:objective`` (``module:function``, called as
-  ``function(study, study_dir)``) or, by default, the search objective rebuilt from the config stored with the
-  study (its spec is re-derived and compared, so a worker running other code is refused).
+* the objective is the one the study names, looked up among the registered objectives
+  (:mod:`automtd.search._registry`); ``callbacks`` run after each trial (Optuna's ``study.optimize`` callbacks).
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import signal
 import threading
 import time
-import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import optuna
+from optuna.storages import BaseStorage
+from optuna.trial import FrozenTrial
 
-import automtd.search._objective as _objective
-from automtd._errors import AutomtdError, ConfigError, StorageError, StudyError
-from automtd.search._heartbeat import TRANSIENT_ERRORS, Objective, TrialGuard, WorkerInterrupted
+from automtd._errors import AutomtdError, ConfigError, StorageError
+from automtd.search._guard import Objective, TrialGuard, WorkerInterrupted
+from automtd.search._heartbeat import fail_stale_trials
 from automtd.search._janitor import fail_stuck_trials
-from automtd.search._storage import (
-    SingleWriterLock,
-    StorageOptions,
-    open_storage,
-    parse_storage_url,
-    redact_url,
-    study_dir_for,
-)
-from automtd.search._study import OBJECTIVE_ARGS_ATTR, OBJECTIVE_ATTR, budget_status, check_spec, open_study
+from automtd.search._registry import ObjectiveRequest, study_objective
+from automtd.search._resilient import TRANSIENT_ERRORS
+from automtd.search._storage import SingleWriterLock, StorageOptions, open_storage, parse_storage_url, redact_url
+from automtd.search._study import budget_status, open_study
 
 __all__ = [
     "WorkerOptions",
     "WorkerResult",
+    "TrialCallback",
     "run_worker",
     "load_objective",
-    "benchmark_objective",
     "EXIT_SIGINT",
     "EXIT_SIGTERM",
 ]
 
 _log = logging.getLogger(__name__)
 EXIT_SIGINT = 130
-_RECOVERABLE: tuple[type[BaseException], ...] = (*TRANSIENT_ERRORS, OSError)
 EXIT_SIGTERM = 143
-ObjectiveFactory = Callable[[optuna.Study, Path], Objective]
+_RECOVERABLE: tuple[type[BaseException], ...] = (*TRANSIENT_ERRORS, OSError)
+TrialCallback = Callable[[optuna.Study, FrozenTrial], None]
 
 
 @dataclass(frozen=True)
@@ -68,8 +62,9 @@ class WorkerOptions:
     give_up_after: float = 600.0
     max_backoff: float = 30.0
     n_trials: int | None = None
-    spec: Mapping[str, Any] | None = None
+    spec: Mapping[str, object] | None = None
     sampler_seed_offset: int | None = None  # None: the process id, so concurrent workers sample differently
+    callbacks: Sequence[TrialCallback] = ()
 
     def __post_init__(self) -> None:
         if self.max_trial_time is not None and not self.max_trial_time > 0:
@@ -90,31 +85,9 @@ class WorkerResult:
 def load_objective(
     study: optuna.Study, study_dir: Path | None, storage_url: str, *, seed_offset: int | None = None
 ) -> Objective:
-    """Build the study's objective: the ``automtd:objective`` entry point, else the search objective.
-
-    The search objective is rebuilt from the config stored with the study; its spec is derived again by
-    this worker's code and must equal the stored one.  The study's sampler is set from that config.
-    """
-    entry = study.user_attrs.get(OBJECTIVE_ATTR)
-    if entry is None:
-        config = _objective.config_from_study(study)
-        check_spec(study, _objective.study_spec(config), what="the stored config as this worker reads it")
-        offset = os.getpid() if seed_offset is None else seed_offset
-        study.sampler = _objective.make_sampler(config, seed_offset=offset)
-        directory = study_dir or study_dir_for(storage_url, study.study_name, config)
-        return _objective.make_objective(config, study_dir=directory)
-    study_dir = study_dir or Path("studies") / study.study_name
-    module_name, sep, func_name = str(entry).partition(":")
-    try:
-        factory: ObjectiveFactory | None = getattr(importlib.import_module(module_name), func_name) if sep else None
-    except (ImportError, AttributeError):
-        factory = None
-    if factory is None:
-        raise StudyError(
-            f"study {study.study_name!r} names objective {entry!r}, which cannot be imported; "
-            "install the module that defines it or recreate the study"
-        )
-    return factory(study, study_dir)
+    """Build the objective ``study`` names (``automtd:objective``, default the search objective)."""
+    factory = study_objective(study)
+    return factory(ObjectiveRequest(study, storage_url, study_dir=study_dir, seed_offset=seed_offset))
 
 
 class _Signals:
@@ -124,7 +97,7 @@ class _Signals:
         self.guard = guard
         self.stop = threading.Event()
         self.signum: int | None = None
-        self._old: dict[int, Any] = {}
+        self._old: dict[int, Any] = {}  # the handlers to restore
 
     def install(self) -> None:
         if threading.current_thread() is not threading.main_thread():
@@ -181,7 +154,7 @@ def run_worker(
 
 
 def _loop(
-    storage: Any,
+    storage: BaseStorage,
     study_name: str,
     study: optuna.Study | None,
     sampler: optuna.samplers.BaseSampler,
@@ -210,10 +183,10 @@ def _loop(
             if opts.max_trial_time is not None:
                 fail_stuck_trials(study, opts.max_trial_time)
             if not status.can_start:
-                _fail_stale(study)  # peers' dead trials come back as WAITING retries
+                fail_stale_trials(study)  # peers' dead trials come back as WAITING retries
                 signals.stop.wait(poll)
             else:
-                study.optimize(guard, n_trials=1, catch=(Exception,))
+                study.optimize(guard, n_trials=1, catch=(Exception,), callbacks=list(opts.callbacks))
                 ran += 1
             outage_since, delay, other_errors = None, 0.5, 0
         except WorkerInterrupted:
@@ -240,12 +213,6 @@ def _loop(
             signals.stop.wait(min(delay, 2.0))
 
 
-def _fail_stale(study: optuna.Study) -> None:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        optuna.storages.fail_stale_trials(study)
-
-
 def _since(t: float | None) -> float:
     return time.monotonic() - t if t is not None else 0.0
 
@@ -253,39 +220,3 @@ def _since(t: float | None) -> float:
 def _describe(exc: BaseException) -> str:
     text = " ".join(str(exc).split())[:200]
     return redact_url(f"{type(exc).__name__}: {text}")
-
-
-def benchmark_objective(study: optuna.Study, study_dir: Path) -> Objective:
-    """A cheap objective for benchmarks and fault tests.
-
-    Selected by the study attr ``automtd:objective = "automtd.search._worker:benchmark_objective"``.
-
-    Reads ``automtd:objective_args`` from the study: ``seconds`` (sleep per trial, default 0.5), the trial
-    numbers that return NaN (``nan_trials``), inf (``inf_trials``) or raise (``error_trials``), and
-    ``sampler: random`` to replace the default TPE sampler (so a benchmark measures the storage alone).  It samples
-    ``x`` in [0, 1] and ``k`` in 1..8 and returns ``x * k`` then ``(1 - x) * (9 - k)``, ... per objective.
-    """
-    del study_dir
-    args = dict(study.user_attrs.get(OBJECTIVE_ARGS_ATTR) or {})
-    seconds = float(args.get("seconds", 0.5))
-    nan_trials = {int(n) for n in args.get("nan_trials", ())}
-    inf_trials = {int(n) for n in args.get("inf_trials", ())}
-    error_trials = {int(n) for n in args.get("error_trials", ())}
-    n_values = len(study.directions)
-    if args.get("sampler") == "random":
-        study.sampler = optuna.samplers.RandomSampler(seed=os.getpid())
-
-    def objective(trial: optuna.trial.Trial) -> list[float]:
-        x = trial.suggest_float("x", 0.0, 1.0)
-        k = trial.suggest_int("k", 1, 8)
-        time.sleep(seconds)
-        if trial.number in error_trials:
-            raise RuntimeError(f"benchmark objective told to fail trial {trial.number}")
-        values = [x * k, (1.0 - x) * (9 - k)] + [x + i for i in range(max(0, n_values - 2))]
-        if trial.number in nan_trials:
-            values[0] = float("nan")
-        if trial.number in inf_trials:
-            values[0] = float("inf")
-        return values[:n_values]
-
-    return objective

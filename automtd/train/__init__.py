@@ -2,9 +2,10 @@
 
 from automtd.train._bn import recalibrate_batchnorm
 from automtd.train._config import TrainConfig, TrainResult
-from automtd.train._loop import NonFiniteLossError, StopTraining, evaluate, fit, kd_loss
+from automtd.train._loop import Batch, NonFiniteLossError, StopTraining, evaluate, fit, kd_loss
 
 __all__ = [
+    "Batch",
     "NonFiniteLossError",
     "StopTraining",
     "TrainConfig",

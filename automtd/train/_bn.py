@@ -3,17 +3,20 @@
 Decomposing every layer at once shifts the activation statistics layer by layer, so the stored
 BatchNorm running means/variances no longer fit and accuracy can collapse before any fine-tune.
 Re-estimating them with forward passes only (no gradient, weights untouched) recovers much of it.
+``torch.optim.swa_utils.update_bn`` does the work; this wrapper bounds the number of batches,
+moves model and inputs to the device and counts the images.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
+import itertools
+from collections.abc import Iterable, Iterator
 
 import torch
 from torch import nn
+from torch.optim.swa_utils import update_bn
 
-from automtd.train._loop import _to_device
+from automtd.train._loop import Batch
 from automtd.utils import resolve_device
 
 __all__ = ["recalibrate_batchnorm"]
@@ -21,36 +24,36 @@ __all__ = ["recalibrate_batchnorm"]
 
 def recalibrate_batchnorm(
     model: nn.Module,
-    loader: Iterable[Any],
+    loader: Iterable[Batch | torch.Tensor],
     *,
     max_batches: int | None = None,
     device: str | torch.device | None = None,
 ) -> int:
     """Reset and re-estimate every BatchNorm's running statistics from ``loader``.
 
-    Uses a cumulative average (``momentum=None``) over at most ``max_batches`` batches; only
-    the BN buffers change. Returns the number of images seen (0 if the model has no BatchNorm).
+    ``loader`` yields images or ``(images, labels, ...)`` batches.  Uses a cumulative average
+    (``momentum=None``) over at most ``max_batches`` batches; only the BN buffers change and the
+    model's train/eval mode is restored.  The model is moved to ``device`` (``None``: ``auto``) and
+    stays there.  Returns the number of images seen (0, and nothing moved, if the model has no BatchNorm).
     """
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not norms:
         return 0
     dev = resolve_device(device)
-    was_training = model.training
-    momenta = [m.momentum for m in norms]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None
-    model.to(dev).train()
+    model.to(dev)
+    was_training, momenta = model.training, [m.momentum for m in norms]
     seen = 0
+
+    def inputs() -> Iterator[torch.Tensor]:
+        nonlocal seen
+        for batch in itertools.islice(loader, max_batches):
+            x = batch if isinstance(batch, torch.Tensor) else batch[0]
+            seen += int(x.shape[0])
+            yield x.to(dev, non_blocking=True)
+
     try:
-        with torch.no_grad():
-            for i, batch in enumerate(loader):
-                if max_batches is not None and i >= max_batches:
-                    break
-                x, _ = _to_device(batch, dev, False)
-                model(x)
-                seen += int(x.shape[0])
-    finally:
+        update_bn(inputs(), model)
+    finally:  # update_bn restores these only when it completes
         for m, momentum in zip(norms, momenta, strict=True):
             m.momentum = momentum
         model.train(was_training)

@@ -1,41 +1,28 @@
-"""The training hyper-parameters (:class:`TrainConfig`) and the run result (:class:`TrainResult`)."""
+"""The training loop's settings (:class:`TrainConfig`) and the run result (:class:`TrainResult`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
 
 from pydantic import Field, model_validator
 
-from automtd.config import StrictModel
+from automtd._errors import ConfigError
+from automtd.config import FinetuneSection, TrainingSchedule
 
 __all__ = ["TrainConfig", "TrainResult"]
 
 
-class TrainConfig(StrictModel):
-    """Hyper-parameters of :func:`automtd.train.fit` (a strict pydantic model: unknown keys are errors).
+class TrainConfig(TrainingSchedule):
+    """Settings of :func:`automtd.train.fit` (a strict pydantic model: unknown keys are errors).
 
     The budget is ``epochs`` (may be fractional) or ``steps`` (optimizer steps), exactly one of them.
-    Knowledge distillation is used when ``fit`` gets a teacher: the loss is
-    ``(1 - kd_alpha) * CE + kd_alpha * T^2 * KL(student_T || teacher_T)``.
-    ``amp`` and ``channels_last`` only take effect on CUDA.
+    Knowledge distillation is used when ``fit`` gets a teacher (``kd_alpha``, ``kd_temperature``).
+    A config's ``finetune:`` section becomes one with :meth:`from_finetune`.
     """
 
     epochs: float | None = Field(default=None, gt=0)
     steps: int | None = Field(default=None, gt=0)
-    lr: float = Field(default=0.1, gt=0)
-    momentum: float = Field(default=0.9, ge=0, lt=1)
-    nesterov: bool = False
-    weight_decay: float = Field(default=5e-4, ge=0)
-    schedule: Literal["cosine", "onecycle", "constant"] = "cosine"
-    warmup_steps: int = Field(default=0, ge=0)
-    label_smoothing: float = Field(default=0.0, ge=0, lt=1)
-    kd_alpha: float = Field(default=0.9, ge=0, le=1)
-    kd_temperature: float = Field(default=4.0, gt=0)
-    grad_clip: float | None = Field(default=None, gt=0)
     seed: int = 0
-    amp: bool = True
-    channels_last: bool = True
 
     @model_validator(mode="after")
     def _one_budget(self) -> TrainConfig:
@@ -44,6 +31,17 @@ class TrainConfig(StrictModel):
                 f"give exactly one budget: epochs={self.epochs!r}, steps={self.steps!r}; set one of them and not both"
             )
         return self
+
+    @classmethod
+    def from_finetune(cls, section: FinetuneSection, *, seed: int = 0) -> TrainConfig:
+        """The loop settings of a ``finetune:`` section (``epochs`` if set, else ``steps``; no KD unless ``kd``)."""
+        if not section.enabled:
+            raise ConfigError("finetune has no budget (steps 0, no epochs); give finetune.steps or finetune.epochs")
+        schedule = section.model_dump(include=set(TrainingSchedule.model_fields))
+        if not section.kd:
+            schedule["kd_alpha"] = 0.0
+        budget = {"epochs": section.epochs} if section.epochs is not None else {"steps": section.steps}
+        return cls(**schedule, **budget, seed=seed)
 
 
 @dataclass

@@ -6,7 +6,6 @@ import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import nullcontext
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -16,7 +15,9 @@ from automtd._errors import AutomtdError, ConfigError
 from automtd.train._config import TrainConfig, TrainResult
 from automtd.utils import resolve_device
 
-__all__ = ["NonFiniteLossError", "StopTraining", "fit", "evaluate", "kd_loss"]
+__all__ = ["Batch", "NonFiniteLossError", "StopTraining", "fit", "evaluate", "kd_loss"]
+
+Batch = Sequence[torch.Tensor]  # (images, labels), as a DataLoader collates the datasets of automtd.data
 
 
 class NonFiniteLossError(AutomtdError):
@@ -40,7 +41,7 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
     ) * (t * t)
 
 
-def _batches(loader: Iterable[Any]) -> Iterator[Any]:
+def _batches(loader: Iterable[Batch]) -> Iterator[Batch]:
     while True:
         empty = True
         for batch in loader:
@@ -68,7 +69,7 @@ def _scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, total: int) -> torc
     return torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
-def _to_device(batch: Any, device: torch.device, channels_last: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def _to_device(batch: Batch, device: torch.device, channels_last: bool) -> tuple[torch.Tensor, torch.Tensor]:
     x, y = batch[0], batch[1]
     x = x.to(device, non_blocking=True)
     if channels_last and x.dim() == 4:
@@ -78,13 +79,13 @@ def _to_device(batch: Any, device: torch.device, channels_last: bool) -> tuple[t
 
 def fit(
     model: nn.Module,
-    loader: Iterable[Any],
+    loader: Iterable[Batch],
     cfg: TrainConfig,
     *,
     teacher: nn.Module | None = None,
     device: str | torch.device | None = None,
     extra_loss: Callable[[nn.Module], torch.Tensor] | None = None,
-    param_groups: Sequence[dict[str, Any]] | None = None,
+    param_groups: Sequence[dict[str, object]] | None = None,
     step_callback: Callable[[int, nn.Module], None] | None = None,
     progress: bool = True,
 ) -> TrainResult:
@@ -199,7 +200,7 @@ def fit(
 
 def evaluate(
     model: nn.Module,
-    loader: Iterable[Any],
+    loader: Iterable[Batch],
     *,
     device: str | torch.device | None = None,
     progress: bool = False,

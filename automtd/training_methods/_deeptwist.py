@@ -20,7 +20,7 @@ import fnmatch
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 from pydantic import Field
@@ -29,6 +29,7 @@ from torch import nn
 from automtd._errors import ConfigError, RankError
 from automtd.config import StrictModel
 from automtd.methods import LayerShape, get_method
+from automtd.plan import LayerChoice, Plan
 
 __all__ = [
     "DeepTwistConfig",
@@ -186,7 +187,7 @@ class DeepTwist:
 
     @torch.no_grad()
     def project(self, model: nn.Module) -> None:
-        """Replace every selected kernel by its low-rank reconstruction, now."""
+        """Replace every selected kernel by its low-rank reconstruction at once."""
         for name, projection in self.projections.items():
             conv = model.get_submodule(name)
             if not isinstance(conv, nn.Conv2d):
@@ -199,13 +200,13 @@ class DeepTwist:
         if self.final_projection:
             self.project(model)
 
-    def plan_choices(self) -> dict[str, tuple[str, tuple[int, ...]]]:
-        """``{layer: (registered method, ranks)}`` that factorise the projected model exactly (no tiled_svd)."""
+    def plan_choices(self) -> dict[str, LayerChoice]:
+        """The per-layer choices that factorise the projected model exactly (no tiled_svd)."""
         choices = {}
         for name, p in self.projections.items():
             if p.method not in _REGISTERED:
                 raise RankError(f"layer {name!r}: tiled_svd has no registered factorised module; keep the model dense")
-            choices[name] = (_REGISTERED[p.method], p.ranks)
+            choices[name] = LayerChoice(_REGISTERED[p.method], p.ranks)
         return choices
 
     def compression(self) -> tuple[int, int]:
@@ -239,7 +240,7 @@ def deeptwist_callback(
 
 
 def deeptwist_from_plan(
-    plan: Any,
+    plan: Plan,
     *,
     interval: int,
     total_steps: int | None = None,
@@ -247,7 +248,7 @@ def deeptwist_from_plan(
 ) -> DeepTwist:
     """DeepTwist towards an existing plan: each planned layer is projected at the plan's own ranks.
 
-    ``plan`` is an :class:`automtd.plan.Plan` whose layers use ``tucker2`` or ``svd_channel`` (the methods
+    ``plan``'s layers must use ``tucker2`` or ``svd_channel`` (the methods
     whose reconstruction is a projection of the dense kernel); after ``finalize`` the model factorises
     exactly with ``apply_plan(model, plan)``.  Other methods raise :class:`RankError` naming the layer.
     """

@@ -14,14 +14,20 @@ Factorised results are built by the *registered* ``tucker2`` / ``svd_channel`` m
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from automtd.methods import get_method
-from automtd.training_methods._gated import GatedSVDBlock, GatedTucker2Block, gate_of, gated_blocks, set_module
+from automtd.training_methods._gated import (
+    GatedSVDBlock,
+    GatedTucker2Block,
+    _pair,
+    gate_of,
+    gated_blocks,
+    set_module,
+)
 
 __all__ = ["FoldedLayer", "fold_block", "prune_and_fold", "kept_indices", "dense_template"]
 
@@ -64,12 +70,6 @@ def kept_indices(gate: torch.Tensor, tau: float) -> torch.Tensor:
     return keep
 
 
-def _pair(value: Sequence[int] | int) -> tuple[int, int]:
-    if isinstance(value, int):
-        return (value, value)
-    return (int(value[0]), int(value[1]))
-
-
 def dense_template(block: GatedTucker2Block | GatedSVDBlock) -> nn.Conv2d:
     """An ``nn.Conv2d`` with the geometry (and bias) of the dense conv a gated block replaced."""
     first = block.core if isinstance(block, GatedTucker2Block) else block.element
@@ -95,8 +95,7 @@ def dense_template(block: GatedTucker2Block | GatedSVDBlock) -> nn.Conv2d:
 
 def _build(method_name: str, template: nn.Conv2d, weights: list[torch.Tensor]) -> nn.Module:
     method = get_method(method_name)
-    names = method.factor_names  # type: ignore[attr-defined]
-    return method.build(template, dict(zip(names, weights, strict=True)))
+    return method.build(template, dict(zip(method.factor_names, weights, strict=True)))
 
 
 def _dense(template: nn.Conv2d, weight: torch.Tensor) -> nn.Conv2d:

@@ -1,4 +1,4 @@
-"""Known files (CIFAR-10, the akamaster ResNet-20 weights): fetch them and verify their SHA-256.
+"""Known files (CIFAR-10/100, the akamaster ResNet-20 weights): fetch them and verify their SHA-256.
 
 Local copies always win (:func:`automtd.checkpoints.resolve_checkpoint`, :func:`automtd.data.resolve_data`);
 only when a path is missing *and* ``download`` is enabled is a known file fetched over HTTPS into the
@@ -37,6 +37,11 @@ KNOWN_FILES: dict[str, KnownFile] = {
         "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
         "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce",
         "cifar-10-python.tar.gz",
+    ),
+    "cifar100": KnownFile(
+        "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+        "85cd44d02ba6437773c5bbd22e183051d648de2e7d6b014e1ef29b855ba677a7",
+        "cifar-100-python.tar.gz",
     ),
 }
 

@@ -1,21 +1,21 @@
-"""The `apply` workflow: load a checkpoint, apply a plan, optionally fine-tune with KD, save, measure."""
+"""The ``automtd apply`` workflow: load a checkpoint, apply a plan, optionally fine-tune with KD, save, measure."""
 
 from __future__ import annotations
 
 import copy
 import os
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
 from automtd.checkpoints import load_checkpoint, read_meta, save_checkpoint
+from automtd.config import DataSection, FinetuneSection
 from automtd.data import get_dataset, make_loader
 from automtd.deploy import compare_models
-from automtd.plan._apply import apply_plan, check_plan
-from automtd.plan._cache import FactorCache
-from automtd.plan._schema import Plan
+from automtd.plan import FactorCache, Plan, apply_plan, check_plan
 from automtd.train import TrainConfig, evaluate, fit, recalibrate_batchnorm
 from automtd.training_methods import deeptwist_from_plan
 
@@ -24,21 +24,18 @@ __all__ = ["FinetuneOptions", "CompressResult", "compress_checkpoint", "finetune
 
 @dataclass(frozen=True)
 class FinetuneOptions:
-    """Fine-tuning with KD from the original model on the training split, then top-1 on the val split."""
+    """How ``automtd apply`` fine-tunes: the shared ``data`` and ``finetune`` sections plus run settings.
 
-    epochs: float
-    dataset: str = "cifar10"
-    data_root: str | None = None
-    subset: int | None = None
-    val_subset: int | None = None
-    batch_size: int = 128
-    lr: float = 0.01
+    The fine-tune distils from the original model on the training split (when ``finetune.kd``), then
+    scores top-1 on the val split.  With ``deeptwist_interval`` it fine-tunes the *dense* model instead,
+    projecting every planned kernel onto the plan's ranks every that many steps, then factorises exactly.
+    """
+
+    data: DataSection
+    finetune: FinetuneSection
     device: str = "auto"
     seed: int = 0
     progress: bool = True
-    recalibrate_bn: bool = True  # re-estimate BatchNorm statistics (forward passes only) before fine-tuning
-    # DeepTwist (learned low-rank approximation): fine-tune the *dense* model, projecting every planned
-    # kernel onto the plan's ranks every ``deeptwist_interval`` steps, then factorise exactly.
     deeptwist_interval: int | None = None
 
 
@@ -54,26 +51,27 @@ def finetune(
     model: nn.Module,
     teacher: nn.Module,
     opts: FinetuneOptions,
-    normalization: dict[str, Any],
+    normalization: Mapping[str, Sequence[float]],
     *,
-    step_callback: Any = None,
+    step_callback: Callable[[int, nn.Module], None] | None = None,
 ) -> dict[str, Any]:
     """Fine-tune ``model`` in place (``automtd.train.fit`` with ``teacher``); returns a summary with val top-1."""
-    mean, std = normalization["mean"], normalization["std"]
-    common: dict[str, Any] = {"root": opts.data_root, "mean": mean, "std": std, "seed": opts.seed}
-    train = get_dataset(opts.dataset, "train", train_transform=True, subset=opts.subset, **common)
-    val = get_dataset(opts.dataset, "val", subset=opts.val_subset, **common)
-    cfg = TrainConfig(epochs=opts.epochs, lr=opts.lr, seed=opts.seed, nesterov=True, weight_decay=5e-4)
-    val_loader = make_loader(val, batch_size=256, shuffle=False)
-    train_loader = make_loader(train, batch_size=opts.batch_size, shuffle=True, seed=opts.seed)
-    if opts.recalibrate_bn:
-        recalibrate_batchnorm(model, train_loader, max_batches=max(1, 2048 // opts.batch_size), device=opts.device)
+    d, ft = opts.data, opts.finetune
+    common: dict[str, Any] = {"root": d.root, "mean": normalization["mean"], "std": normalization["std"],
+                              "val_size": d.val_size, "seed": opts.seed, "download": d.download}
+    train = get_dataset(d.dataset, "train", train_transform=True, subset=d.train_subset, **common)
+    val = get_dataset(d.dataset, "val", subset=d.val_subset, **common)
+    val_loader = make_loader(val, batch_size=d.eval_batch_size, shuffle=False)
+    train_loader = make_loader(train, batch_size=d.batch_size, shuffle=True, seed=opts.seed)
+    if ft.bn_recalibration_images:
+        batches = max(1, ft.bn_recalibration_images // d.batch_size)
+        recalibrate_batchnorm(model, train_loader, max_batches=batches, device=opts.device)
     before = evaluate(model, val_loader, device=opts.device)
     result = fit(
         model,
         train_loader,
-        cfg,
-        teacher=teacher,
+        TrainConfig.from_finetune(ft, seed=opts.seed),
+        teacher=teacher if ft.kd else None,
         device=opts.device,
         progress=opts.progress,
         step_callback=step_callback,
@@ -81,7 +79,16 @@ def finetune(
     accuracy = evaluate(model, val_loader, device=opts.device)
     model.to("cpu")
     return {
-        **{k: v for k, v in asdict(opts).items() if k not in ("progress", "data_root")},
+        "epochs": ft.epochs,
+        "dataset": d.dataset,
+        "subset": d.train_subset,
+        "val_subset": d.val_subset,
+        "batch_size": d.batch_size,
+        "lr": ft.lr,
+        "device": opts.device,
+        "seed": opts.seed,
+        "recalibrate_bn": bool(ft.bn_recalibration_images),
+        "deeptwist_interval": opts.deeptwist_interval,
         "train_images": len(train),  # type: ignore[arg-type]
         "val_images": len(val),  # type: ignore[arg-type]
         "steps": result.steps,
@@ -122,9 +129,10 @@ def compress_checkpoint(
     if finetune_options is not None and finetune_options.deeptwist_interval:
         check_plan(model, plan)  # refuse a foreign plan before training anything
         twist = deeptwist_from_plan(plan, interval=finetune_options.deeptwist_interval)
-        opts = replace(finetune_options, recalibrate_bn=False)
+        no_recalibration = finetune_options.finetune.model_copy(update={"bn_recalibration_images": 0})
+        opts = replace(finetune_options, finetune=no_recalibration)
         summary = finetune(model, original, opts, meta["normalization"], step_callback=twist)
-        twist.finalize(model)  # the weights are now exactly of the plan's ranks
+        twist.finalize(model)  # the weights are exactly of the plan's ranks from here on
         apply_plan(model, plan, seed=seed)
         summary["deeptwist"] = {"interval": finetune_options.deeptwist_interval, "projections": twist.count}
     else:
@@ -133,7 +141,7 @@ def compress_checkpoint(
     if finetune_options is not None and summary is not None:
         extra["finetune"] = summary
         accuracy = {"val": summary["val_accuracy"]}
-        dataset = finetune_options.dataset
+        dataset = finetune_options.data.dataset
     if measure:
         extra["measure"] = compare_models(original, model.to("cpu"), plan.input_size, threads=threads, deploy=deploy)
     out = save_checkpoint(

@@ -11,49 +11,63 @@ from __future__ import annotations
 import copy
 import json
 import logging
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, JsonValue, model_validator
 from torch import nn
 
 from automtd._errors import ConfigError
 from automtd.checkpoints import load_checkpoint, save_checkpoint
-from automtd.config import StrictModel, load_config
+from automtd.config import (
+    ConfigPath,
+    DataSection,
+    FinetuneSection,
+    PretrainedModelSection,
+    StrictModel,
+    load_config,
+    section_defaults,
+)
 from automtd.data import get_dataset, make_loader
 from automtd.metrics import count_macs, count_params
 from automtd.models import get_model, get_model_spec
-from automtd.plan import make_plan
-from automtd.train import evaluate, fit
-from automtd.train._config import TrainConfig
-from automtd.training_methods._funnel import AnnealSchedule, FunnelPenalty, funnel_param_groups
-from automtd.training_methods._gated import gate_model
-from automtd.training_methods._prune import FoldedLayer, prune_and_fold
+from automtd.plan import LayerChoice, Plan, make_plan
+from automtd.train import TrainConfig, evaluate, fit, recalibrate_batchnorm
+from automtd.training_methods import (
+    AnnealSchedule,
+    FoldedLayer,
+    FunnelPenalty,
+    funnel_param_groups,
+    gate_model,
+    prune_and_fold,
+)
 from automtd.utils import resolve_device
 
-__all__ = ["FunnelConfig", "FunnelStage", "load_funnel_config", "run_funnel", "funnel_plan"]
+__all__ = ["FunnelConfig", "FunnelData", "FunnelStage", "load_funnel_config", "run_funnel", "funnel_plan"]
 
 log = logging.getLogger(__name__)
 
 
-class ModelPart(StrictModel):
-    name: str
-    kwargs: dict[str, Any] = Field(default_factory=dict)
-    checkpoint: str = Field(description="pretrained weights: a .th/.pth file or an automtd checkpoint directory")
+class FunnelData(DataSection):
+    """The shared ``data:`` section plus the split the stages are scored on and the split seed."""
 
-
-class DataPart(StrictModel):
-    name: str = "cifar10"
-    root: str | None = None
-    subset: int | None = Field(default=None, gt=0, description="class-balanced subset of the train split")
-    val_size: int | None = Field(default=None, ge=0)
     eval_split: Literal["val", "test"] = "test"
-    eval_subset: int | None = Field(default=None, gt=0)
-    seed: int = 0
-    batch_size: int = Field(default=128, gt=0)
-    eval_batch_size: int = Field(default=500, gt=0)
+    eval_subset: int | None = Field(default=None, gt=0, description="class-balanced subset of eval_split")
+    seed: int = Field(default=0, description="seed of the val split, of subsets, of shuffling and of fine-tuning")
+
+    @model_validator(mode="after")
+    def _no_val_subset(self) -> FunnelData:
+        if self.val_subset is not None:
+            raise ValueError("funnel scores data.eval_split; give data.eval_subset instead of data.val_subset")
+        return self
+
+
+# the fine-tune after pruning: lr 1e-3 for one epoch, no distillation and no BatchNorm re-estimation unless asked
+_FINETUNE_DEFAULTS: dict[str, JsonValue] = {"epochs": 1, "steps": None, "lr": 0.001, "kd": False,
+                                            "bn_recalibration_images": 0}
 
 
 class DecomposePart(StrictModel):
@@ -81,19 +95,32 @@ class FunnelStage(StrictModel):
 class FunnelConfig(StrictModel):
     """The whole ``automtd funnel`` config (see ``configs/funnel_resnet20.yaml``)."""
 
-    model: ModelPart
-    data: DataPart = Field(default_factory=DataPart)
+    model: PretrainedModelSection
+    data: FunnelData = Field(default_factory=FunnelData)  # type: ignore[arg-type]
     decompose: DecomposePart = Field(default_factory=DecomposePart)
     funnel: FunnelStage = Field(default_factory=FunnelStage)
-    finetune: TrainConfig = Field(
-        default_factory=lambda: TrainConfig(epochs=1, lr=0.001, momentum=0.9, weight_decay=5e-4, schedule="cosine")
+    finetune: Annotated[FinetuneSection, section_defaults(**_FINETUNE_DEFAULTS)] = Field(
+        default_factory=lambda: FinetuneSection.model_validate(_FINETUNE_DEFAULTS)
     )
-    distill: bool = Field(default=False, description="fine-tune with KD from the original model")
-    output: str
+    output: ConfigPath
     device: str = "auto"
     threads: int | None = Field(default=None, gt=0)
     evaluate_stages: bool = True
     progress: bool = True
+
+    @model_validator(mode="before")
+    @classmethod
+    def _distill_is_finetune_kd(cls, data: object) -> object:
+        if not isinstance(data, Mapping) or "distill" not in data:
+            return data
+        out = dict(data)
+        finetune = dict(out.get("finetune") or {})
+        if "kd" in finetune:
+            raise ValueError("give finetune.kd only; distill is its old spelling")
+        warnings.warn("config key distill is deprecated; write finetune.kd", FutureWarning, stacklevel=2)
+        finetune["kd"] = out.pop("distill")
+        out["finetune"] = finetune
+        return out
 
 
 def load_funnel_config(path: str | Path, overrides: Sequence[str] = ()) -> FunnelConfig:
@@ -105,12 +132,12 @@ def funnel_plan(
     folded: Sequence[FoldedLayer],
     *,
     architecture: str,
-    arch_kwargs: dict[str, Any] | None = None,
+    arch_kwargs: Mapping[str, object] | None = None,
     input_size: Sequence[int] = (3, 32, 32),
-) -> Any:
+) -> Plan:
     """The :class:`automtd.plan.Plan` of a pruned funnel model (merged-back layers noted as skipped)."""
     base = get_model(architecture, **dict(arch_kwargs or {}))
-    choices = {f.name: (f.method, f.ranks) for f in folded if f.method != "none"}
+    choices = {f.name: LayerChoice(f.method, tuple(f.ranks)) for f in folded if f.method != "none"}
     notes = {
         f.name: f"funnel kept {list(f.kept)} of {list(f.lossless)} gates; merged back into a dense conv (not smaller)"
         for f in folded
@@ -132,8 +159,7 @@ def run_funnel(cfg: FunnelConfig) -> dict[str, Any]:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
     out = Path(cfg.output)
-    spec = get_model_spec(cfg.model.name)
-    size = tuple(spec.input_size)
+    size = tuple(cfg.model.input_size or get_model_spec(cfg.model.name).input_size)
     original, meta = load_checkpoint(cfg.model.checkpoint, model_name=cfg.model.name, model_kwargs=cfg.model.kwargs)
     if meta.get("plan"):
         raise ConfigError(
@@ -142,9 +168,9 @@ def run_funnel(cfg: FunnelConfig) -> dict[str, Any]:
     norm = meta["normalization"]
     d = cfg.data
     common: dict[str, Any] = {"root": d.root, "mean": norm["mean"], "std": norm["std"], "val_size": d.val_size,
-                              "seed": d.seed}
-    train_ds = get_dataset(d.name, "train", train_transform=True, subset=d.subset, **common)
-    eval_ds = get_dataset(d.name, d.eval_split, subset=d.eval_subset, **common)
+                              "seed": d.seed, "download": d.download}
+    train_ds = get_dataset(d.dataset, "train", train_transform=True, subset=d.train_subset, **common)
+    eval_ds = get_dataset(d.dataset, d.eval_split, subset=d.eval_subset, **common)
     loader = make_loader(train_ds, batch_size=d.batch_size, shuffle=True, seed=d.seed,
                          drop_last=len(train_ds) > d.batch_size)  # type: ignore[arg-type]
     eval_loader = make_loader(eval_ds, batch_size=d.eval_batch_size, shuffle=False)
@@ -192,10 +218,17 @@ def run_funnel(cfg: FunnelConfig) -> dict[str, Any]:
     if cfg.evaluate_stages:
         acc["after_prune"] = score(model)
 
-    teacher = original if cfg.distill else None
-    result = fit(model, loader, cfg.finetune, teacher=teacher, device=device, progress=cfg.progress)
-    model.to("cpu")
-    report["finetune"] = {"steps": result.steps, "seconds": round(result.seconds, 1), "final_loss": result.final_loss}
+    ft = cfg.finetune
+    if ft.bn_recalibration_images:
+        recalibrate_batchnorm(model, loader, max_batches=max(1, ft.bn_recalibration_images // d.batch_size),
+                              device=device)
+    if ft.enabled:
+        teacher = original if ft.kd else None
+        result = fit(model, loader, TrainConfig.from_finetune(ft, seed=d.seed), teacher=teacher, device=device,
+                     progress=cfg.progress)
+        model.to("cpu")
+        report["finetune"] = {"steps": result.steps, "seconds": round(result.seconds, 1),
+                              "final_loss": result.final_loss}
     acc["final"] = score(model)
 
     plan = funnel_plan(folded, architecture=cfg.model.name, arch_kwargs=cfg.model.kwargs, input_size=size)
@@ -209,7 +242,7 @@ def run_funnel(cfg: FunnelConfig) -> dict[str, Any]:
     })
     out.mkdir(parents=True, exist_ok=True)
     plan.save(out / "plan.yaml")
-    save_checkpoint(out / "model", model, architecture=cfg.model.name, arch_kwargs=cfg.model.kwargs, dataset=d.name,
+    save_checkpoint(out / "model", model, architecture=cfg.model.name, arch_kwargs=cfg.model.kwargs, dataset=d.dataset,
                     normalization=norm, input_size=size, accuracy={d.eval_split: acc["final"]}, plan=plan.to_dict(),
                     extra={"funnel": {k: v for k, v in report.items() if k not in ("config", "layers")}})
     reloaded, _ = load_checkpoint(out / "model")

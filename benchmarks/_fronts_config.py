@@ -1,0 +1,90 @@
+"""The ``fronts`` suite's config (``configs/bench_fronts*.yaml``) and the published points it is compared with."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from pydantic import Field
+
+from automtd.config import StrictModel, load_config
+
+__all__ = ["HT2_PAPER", "MTD_PAPER", "FrontsModel", "FinalSection", "BaselinesSection", "FrontsConfig",
+           "load_fronts_config"]
+
+# methods.md section 4: (energy, params reduction x, top-1 change in points), read off the authors' plots.
+HT2_PAPER: dict[str, list[tuple[float, float, float]]] = {
+    "cifar_resnet20": [(0.9, 1.5, 0.36), (0.8, 2.5, 0.24), (0.7, 3.8, -0.26), (0.6, 5.6, -1.25), (0.5, 8.4, -2.44)],
+    "cifar_resnet56": [(0.9, 1.5, 0.63), (0.8, 2.55, 0.39), (0.7, 4.0, 0.06), (0.6, 6.05, -0.87), (0.5, 9.05, -2.03)],
+}
+
+
+# methods.md section 3, the MTD abstract: params reduction x at < 1 pt top-1 drop on CIFAR-10 (no curve published).
+MTD_PAPER: dict[str, float] = {"cifar_vgg11_bn": 32.0, "cifar_vgg16_bn": 37.0}
+
+
+class FrontsModel(StrictModel):
+    name: str
+    search_config: str
+
+
+class FinalSection(StrictModel):
+    """The final fine-tune every plan gets before its test-set score."""
+
+    steps: int = Field(40, ge=0)
+    batch_size: int = Field(128, ge=1)
+    lr: float = Field(0.01, gt=0)
+    schedule: str = "cosine"
+    kd_alpha: float = Field(0.9, ge=0, le=1)
+    kd_temperature: float = Field(4.0, gt=0)
+    train_subset: int | None = Field(None, ge=1)
+    test_subset: int | None = Field(None, ge=1)
+    eval_batch_size: int = Field(500, ge=1)
+    eval_before: bool = Field(False, description="also score each plan on the test set before the fine-tune")
+    plans_from: str | None = Field(
+        None, description="fine-tune the plans (and use the factor cache) another fronts run saved in this results "
+        "folder, relative to the repo, instead of this run's own: a second fine-tune budget on the same plans"
+    )
+    only: list[str] = Field(
+        default_factory=list, description="fnmatch patterns of the plan names to fine-tune (default all): "
+        "two processes with disjoint patterns can share one results folder"
+    )
+
+
+class BaselinesSection(StrictModel):
+    vbmf_tucker2: bool = True
+    ht2_energies: list[float] = Field(default_factory=lambda: [0.9, 0.8, 0.7, 0.6, 0.5])
+    uniform_cp_fractions: list[float] = Field(default_factory=lambda: [0.25, 0.1])
+
+
+class FrontsConfig(StrictModel):
+    """The ``fronts`` suite (``configs/bench_fronts*.yaml``)."""
+
+    models: list[FrontsModel]
+    n_trials: int = Field(12, ge=1)
+    variants: dict[str, list[str]] = Field(
+        default_factory=lambda: {
+            "mixed": ["tucker2", "cp", "ht2", "svd_channel", "none"],
+            "cp": ["cp", "none"],
+            "tucker2": ["tucker2", "none"],
+            "ht2": ["ht2", "none"],
+        }
+    )
+    samplers: list[str] = Field(default_factory=lambda: ["tpe", "nsga2", "random"])
+    sampler_variant: str = "mixed"
+    select_drops: list[float] = Field(default_factory=lambda: [0.5, 1.0, 2.0])
+    front_max_drop: float | None = Field(
+        None, ge=0, description="also send every Pareto-optimal trial of each TPE search within this val drop "
+        "to the final fine-tune (plans <variant>_t<trial>)"
+    )
+    hv_ref_drop: float = Field(10.0, gt=0, description="hypervolume reference: accuracy = base - this, ratio = 1")
+    search_overrides: list[str] = Field(
+        default_factory=list, description="`--set`-style overrides applied to every search config of the suite"
+    )
+    final: FinalSection = Field(default_factory=FinalSection)
+    baselines: BaselinesSection = Field(default_factory=BaselinesSection)
+
+
+
+def load_fronts_config(path: Path, overrides: Sequence[str] = ()) -> FrontsConfig:
+    return load_config(path, FrontsConfig, overrides)
