@@ -1,4 +1,5 @@
-"""The janitor fails trials stuck RUNNING past a maximum trial time, with a reason, and nothing else."""
+"""The janitor fails trials stuck RUNNING past a maximum trial time, with a reason, and re-queues them with the same
+parameters (Optuna's retry history, at most ``max_retry`` times), like heartbeat-stale trials."""
 
 from __future__ import annotations
 
@@ -32,13 +33,16 @@ def test_janitor_cli_fails_only_stuck_trials(tmp_path: Path, capsys: pytest.Capt
     assert open_study(open_storage(url), "j").trials[stuck.number].state == TrialState.RUNNING
 
     assert main(["janitor", "--study", "j", "--storage", url, "--max-trial-time", "1"]) == 0
-    assert "1 stuck trial(s) failed" in capsys.readouterr().out
+    assert "1 stuck trial(s) failed (1 re-queued)" in capsys.readouterr().out
     trials = open_study(open_storage(url), "j").trials
     assert trials[stuck.number].state == TrialState.FAIL
     assert fail_reason(trials[stuck.number]).startswith("janitor: RUNNING for")
     assert trials[fresh.number].state == TrialState.RUNNING and trials[done.number].state == TrialState.COMPLETE
+    retry = trials[-1]  # re-queued like a heartbeat-stale trial: same parameters, retry history, no fail reason
+    assert retry.state == TrialState.WAITING and retry.params == trials[stuck.number].params
+    assert retry.system_attrs["retry_history"] == [stuck.number] and fail_reason(retry) is None
     status = budget_status(open_study(open_storage(url), "j"))
-    assert status.finished == 2 and status.running == 1  # a janitor FAIL is final and counts
+    assert (status.finished, status.running, status.waiting, status.superseded) == (1, 1, 1, 1)
 
 
 def test_janitor_library_with_clock_and_bad_values(tmp_path: Path) -> None:
@@ -49,7 +53,26 @@ def test_janitor_library_with_clock_and_bad_values(tmp_path: Path) -> None:
     later = datetime.now() + timedelta(hours=2)
     found = fail_stuck_trials(study, 3600, now=later)
     assert [(f.number, f.failed) for f in found] == [(trial.number, True)]
-    assert fail_stuck_trials(study, 3600, now=later) == []  # already FAIL: nothing left
+    assert fail_stuck_trials(study, 3600, now=later) == []  # already FAIL, its retry WAITING: nothing stuck
     for bad in (0, -5, float("nan"), "1h", True):
         with pytest.raises(ConfigError):
             fail_stuck_trials(study, bad)  # type: ignore[arg-type]
+
+
+def test_janitor_retries_at_most_max_retry_times(tmp_path: Path) -> None:
+    storage = open_storage(f"journal:///{tmp_path / 'r.log'}", create_schema=True)
+    study, _ = create_or_load_study(storage, "r", spec={}, directions=["minimize"], budget=5)
+    first = study.ask()
+    first.suggest_float("x", 0, 1)
+    later = datetime.now() + timedelta(hours=2)
+    assert [(f.failed, f.retried) for f in fail_stuck_trials(study, 60, now=later, max_retry=1)] == [(True, True)]
+    again = study.ask()  # the WAITING retry is run first, with the same parameters
+    assert again.params == first.params and again.number != first.number
+    assert [(f.failed, f.retried) for f in fail_stuck_trials(study, 60, now=later, max_retry=1)] == [(True, False)]
+    trials = study.get_trials(deepcopy=False)
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.FAIL]
+    assert "not re-queued" in (fail_reason(trials[-1]) or "")
+    status = budget_status(study)
+    assert status.finished == 1 and status.superseded == 1  # the retry chain counts once
+    with pytest.raises(ConfigError, match="max retry"):
+        fail_stuck_trials(study, 60, max_retry=-1)

@@ -447,3 +447,52 @@ def test_merged_forms_compute_the_chain(name: str, case: str) -> None:
         for label, form in forms.items():
             assert [type(m) for m in form] == [nn.Conv2d, nn.Conv2d], label
             assert _rel(form(x), expected) < 1e-4, (name, case, label)
+
+
+@pytest.mark.parametrize(("name", "case"), ALL)
+def test_rank_one_builds_the_reconstructed_operator(name: str, case: str) -> None:
+    """All ranks 1 (the smallest a method allows) on the narrow cases: the module is the reconstruction."""
+    method = get_method(name)
+    layer = _layer(case)
+    ranks = (1,) * len(method.rank_names)
+    factors = method.decompose(layer.weight.detach(), ranks, seed=0)
+    module = method.build(layer, factors)
+    dense = _layer(case)
+    with torch.no_grad():
+        dense.weight.copy_(method.reconstruct(factors))
+        x = _input(layer)
+        assert _rel(module(x), dense(x)) < 1e-4, (name, case)
+
+
+WIDE_LAYERS = {  # beyond FAST_GRAM_SIZE (384): the Gram eigenpairs come from scipy's LAPACK path
+    "conv": lambda: nn.Conv2d(512, 512, 3, padding=1),
+    "linear": lambda: nn.Linear(512, 1000),
+}
+
+
+@pytest.mark.parametrize("name", list_methods())
+def test_rank_one_on_a_wide_layer(name: str) -> None:
+    """One rank-1 decomposition per method on a layer 512 wide: builds, computes its reconstruction, and
+    truncates (error below the whole weight's norm, SVD of a linear layer at the Eckart-Young optimum)."""
+    method = get_method(name)
+    torch.manual_seed(0)
+    layers = [make() for make in WIDE_LAYERS.values()]
+    layer = next(item for item in layers if method.unsupported_reason(LayerShape.of(item)) is None)
+    w = layer.weight.detach()
+    ranks = (1,) * len(method.rank_names)
+    factors = method.decompose(w, ranks, seed=0)
+    module = method.build(layer, factors)
+    approx = method.reconstruct(factors)
+    assert torch.isfinite(approx).all()
+    error = _rel(approx, w)
+    assert error < 1.0, (name, error)
+    if isinstance(layer, nn.Linear):
+        s = torch.linalg.svdvals(w.double())
+        assert error == pytest.approx(float(s[1:].norm() / s.norm()), rel=1e-4)
+        x = torch.randn(2, layer.in_features)
+        reference = nn.functional.linear(x, approx, layer.bias)
+    else:
+        x = torch.randn(1, layer.in_channels, 4, 4)
+        reference = nn.functional.conv2d(x, approx, layer.bias, padding=1)
+    with torch.no_grad():
+        assert _rel(module(x), reference) < 1e-4, name

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import math
+import os
 import sqlite3
 import time
 from pathlib import Path
@@ -210,3 +212,125 @@ def test_budget_status_counts_retry_chains_once(tmp_path: Path) -> None:
     assert status.finished == 3 and status.can_start  # 3 finished + 1 waiting = 4 but the retry may run
     study.add_trial(optuna.create_trial(value=2.0, params={"x": 0.5}, distributions=dist))
     assert budget_status(study).reached
+
+
+# --- SQLite files and URLs: one line naming the path and the fix, through the CLI ---------------------------
+
+
+def _one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    return err
+
+
+def _sqlite_study(path: Path, n_trials: int = 30) -> None:
+    study = optuna.create_study(storage=f"sqlite:///{path}", study_name="s")
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=n_trials)
+    with sqlite3.connect(path) as con:
+        con.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # every page in the file itself
+
+
+def _damage(path: Path, first_page: int, page_size: int = 4096) -> None:
+    data = bytearray(path.read_bytes())
+    for start in range(first_page * page_size, len(data), page_size):
+        data[start : start + page_size] = b"\xa5" * page_size
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("bad", ["sqlite:/x.db", "sqlite:x.db", "SQLite:/studies/x.db", "journal:/x.log"])
+def test_malformed_file_url_is_refused_and_creates_nothing(
+    bad: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    config = tmp_path / "c.yaml"
+    config.write_text("model: {name: cifar_resnet20, checkpoint: ck}\n")
+    for argv in (["search", str(config), "--storage", bad], ["worker", "--study", "s", "--storage", bad],
+                 ["studies", "--storage", bad]):  # fmt: skip
+        assert main(argv) == 7, argv
+        err = _one_error_line(capsys)
+        assert bad in err and "'://'" in err, err
+        if bad.lower().startswith("sqlite"):
+            assert "sqlite:///relative.db" in err and "sqlite:////abs/path.db" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.yaml"]  # no folder named 'sqlite:'
+
+
+def test_sqlite_url_naming_a_folder_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["studies", "--storage", f"sqlite:///{tmp_path}"]) == 7
+    assert "names a folder" in _one_error_line(capsys)
+
+
+def test_unwritable_lock_folder_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The lock file cannot be created (a folder this user may not write): the path and the fix."""
+    db = tmp_path / "ro" / "s.db"
+    db.parent.mkdir()
+    _sqlite_study(db, n_trials=1)
+    real_open = os.open
+
+    def refuse_lock(path: os.PathLike[str] | str, *args: object, **kwargs: object) -> int:
+        if str(path).endswith(".lock"):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "open", refuse_lock)
+    assert main(["worker", "--study", "s", "--storage", f"sqlite:///{db}"]) == 7
+    err = _one_error_line(capsys)
+    assert f"cannot write '{db}.lock': permission denied" in err
+    assert f"make '{db.parent}' writable" in err and "--storage sqlite:///studies/s.db" in err
+
+
+def test_uncreatable_study_folder_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(self: Path, *args: object, **kwargs: object) -> None:
+        raise PermissionError(errno.EACCES, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "mkdir", refuse)
+    db = tmp_path / "new" / "s.db"
+    with pytest.raises(StorageError, match=f"cannot write '{db.parent}': permission denied; make") as info:
+        SingleWriterLock(f"sqlite:///{db}").acquire()
+    assert "\n" not in str(info.value)
+    with pytest.raises(StorageError, match="permission denied"):
+        open_storage(f"sqlite:///{db}", create_schema=True)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_read_only_study_folder_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = tmp_path / "ro" / "s.db"
+    db.parent.mkdir()
+    _sqlite_study(db, n_trials=1)
+    db.parent.chmod(0o555)
+    try:
+        assert main(["worker", "--study", "s", "--storage", f"sqlite:///{db}"]) == 7
+        assert "permission denied" in _one_error_line(capsys)
+    finally:
+        db.parent.chmod(0o755)
+
+
+@pytest.mark.parametrize(
+    ("damage", "words"),
+    [("random bytes", "file is not a database"), ("one page", "btreeInitPage"), ("most pages", "malformed")],
+)
+def test_damaged_sqlite_file_is_one_line(
+    damage: str, words: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "s.db"
+    if damage == "random bytes":
+        db.write_bytes(bytes(range(256)) * 20)
+    else:
+        _sqlite_study(db)
+        pages = db.stat().st_size // 4096
+        _damage(db, pages - 1 if damage == "one page" else 2)
+    for argv in (["studies", "--storage", str(db)], ["front", "--study", "s", "--storage", str(db)],
+                 ["worker", "--study", "s", "--storage", str(db)]):  # fmt: skip
+        assert main(argv) == 7, argv
+        err = _one_error_line(capsys)
+        assert f"SQLite file '{db}' is damaged" in err and words in err and ".recover" in err, err
+
+
+def test_damage_found_after_opening_is_a_storage_error(tmp_path: Path) -> None:
+    db = tmp_path / "s.db"
+    _sqlite_study(db)
+    storage = open_storage(f"sqlite:///{db}")
+    _damage(db, 2)
+    with pytest.raises(StorageError, match="is damaged or not a SQLite database"):
+        open_study(storage, "s").get_trials()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 import sys
 import time
@@ -10,15 +11,15 @@ from pathlib import Path
 
 import optuna
 import pytest
-from _pg import BENCH_OBJECTIVE, automtd, logs, poll, run, start, wait_all
+from _pg import BENCH_OBJECTIVE, automtd, bench_plugin_fixture, logs, poll, run, start, wait_all  # noqa: F401
 from optuna.trial import TrialState
 
 from automtd._errors import ConfigError
 from automtd.cli.main import main
 from automtd.search import get_objective, list_objectives, register_objective
 from automtd.search._keys import STUDY_OBJECTIVE, STUDY_OBJECTIVE_ARGS
-from automtd.search._storage import open_storage
-from automtd.search._study import budget_status, create_or_load_study, set_study_budget
+from automtd.search._storage import StorageOptions, open_storage
+from automtd.search._study import budget_status, create_or_load_study, fail_reason, set_study_budget
 
 pytestmark = pytest.mark.timeout(180)
 FAST = ("--heartbeat-interval", "1", "--grace-period", "3")
@@ -192,3 +193,56 @@ def test_bad_plugins_and_names_are_one_line_errors(
         register_objective("compression", lambda request: None)  # type: ignore[arg-type, return-value]
     with pytest.raises(ConfigError, match="not registered"):
         get_objective("nope")
+
+
+def test_heartbeat_stale_trial_gets_a_reason_and_is_retried(
+    tmp_path: Path, bench_plugin: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"sqlite:///{tmp_path / 'h.db'}"
+    _create(url, "h", 2, seconds=0.0)
+    storage = open_storage(url, options=StorageOptions(heartbeat_interval=1, grace_period=2))
+    dead = optuna.load_study(study_name="h", storage=storage).ask()  # as a worker killed mid-trial leaves it
+    dead.suggest_float("x", 0.0, 1.0)
+    dead.set_user_attr("worker", "gone:1")
+    time.sleep(3)  # its heartbeat is now older than the grace period
+    assert main(["worker", "--study", "h", "--storage", url, "--heartbeat-interval", "1", "--grace-period", "2"]) == 0
+    trials = _trials(url, "h")
+    failed = trials[dead.number]
+    assert failed.state == TrialState.FAIL
+    reason = fail_reason(failed) or ""
+    assert reason.startswith("stale heartbeat") and "gone:1" in reason and "grace period of 2 s" in reason
+    retry = next(t for t in trials if t.system_attrs.get("retry_history") == [dead.number])
+    assert retry.state == TrialState.COMPLETE and retry.params["x"] == failed.params["x"]
+    assert fail_reason(retry) is None
+
+
+def test_journal_worker_says_which_running_trials_it_waits_for(
+    tmp_path: Path, bench_plugin: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = f"journal:///{tmp_path / 'w.log'}"
+    _create(url, "w", 2, seconds=0.0)
+    study = optuna.load_study(study_name="w", storage=open_storage(url))
+    done = study.ask()
+    study.tell(done, [1.0, 1.0])
+    zombie = study.ask()  # its worker is gone; the journal has no heartbeat: the budget is taken for good
+    zombie.set_user_attr("worker", "deadhost:4242")
+    notices: list[str] = []
+
+    class FinishZombieOnNotice(logging.Handler):  # the zombie completes once the worker has said what it waits for
+        def emit(self, record: logging.LogRecord) -> None:
+            message = record.getMessage()
+            if message.startswith("waiting") and not notices:
+                notices.append(message)
+                study.tell(zombie, [1.0, 1.0])
+
+    handler = FinishZombieOnNotice(level=logging.WARNING)
+    worker_log = logging.getLogger("automtd.search._worker")
+    worker_log.addHandler(handler)
+    try:
+        assert main(["worker", "--study", "w", "--storage", url]) == 0
+    finally:
+        worker_log.removeHandler(handler)
+    assert len(notices) == 1, caplog.text
+    assert f"trial {zombie.number} (deadhost:4242, running " in notices[0]
+    assert "no heartbeat" in notices[0] and "automtd janitor --study w --storage URL --max-trial-time" in notices[0]
+    assert "\n" not in notices[0]

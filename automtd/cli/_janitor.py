@@ -1,4 +1,4 @@
-"""``automtd janitor``: fail trials stuck RUNNING longer than a maximum trial time (with a reason)."""
+"""``automtd janitor``: fail trials stuck RUNNING longer than a maximum trial time (with a reason) and re-queue them."""
 
 from __future__ import annotations
 
@@ -23,6 +23,8 @@ def add_parser(
     p.add_argument("--storage", default=None, help="storage URL (default: $AUTOMTD_STORAGE)")
     p.add_argument("--max-trial-time", type=float, required=True, metavar="SECONDS", help="longest allowed trial")
     p.add_argument("--connect-timeout", type=int, default=10, metavar="S", help="per connection (default 10)")
+    p.add_argument("--max-retry", type=int, default=2,
+                   help="re-queues of a trial with the same parameters along its retry history (default 2)")
     p.add_argument("--dry-run", action="store_true", help="only list the stuck trials")
     p.set_defaults(func=run)
     return p
@@ -32,9 +34,12 @@ def run(args: argparse.Namespace) -> int:
     options = StorageOptions(heartbeat_interval=None, grace_period=None, connect_timeout=args.connect_timeout)
     storage = open_storage(storage_from_args(args), options=options)
     study = open_study(storage, args.study)
-    found = fail_stuck_trials(study, args.max_trial_time, dry_run=args.dry_run)
+    found = fail_stuck_trials(study, args.max_trial_time, dry_run=args.dry_run, max_retry=args.max_retry)
     for item in found:
         action = "failed" if item.failed else ("would fail" if args.dry_run else "finished meanwhile")
+        if item.failed:
+            action += ", re-queued" if item.retried else f", not re-queued (retried {args.max_retry} times)"
         print(f"trial {item.number}: running {item.age_seconds:.0f} s, {action}")
-    print(f"{sum(i.failed for i in found)} stuck trial(s) failed, {len(found)} found")
+    print(f"{sum(i.failed for i in found)} stuck trial(s) failed ({sum(i.retried for i in found)} re-queued), "
+          f"{len(found)} found")
     return 0

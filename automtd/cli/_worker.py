@@ -20,9 +20,14 @@ password in PGPASSWORD, not in the URL).  --storage defaults to $AUTOMTD_STORAGE
 the built-in one come from the modules listed in $AUTOMTD_PLUGINS (comma-separated) or from installed
 packages (entry-point group automtd.objectives).
 
-exit codes: 0 budget reached (or --n-trials run) · 2 bad option/config · 7 storage unreachable at start,
-unreachable longer than --give-up-after, or a second SQLite worker · 8 study missing or another spec ·
-130 SIGINT · 143 SIGTERM (the running trial is failed at once, with a reason, and re-queued)
+--data-root DIR and --checkpoint FILE replace the locations stored with the study, e.g. on another machine
+(the checkpoint must be the same weights: same SHA-256).  Trials failing 3 times in a row with the same
+data or checkpoint error stop the worker (exit 4 or 5) instead of failing the rest of the budget.
+
+exit codes: 0 budget reached (or --n-trials run) · 2 bad option/config · 4 data not found/readable ·
+5 checkpoint missing or another SHA-256 · 7 storage unreachable at start, unreachable longer than
+--give-up-after, or a second SQLite worker · 8 study missing or another spec · 130 SIGINT · 143 SIGTERM
+(the running trial is failed at once, with a reason, and re-queued)
 """
 
 
@@ -49,6 +54,10 @@ def add_parser(
     p.add_argument("--max-trial-time", type=float, default=None, metavar="S", help="also run the janitor")
     p.add_argument("--give-up-after", type=float, default=600.0, metavar="S", help="outage tolerated (600)")
     p.add_argument("--n-trials", type=int, default=None, help="stop after this many trials of this worker")
+    p.add_argument("--data-root", default=None, metavar="DIR",
+                   help="data root on this machine (replaces the one stored with the study)")
+    p.add_argument("--checkpoint", default=None, metavar="FILE",
+                   help="the study's weights at another path on this machine (its SHA-256 must match)")
     p.set_defaults(func=run)
     return p
 
@@ -77,6 +86,8 @@ def run(args: argparse.Namespace) -> int:
         give_up_after=args.give_up_after,
         n_trials=args.n_trials,
         spec=spec,
+        data_root=args.data_root,
+        checkpoint=args.checkpoint,
     )
     result = run_worker(storage_from_args(args), args.study, options=options)
     print(f"worker {os.getpid()}: {result.reason}; ran {result.trials_run} trial(s)", file=sys.stderr)

@@ -235,8 +235,10 @@ def _leading_eigh(mat: torch.Tensor, *, rows: bool, k: int) -> tuple[torch.Tenso
                 values_np, vectors_np = scipy.linalg.eigh(g, lower=False, driver="evd", check_finite=False,
                                                           overwrite_a=True)
                 values_np, vectors_np = values_np[n - k:], vectors_np[:, n - k:]
-        values = torch.from_numpy(values_np[::-1].astype(np.float64)).clamp_min(0)
-        vectors = torch.from_numpy(np.ascontiguousarray(vectors_np[:, ::-1]))
+        # .copy(): a reversed view keeps its negative stride when numpy deems it contiguous already (one
+        # column), and torch.from_numpy refuses negative strides
+        values = torch.from_numpy(values_np[::-1].astype(np.float64, copy=True)).clamp_min(0)
+        vectors = torch.from_numpy(vectors_np[:, ::-1].copy())
     else:
         m = mat.to(torch.float64)
         values, vectors = torch.linalg.eigh(m @ m.T if rows else m.T @ m)

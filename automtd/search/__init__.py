@@ -21,7 +21,8 @@ from automtd.search._registry import (
     load_plugins,
     register_objective,
 )
-from automtd.search._run import SearchResult, load_search_study, prepare_study, run_search
+from automtd.search._run import SearchResult, delete_search_study, load_search_study, prepare_study, run_search
+from automtd.search._space import SpaceLayer, build_space, choice_for, params_for_choice
 from automtd.search._storage import StorageOptions, front_plot_path, open_storage, parse_storage_url, redact_url
 from automtd.search._study import budget_status, create_or_load_study, finished_trials, open_study, spec_hash
 from automtd.search._worker import WorkerOptions, WorkerResult, run_worker
@@ -68,5 +69,10 @@ __all__ = [
     "get_objective",
     "list_objectives",
     "load_plugins",
+    "SpaceLayer",
+    "build_space",
+    "choice_for",
+    "params_for_choice",
     "front_plot_path",
+    "delete_search_study",
 ]

@@ -22,12 +22,12 @@ from automtd.checkpoints import load_checkpoint, resolve_checkpoint
 from automtd.data import get_dataset, make_loader, resolve_data
 from automtd.models import get_model_spec
 from automtd.plan import FactorCache, LayerInfo, decomposable_layers, model_totals
-from automtd.search._config import SearchConfig
+from automtd.search._config import SearchConfig, search_config_from_dict
 from automtd.search._space import SpaceLayer, build_space
 from automtd.train import evaluate
 from automtd.utils import resolve_device
 
-__all__ = ["Loader", "SearchContext", "get_context", "config_key", "checkpoint_sha256"]
+__all__ = ["Loader", "SearchContext", "get_context", "config_key", "checkpoint_sha256", "with_locations"]
 
 Loader = DataLoader[tuple[torch.Tensor, int]]  # over (image, label) samples
 
@@ -70,12 +70,19 @@ _LOCK = threading.Lock()
 
 
 def config_key(config: SearchConfig, study_dir: Path) -> str:
-    text = json.dumps(config.model_dump(mode="json"), sort_keys=True) + str(Path(study_dir).resolve())
+    # the study section (name, storage, budget) does not change what the context holds
+    data = config.model_dump(mode="json", exclude={"study"})
+    text = json.dumps(data, sort_keys=True) + str(Path(study_dir).resolve())
     return hashlib.sha256(text.encode()).hexdigest()
 
 
 def get_context(config: SearchConfig, study_dir: Path) -> SearchContext:
-    """The process-wide context of ``config`` (built on first use)."""
+    """The process-wide context of ``config`` (built on first use).
+
+    Building it writes nothing (the factor cache creates its folder on first use), so it doubles as the check
+    of the model name, the checkpoint (exists, loads safely, fits the architecture) and the data (found,
+    readable) before a study is created.
+    """
     key = config_key(config, study_dir)
     with _LOCK:
         if key not in _CACHE:
@@ -106,7 +113,6 @@ def _build(config: SearchConfig, study_dir: Path) -> SearchContext:
     sens = get_dataset(config.data.dataset, "val", subset=sens_n, **common)
     bs, ebs = config.data.batch_size, config.data.eval_batch_size
     layers = decomposable_layers(model, config.model.input_size)
-    study_dir.mkdir(parents=True, exist_ok=True)
     return SearchContext(
         config=config,
         study_dir=study_dir,
@@ -122,12 +128,28 @@ def _build(config: SearchConfig, study_dir: Path) -> SearchContext:
     )
 
 
+def with_locations(
+    config: SearchConfig, *, data_root: str | None = None, checkpoint: str | None = None
+) -> SearchConfig:
+    """``config`` with another data root and/or checkpoint path (neither is part of the study spec)."""
+    if data_root is None and checkpoint is None:
+        return config
+    data = config.model_dump(mode="json")
+    if data_root is not None:
+        data["data"]["root"] = data_root
+    if checkpoint is not None:
+        data["model"]["checkpoint"] = checkpoint
+    return search_config_from_dict(data, source="--data-root/--checkpoint")
+
+
 def checkpoint_sha256(path: Path) -> str:
-    """SHA-256 of a weights file, or of the sorted files of a checkpoint directory."""
+    """SHA-256 of a weights file's bytes (what ``sha256sum`` prints: a copy under another name has the same), or of
+    the sorted files of a checkpoint directory (names inside the directory and bytes)."""
     h = hashlib.sha256()
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
     for f in files:
-        h.update(f.name.encode())
+        if path.is_dir():
+            h.update(f.relative_to(path).as_posix().encode())
         with open(f, "rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 h.update(chunk)

@@ -44,12 +44,14 @@ class TrialGuard:
     """Callable wrapper run by ``study.optimize``: records why a trial fails, refuses non-finite values.
 
     ``max_retry`` bounds the re-queues of an interrupted trial (the same rule as stale trials).
+    ``last_error`` is the exception that failed the last trial (None when it completed or was pruned).
     """
 
     def __init__(self, objective: Objective, *, max_retry: int = 2) -> None:
         self.objective = objective
         self.max_retry = max_retry
         self.in_objective = False
+        self.last_error: Exception | None = None
         self._stop_signum: int | None = None
 
     def request_stop(self, signum: int) -> None:
@@ -57,6 +59,7 @@ class TrialGuard:
 
     def __call__(self, trial: Trial) -> float | Sequence[float]:
         self.in_objective = True
+        self.last_error = None
         try:
             trial.set_user_attr(TRIAL_WORKER, f"{socket.gethostname()}:{os.getpid()}")
             if self._stop_signum is not None:
@@ -73,6 +76,7 @@ class TrialGuard:
         except optuna.TrialPruned:
             raise
         except Exception as exc:
+            self.last_error = exc
             _set_reason(trial, f"{type(exc).__name__}: {' '.join(str(exc).split())}", keep=True)
             raise
         finally:
@@ -112,6 +116,11 @@ def _checked_values(trial: Trial, result: object) -> list[float]:
         reason = f"objective returned {result!r}; expected a number per objective"
         _set_reason(trial, reason)
         raise NonFiniteObjectiveError(reason) from None
+    expected = len(trial.study.directions)
+    if len(values) != expected:
+        reason = f"objective returned {len(values)} value(s) {values}; the study has {expected} direction(s)"
+        _set_reason(trial, reason)
+        raise NonFiniteObjectiveError(reason)
     if not all(math.isfinite(v) for v in values):
         reason = f"non-finite objective values {values}; a diverged or degenerate trial is failed"
         _set_reason(trial, reason)

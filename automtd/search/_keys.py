@@ -18,6 +18,7 @@ __all__ = [
     "STUDY_BASE_ACCURACY",
     "STUDY_SENSITIVITY",
     "STUDY_WARMSTART_DONE",
+    "STUDY_CHECKPOINT_SHA256",
     "TRIAL_PLAN",
     "TRIAL_CHOICES",
     "TRIAL_N_DECOMPOSED",
@@ -54,6 +55,7 @@ STUDY_CONFIG = "config"  # the search config (credentials removed)
 STUDY_BASE_ACCURACY = "base_accuracy"  # the uncompressed model's validation accuracy (percent)
 STUDY_SENSITIVITY = "sensitivity"  # the per-layer sensitivity table of the warm start
 STUDY_WARMSTART_DONE = "warmstart_done"  # number of warm-start trials enqueued (set once)
+STUDY_CHECKPOINT_SHA256 = "automtd:checkpoint_sha256"  # the weights' SHA-256: a worker's --checkpoint must match
 
 # ---- trial user attributes
 TRIAL_PLAN = "plan"  # the trial's plan as a mapping (Plan.to_dict)

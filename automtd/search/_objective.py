@@ -30,6 +30,7 @@ from automtd.metrics import measure_latency
 from automtd.plan import KEEP_DENSE, LayerChoice, Plan, apply_plan, make_plan
 from automtd.search._config import SearchConfig, search_config_from_dict
 from automtd.search._context import SearchContext, checkpoint_sha256, get_context
+from automtd.search._redact import redact_url
 from automtd.search._space import sample_choices
 from automtd.train import TrainConfig, evaluate, fit, recalibrate_batchnorm
 
@@ -257,10 +258,10 @@ def make_objective(config: SearchConfig, *, study_dir: Path) -> Callable[[optuna
         except optuna.TrialPruned:
             raise
         except AutomtdError as exc:
-            trial.set_user_attr(keys.TRIAL_FAIL_REASON, str(exc))
+            trial.set_user_attr(keys.TRIAL_FAIL_REASON, redact_url(str(exc)))
             raise
         except Exception as exc:
-            trial.set_user_attr(keys.TRIAL_FAIL_REASON, f"{type(exc).__name__}: {exc}")
+            trial.set_user_attr(keys.TRIAL_FAIL_REASON, redact_url(f"{type(exc).__name__}: {exc}"))
             raise
 
     return objective

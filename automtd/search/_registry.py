@@ -28,9 +28,12 @@ from pathlib import Path
 
 import optuna
 
-from automtd._errors import ConfigError, StudyError
+from automtd._errors import CheckpointError, ConfigError, StudyError
+from automtd.checkpoints import resolve_checkpoint
+from automtd.data import resolve_data
+from automtd.search._context import checkpoint_sha256, with_locations
 from automtd.search._guard import Objective
-from automtd.search._keys import STUDY_OBJECTIVE, STUDY_OBJECTIVE_ARGS
+from automtd.search._keys import STUDY_CHECKPOINT_SHA256, STUDY_OBJECTIVE, STUDY_OBJECTIVE_ARGS, STUDY_SPEC
 from automtd.search._objective import config_from_study, make_objective, make_sampler, study_spec
 from automtd.search._storage import study_dir_for
 from automtd.search._study import check_spec
@@ -64,13 +67,16 @@ class ObjectiveRequest:
     """What a worker hands an objective factory.
 
     ``study_dir`` is the worker's ``--study-dir`` (None: the objective picks its own); ``seed_offset`` offsets
-    the sampler seed (None: the process id, so concurrent workers sample differently).
+    the sampler seed (None: the process id, so concurrent workers sample differently); ``data_root`` and
+    ``checkpoint`` replace the locations of the stored config (``--data-root``, ``--checkpoint``).
     """
 
     study: optuna.Study
     storage_url: str
     study_dir: Path | None = None
     seed_offset: int | None = None
+    data_root: str | None = None
+    checkpoint: str | None = None
 
     @property
     def args(self) -> dict[str, object]:
@@ -90,14 +96,33 @@ def compression_objective(request: ObjectiveRequest) -> Objective:
     """The search objective, rebuilt from the config stored with the study.
 
     Its spec is derived again by this worker's code and must equal the stored one; the study's sampler is
-    set from that config.
+    set from that config.  A ``--data-root`` must exist and a ``--checkpoint`` must have the study's SHA-256.
     """
     study = request.study
-    config = config_from_study(study)
+    stored = config_from_study(study)
+    config = with_locations(stored, data_root=request.data_root, checkpoint=request.checkpoint)
+    if config.data.root != stored.data.root:
+        resolve_data(config.data.root, config.data.dataset, download=False)
+    if config.model.checkpoint != stored.model.checkpoint:
+        _check_checkpoint(study, config.model.checkpoint)
     check_spec(study, study_spec(config), what="the stored config as this worker reads it")
     study.sampler = make_sampler(config, seed_offset=request.sampler_seed)
     directory = request.study_dir or study_dir_for(request.storage_url, study.study_name, config)
     return make_objective(config, study_dir=directory)
+
+
+def _check_checkpoint(study: optuna.Study, checkpoint: str) -> None:
+    stored = study.user_attrs.get(STUDY_CHECKPOINT_SHA256)
+    if stored is None:
+        spec = study.user_attrs.get(STUDY_SPEC)
+        model = spec.get("model") if isinstance(spec, Mapping) else None
+        stored = model.get("checkpoint_sha256") if isinstance(model, Mapping) else None
+    given = checkpoint_sha256(resolve_checkpoint(checkpoint, download=False))
+    if stored != given:
+        raise CheckpointError(
+            f"checkpoint {checkpoint!r} has SHA-256 {given[:12]}..., study {study.study_name!r} was created with "
+            f"{str(stored)[:12]}...; pass the same weights file to --checkpoint (a copy elsewhere is fine)"
+        )
 
 
 _REGISTRY: dict[str, ObjectiveFactory] = {DEFAULT_OBJECTIVE: compression_objective}

@@ -24,7 +24,8 @@ Optuna offers no public hook to retry a storage call or to write a trial's first
 Everything else is Optuna's public constructor (``engine_kwargs``, ``heartbeat_interval``, ``grace_period``,
 ``heartbeat_stale_trial_callback``, ``skip_table_creation``).  The private names are checked against the
 Optuna major version pinned in pyproject (``>=5,<6``).  Outages longer than ``retry_seconds`` raise as usual
-(the worker loop then reloads the study with its own backoff).
+(the worker loop then reloads the study with its own backoff).  A SQLite file found damaged during any of
+these calls is a one-line :class:`StorageError` (:func:`damaged_sqlite_error`), not a traceback.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import TypeVar
 
 import optuna
@@ -39,9 +41,17 @@ import sqlalchemy.exc
 from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
+from automtd._errors import StorageError
 from automtd.search._heartbeat import Heartbeat
 
-__all__ = ["ResilientRDBStorage", "TRANSIENT_ERRORS", "StaleTrialCallback", "is_transient"]
+__all__ = [
+    "ResilientRDBStorage",
+    "TRANSIENT_ERRORS",
+    "StaleTrialCallback",
+    "is_transient",
+    "damaged_sqlite_error",
+    "sqlite_damage",
+]
 
 _log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -86,6 +96,30 @@ def is_transient(exc: BaseException) -> bool:
     return False
 
 
+#: what SQLite says of a file that is damaged or is no database at all
+_DAMAGED = ("database disk image is malformed", "file is not a database", "file is encrypted")
+
+
+def sqlite_damage(exc: BaseException) -> str | None:
+    """SQLite's words when ``exc`` (or what caused it) says the database file is damaged, else ``None``."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        text = " ".join(str(getattr(seen, "orig", None) or seen).split())
+        for words in _DAMAGED:
+            if words in text:
+                return words
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def damaged_sqlite_error(path: Path | str, detail: str) -> StorageError:
+    """The one-line error for a SQLite file that is damaged or not a database."""
+    return StorageError(
+        f"SQLite file {str(path)!r} is damaged or not a SQLite database ({detail[:120]}); restore it from a "
+        "backup, or recover what is readable with: sqlite3 OLD.db .recover | sqlite3 NEW.db"
+    )
+
+
 class ResilientRDBStorage(RDBStorage):
     """:class:`optuna.storages.RDBStorage` with retried repeatable calls and a heartbeat that never raises."""
 
@@ -118,6 +152,9 @@ class ResilientRDBStorage(RDBStorage):
             try:
                 return call()
             except Exception as exc:
+                damage = sqlite_damage(exc) if str(self.url).startswith("sqlite:") else None
+                if damage is not None:
+                    raise damaged_sqlite_error(str(self.url).removeprefix("sqlite:///"), damage) from None
                 if not is_transient(exc) or time.monotonic() + delay > deadline:
                     raise
                 _log.warning("storage call %s failed (%s); retrying in %.2f s", name, type(exc).__name__, delay)

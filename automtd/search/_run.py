@@ -15,15 +15,15 @@ from pathlib import Path
 
 import optuna
 
-from automtd.checkpoints import resolve_checkpoint
-from automtd.data import resolve_data
+from automtd._errors import StorageError
 from automtd.search._config import SearchConfig, search_config_from_dict
 from automtd.search._context import get_context
-from automtd.search._keys import STUDY_BASE_ACCURACY, STUDY_CONFIG, STUDY_WARMSTART_DONE
+from automtd.search._keys import STUDY_BASE_ACCURACY, STUDY_CHECKPOINT_SHA256, STUDY_CONFIG, STUDY_WARMSTART_DONE
 from automtd.search._objective import directions, make_sampler, objective_names, study_spec
+from automtd.search._redact import stored_config
 from automtd.search._sensitivity import ensure_sensitivity
-from automtd.search._storage import SingleWriterLock, open_storage, study_dir_for
-from automtd.search._study import budget_status, create_or_load_study, open_study
+from automtd.search._storage import SingleWriterLock, open_storage, parse_storage_url, study_dir_for
+from automtd.search._study import budget_status, create_or_load_study, delete_study, open_study
 from automtd.search._warmstart import enqueue_warmstart
 from automtd.search._worker import WorkerOptions, run_worker
 
@@ -32,6 +32,7 @@ __all__ = [
     "run_search",
     "SearchResult",
     "load_search_study",
+    "delete_search_study",
 ]
 
 log = logging.getLogger(__name__)
@@ -53,10 +54,11 @@ def prepare_study(config: SearchConfig, *, progress: bool = True) -> tuple[optun
 
     Holds the SQLite single-writer lock meanwhile.  Returns ``(study, study_dir, created)``.
     """
-    # fail on a missing checkpoint or data root before anything is written (no study, lock or cache left)
-    resolve_checkpoint(config.model.checkpoint, download=config.data.download)
-    resolve_data(config.data.root, config.data.dataset, download=config.data.download)
+    # check the model name, the checkpoint (exists, loads safely, fits the architecture) and the data (found,
+    # readable) before anything is written: building the context writes nothing, and the trials reuse it
     url = config.storage_url()
+    study_dir = study_dir_for(url, config.study.name, config)
+    ctx = get_context(config, study_dir)
     with SingleWriterLock(url):
         storage = open_storage(url, create_schema=True)
         study, created = create_or_load_study(
@@ -65,15 +67,16 @@ def prepare_study(config: SearchConfig, *, progress: bool = True) -> tuple[optun
             spec=study_spec(config),
             directions=[d.name.lower() for d in directions(config)],
             budget=config.study.n_trials,
-            user_attrs={STUDY_CONFIG: config.model_dump(mode="json")},
+            user_attrs={
+                STUDY_CONFIG: stored_config(config),  # no password: workers are given the URL
+                STUDY_CHECKPOINT_SHA256: ctx.checkpoint_sha256,
+            },
             sampler=make_sampler(config),
         )
         if created:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 study.set_metric_names(objective_names(config))
-        study_dir = study_dir_for(url, config.study.name, config)
-        ctx = get_context(config, study_dir)
         if study.user_attrs.get(STUDY_BASE_ACCURACY) is None:
             study.set_user_attr(STUDY_BASE_ACCURACY, ctx.base_accuracy)
         table = ensure_sensitivity(study, ctx, progress=progress) if config.sensitivity.enabled else None
@@ -128,13 +131,36 @@ def run_search(
         bar.update(1)
         bar.set_postfix(counts)
 
-    options = WorkerOptions(study_dir=study_dir, spec=study_spec(config), sampler_seed_offset=0, callbacks=(count,))
+    # the sampler seed moves on with the trials already in the study: a resumed run samples new parameters
+    # (a fresh study starts at offset 0, so a run is reproducible); the worker applies this run's locations
+    # to the stored config (neither is part of the spec, the checkpoint's SHA-256 is)
+    options = WorkerOptions(
+        study_dir=study_dir,
+        spec=study_spec(config),
+        sampler_seed_offset=len(opt_study.get_trials(deepcopy=False)),
+        callbacks=(count,),
+        data_root=config.data.root,
+        checkpoint=config.model.checkpoint,
+    )
     try:
         result = run_worker(config.storage_url(), config.study.name, options=options)
     finally:
         bar.close()
     final = load_search_study(config.storage_url(), config.study.name)
     return SearchResult(final, result.exit_code, result.reason, result.trials_run)
+
+
+def delete_search_study(storage_url: str, study_name: str) -> int:
+    """Delete a study and its trials (under the SQLite single-writer lock); returns how many trials it held.
+
+    A missing study is a :class:`StudyError`; a missing SQLite or journal file a :class:`StorageError` (nothing
+    is created).  The study's factor cache folder is left alone.
+    """
+    parsed = parse_storage_url(storage_url)
+    if parsed.path is not None and not parsed.path.exists():
+        raise StorageError(f"{parsed.kind} file {str(parsed.path)!r} does not exist; nothing deleted, check --storage")
+    with SingleWriterLock(parsed):
+        return delete_study(open_storage(parsed), study_name)
 
 
 def load_search_study(storage_url: str, study_name: str) -> optuna.Study:

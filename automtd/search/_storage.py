@@ -20,6 +20,7 @@ Workers never create the schema (``create_schema=False``): create the study once
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import sqlite3
@@ -36,7 +37,8 @@ from optuna.storages import BaseStorage
 from automtd._errors import ConfigError, StorageError
 from automtd.search._config import SearchConfig
 from automtd.search._heartbeat import retry_callback
-from automtd.search._resilient import ResilientRDBStorage
+from automtd.search._redact import redact_url, strip_credentials
+from automtd.search._resilient import ResilientRDBStorage, damaged_sqlite_error, sqlite_damage
 from automtd.utils import expand_path
 
 __all__ = [
@@ -47,6 +49,7 @@ __all__ = [
     "StorageOptions",
     "parse_storage_url",
     "redact_url",
+    "strip_credentials",
     "open_storage",
     "SingleWriterLock",
 ]
@@ -54,7 +57,9 @@ __all__ = [
 StorageKind = Literal["sqlite", "journal", "postgresql"]
 _SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
 _ALLOWED = "sqlite:///PATH.db, journal:///PATH.log (or a .db/.log path) or postgresql+psycopg://USER@HOST:PORT/DB"
-_PASSWORD_RE = re.compile(r"(://[^:/@\s]*:)[^@\s]*@")
+_SQLITE_FORMS = "write sqlite:///relative.db or sqlite:////abs/path.db"
+# a scheme and a colon without '//' (``sqlite:/x.db``, ``sqlite:x.db``); one letter is a Windows drive
+_SCHEME_ONLY = re.compile(r"([A-Za-z][A-Za-z0-9+.-]+):(?!//)")
 
 
 @dataclass(frozen=True)
@@ -103,11 +108,6 @@ class StorageOptions:
             )
 
 
-def redact_url(url: str) -> str:
-    """Return ``url`` with any password replaced by ``***`` (safe to print or log)."""
-    return _PASSWORD_RE.sub(r"\1***@", str(url))
-
-
 def parse_storage_url(url: str) -> StorageURL:
     """Classify and normalise a storage URL or path; anything else is a :class:`StorageError`."""
     if not isinstance(url, str) or not url.strip():
@@ -115,6 +115,13 @@ def parse_storage_url(url: str) -> StorageURL:
     raw = url.strip()
     scheme, sep, rest = raw.partition("://")
     if not sep:
+        bare = _SCHEME_ONLY.match(raw)
+        if bare:
+            name = bare.group(1).lower()
+            forms = _SQLITE_FORMS if name == "sqlite" else f"give {_ALLOWED}"
+            raise StorageError(
+                f"storage {redact_url(raw)!r} is a malformed {name}: URL (the scheme needs '://'); {forms}"
+            )
         path = Path(raw).expanduser()
         if path.suffix in _SQLITE_SUFFIXES:
             return StorageURL("sqlite", f"sqlite:///{path.resolve()}", path.resolve())
@@ -124,10 +131,10 @@ def parse_storage_url(url: str) -> StorageURL:
     scheme = scheme.lower()
     if scheme == "sqlite":
         if not rest.startswith("/") or rest in ("/", "/:memory:"):
-            raise StorageError(
-                f"storage {raw!r} names no database file; write sqlite:///relative.db or sqlite:////abs.db"
-            )
+            raise StorageError(f"storage {raw!r} names no database file; {_SQLITE_FORMS}")
         path = Path(rest[1:]).expanduser().resolve()
+        if rest.endswith("/") or path.is_dir():
+            raise StorageError(f"storage {raw!r} names a folder, not a database file; {_SQLITE_FORMS}")
         return StorageURL("sqlite", f"sqlite:///{path}", path)
     if scheme == "journal":
         if not rest.startswith("/") or rest == "/":
@@ -141,8 +148,21 @@ def parse_storage_url(url: str) -> StorageURL:
             raise StorageError(
                 f"storage {redact_url(raw)!r} names no host; write postgresql+psycopg://USER@HOST:PORT/DB"
             )
+        _check_userinfo(raw, rest)
         return StorageURL("postgresql", f"postgresql+psycopg://{rest}")
     raise StorageError(f"storage scheme {scheme!r} in {redact_url(raw)!r} is not supported; give {_ALLOWED}")
+
+
+def _check_userinfo(raw: str, rest: str) -> None:
+    """Refuse a password holding an unescaped '@': SQLAlchemy would read the part after it as the host, and
+    the driver would print that part in its errors."""
+    head = re.split(r"[?#]", rest, maxsplit=1)[0]
+    userinfo = head[: head.rfind("@")] if "@" in head else ""
+    if "@" in userinfo.partition(":")[2]:
+        raise StorageError(
+            f"storage {redact_url(raw)!r}: the password holds an unescaped '@'; percent-encode it (@ as %40) "
+            "or leave the password out of the URL and set PGPASSWORD"
+        )
 
 
 def open_storage(
@@ -219,6 +239,9 @@ def _storage_error(parsed: StorageURL, exc: BaseException, create: bool) -> Stor
     cause: BaseException = exc
     while cause.__cause__ is not None:
         cause = cause.__cause__
+    damage = sqlite_damage(exc) if parsed.path is not None else None
+    if damage is not None:
+        return damaged_sqlite_error(parsed.path or "?", damage)
     text = redact_url(" ".join(str(cause).split()))[:300]
     if "does not exist" in text and ("relation" in text or "table" in text) or "no such table" in text:
         return StorageError(
@@ -234,15 +257,45 @@ def _prepare_sqlite(path: Path, create: bool) -> None:
     if not path.exists():
         if not create:
             raise StorageError(f"SQLite file {str(path)!r} does not exist; create the study first (automtd search)")
-        path.parent.mkdir(parents=True, exist_ok=True)
+        _make_folder(path.parent, path)
     try:
         con = sqlite3.connect(str(path), timeout=30)
         try:
             con.execute("PRAGMA journal_mode=WAL")  # persistent in the file; readers do not block the writer
+            # a damaged page otherwise surfaces later, from deep inside a trial
+            problem = con.execute("PRAGMA quick_check(1)").fetchone()[0]
         finally:
             con.close()
     except sqlite3.Error as exc:
+        damage = sqlite_damage(exc)
+        if damage is not None:
+            raise damaged_sqlite_error(path, damage) from None
+        if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+            raise _unwritable(path, path) from None
         raise StorageError(f"cannot open SQLite file {str(path)!r}: {exc}; check the path and permissions") from None
+    if problem != "ok":
+        raise damaged_sqlite_error(path, " ".join(str(problem).split()))
+
+
+def _unwritable(target: Path, db: Path, reason: str = "permission denied") -> StorageError:
+    return StorageError(
+        f"cannot write {str(target)!r}: {reason}; make {str(db.parent)!r} writable for this user "
+        f"or put the study elsewhere, e.g. --storage sqlite:///studies/{db.name}"
+    )
+
+
+def _os_error(target: Path, db: Path, exc: OSError) -> StorageError:
+    """One line for an OS error on a SQLite study's folder, lock or file."""
+    if isinstance(exc, PermissionError) or exc.errno == errno.EROFS:
+        return _unwritable(target, db, (exc.strerror or "permission denied").lower())
+    return StorageError(f"cannot create {str(target)!r} for {str(db)!r}: {exc.strerror}; give another storage path")
+
+
+def _make_folder(folder: Path, db: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _os_error(folder, db, exc) from None
 
 
 class SingleWriterLock:
@@ -267,17 +320,21 @@ class SingleWriterLock:
             return
         import fcntl
 
-        lock_path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        db = self._parsed.path
+        assert db is not None  # a lock path exists for SQLite files only
+        _make_folder(lock_path.parent, db)
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise _os_error(lock_path, db, exc) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
             os.close(fd)
-            db = self._parsed.path.name if self._parsed.path else "?"
             raise StorageError(
                 f"SQLite storage {self._parsed} is in use by another process (pid {holder}); SQLite allows one "
-                f"worker at a time: for several workers use journal:///{db.rsplit('.', 1)[0]}.log "
+                f"worker at a time: for several workers use journal:///{db.stem}.log "
                 "or postgresql+psycopg://USER@HOST/DB"
             ) from None
         os.ftruncate(fd, 0)

@@ -46,6 +46,7 @@ __all__ = [
     "finished_trials",
     "fail_reason",
     "study_names",
+    "delete_study",
 ]
 
 _DIRECTIONS = ("minimize", "maximize")
@@ -89,6 +90,17 @@ def spec_differences(stored: Mapping[str, object], given: Mapping[str, object]) 
 
 def study_names(storage: BaseStorage) -> list[str]:
     return sorted(s.study_name for s in storage.get_all_studies())
+
+
+def delete_study(storage: BaseStorage, study_name: str) -> int:
+    """Delete a study with its trials and attributes (``optuna.delete_study``); returns how many trials it held."""
+    study_id = _study_id(storage, study_name)
+    if study_id is None:
+        listed = ", ".join(repr(n) for n in study_names(storage)[:10]) or "none"
+        raise StudyError(f"study {study_name!r} does not exist in this storage (studies: {listed}); nothing deleted")
+    n_trials = len(storage.get_all_trials(study_id, deepcopy=False))
+    optuna.delete_study(study_name=study_name, storage=storage)
+    return n_trials
 
 
 def _study_id(storage: BaseStorage, name: str) -> int | None:

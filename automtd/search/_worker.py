@@ -6,7 +6,11 @@
 * SIGTERM/SIGINT fail the running trial at once (reason recorded, trial re-queued) and the worker returns
   143/130; between trials it just stops;
 * the objective is the one the study names, looked up among the registered objectives
-  (:mod:`automtd.search._registry`); ``callbacks`` run after each trial (Optuna's ``study.optimize`` callbacks).
+  (:mod:`automtd.search._registry`); ``callbacks`` run after each trial (Optuna's ``study.optimize`` callbacks);
+* while running trials of others hold the whole budget, a line every ``wait_notice_every`` seconds names them
+  and what frees them (grace period, or ``automtd janitor`` on a storage without heartbeat);
+* ``max_env_failures`` trials in a row failed by the same :class:`DataError`/:class:`CheckpointError` stop the
+  worker with that error (exit 4/5) instead of failing the rest of the budget.
 """
 
 from __future__ import annotations
@@ -18,22 +22,24 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import optuna
 from optuna.storages import BaseStorage
-from optuna.trial import FrozenTrial
+from optuna.trial import FrozenTrial, TrialState
 
-from automtd._errors import AutomtdError, ConfigError, StorageError
+from automtd._errors import AutomtdError, CheckpointError, ConfigError, DataError, StorageError
 from automtd.search._guard import Objective, TrialGuard, WorkerInterrupted
-from automtd.search._heartbeat import fail_stale_trials
+from automtd.search._heartbeat import fail_stale_trials, heartbeat_grace
 from automtd.search._janitor import fail_stuck_trials
+from automtd.search._keys import TRIAL_WORKER
 from automtd.search._registry import ObjectiveRequest, study_objective
 from automtd.search._resilient import TRANSIENT_ERRORS
 from automtd.search._storage import SingleWriterLock, StorageOptions, open_storage, parse_storage_url, redact_url
-from automtd.search._study import budget_status, open_study
+from automtd.search._study import BudgetStatus, budget_status, open_study
 
 __all__ = [
     "WorkerOptions",
@@ -65,6 +71,10 @@ class WorkerOptions:
     spec: Mapping[str, object] | None = None
     sampler_seed_offset: int | None = None  # None: the process id, so concurrent workers sample differently
     callbacks: Sequence[TrialCallback] = ()
+    data_root: str | None = None  # replaces the stored config's data root (the objective checks it exists)
+    checkpoint: str | None = None  # replaces the stored checkpoint path (same SHA-256 required)
+    wait_notice_every: float = 60.0  # seconds between the lines saying which running trials the worker waits for
+    max_env_failures: int = 3  # consecutive trials failed by the same DataError/CheckpointError: stop
 
     def __post_init__(self) -> None:
         if self.max_trial_time is not None and not self.max_trial_time > 0:
@@ -73,6 +83,10 @@ class WorkerOptions:
             raise ConfigError(f"give_up_after={self.give_up_after!r} is invalid; give seconds > 0")
         if self.n_trials is not None and self.n_trials < 1:
             raise ConfigError(f"n_trials={self.n_trials!r} is invalid; give a whole number >= 1 or omit it")
+        if not self.wait_notice_every > 0:
+            raise ConfigError(f"wait_notice_every={self.wait_notice_every!r} is invalid; give seconds > 0")
+        if self.max_env_failures < 1:
+            raise ConfigError(f"max_env_failures={self.max_env_failures!r} is invalid; give a whole number >= 1")
 
 
 @dataclass(frozen=True)
@@ -83,11 +97,19 @@ class WorkerResult:
 
 
 def load_objective(
-    study: optuna.Study, study_dir: Path | None, storage_url: str, *, seed_offset: int | None = None
+    study: optuna.Study,
+    study_dir: Path | None,
+    storage_url: str,
+    *,
+    seed_offset: int | None = None,
+    data_root: str | None = None,
+    checkpoint: str | None = None,
 ) -> Objective:
     """Build the objective ``study`` names (``automtd:objective``, default the search objective)."""
     factory = study_objective(study)
-    return factory(ObjectiveRequest(study, storage_url, study_dir=study_dir, seed_offset=seed_offset))
+    request = ObjectiveRequest(study, storage_url, study_dir=study_dir, seed_offset=seed_offset,
+                               data_root=data_root, checkpoint=checkpoint)
+    return factory(request)
 
 
 class _Signals:
@@ -140,7 +162,8 @@ def run_worker(
     with SingleWriterLock(parsed):
         storage = open_storage(parsed, options=opts.storage)  # unreachable -> StorageError at once
         study = open_study(storage, study_name, spec=opts.spec)
-        objective = load_objective(study, opts.study_dir, parsed.url, seed_offset=opts.sampler_seed_offset)
+        objective = load_objective(study, opts.study_dir, parsed.url, seed_offset=opts.sampler_seed_offset,
+                                   data_root=opts.data_root, checkpoint=opts.checkpoint)
         sampler = study.sampler
         guard = TrialGuard(objective, max_retry=opts.storage.max_retry)
         signals = _Signals(guard)
@@ -168,6 +191,8 @@ def _loop(
     outage_since: float | None = None
     delay = 0.5
     other_errors = 0
+    waiting = _WaitNotice(study_name, opts.wait_notice_every, storage)
+    env_failures = _EnvFailures(opts.max_env_failures)
     while True:
         if signals.stop.is_set():
             return WorkerResult(signals.exit_code(), "interrupted between trials", ran)
@@ -181,13 +206,17 @@ def _loop(
             if opts.n_trials is not None and ran >= opts.n_trials:
                 return WorkerResult(0, f"ran --n-trials {opts.n_trials} trials", ran)
             if opts.max_trial_time is not None:
-                fail_stuck_trials(study, opts.max_trial_time)
+                fail_stuck_trials(study, opts.max_trial_time, max_retry=opts.storage.max_retry)
+            # peers' dead trials come back as WAITING retries, with a reason (before Optuna's own check in ask)
+            fail_stale_trials(study)
             if not status.can_start:
-                fail_stale_trials(study)  # peers' dead trials come back as WAITING retries
+                waiting.notice(study, status)
                 signals.stop.wait(poll)
             else:
+                waiting.reset()
                 study.optimize(guard, n_trials=1, catch=(Exception,), callbacks=list(opts.callbacks))
                 ran += 1
+                env_failures.record(guard.last_error)
             outage_since, delay, other_errors = None, 0.5, 0
         except WorkerInterrupted:
             return WorkerResult(signals.exit_code(), "interrupted; the running trial was failed and re-queued", ran)
@@ -211,6 +240,67 @@ def _loop(
                 raise
             _log.warning("trial loop error (%s); continuing", _describe(exc))
             signals.stop.wait(min(delay, 2.0))
+
+
+class _WaitNotice:
+    """While the budget is held by running trials of other workers: one line every ``every`` seconds saying which."""
+
+    def __init__(self, study_name: str, every: float, storage: BaseStorage) -> None:
+        self.study_name = study_name
+        self.every = every
+        self.grace = heartbeat_grace(storage)
+        self._last: float | None = None
+
+    def reset(self) -> None:
+        self._last = None
+
+    def notice(self, study: optuna.Study, status: BudgetStatus) -> None:
+        now = time.monotonic()
+        if self._last is not None and now - self._last < self.every:
+            return
+        self._last = now
+        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        clock = datetime.now()
+        shown = [
+            f"trial {t.number} ({t.user_attrs.get(TRIAL_WORKER, 'worker unknown')}, running "
+            f"{(clock - t.datetime_start).total_seconds() if t.datetime_start else 0:.0f} s)"
+            for t in running[:5]
+        ]
+        more = f" and {len(running) - 5} more" if len(running) > 5 else ""
+        if self.grace is not None:
+            hint = (f"a trial whose worker died is failed and re-queued after {self.grace} s without heartbeat "
+                    "(the grace period)")
+        else:
+            hint = ("this storage has no heartbeat: a trial whose worker died stays RUNNING until "
+                    f"automtd janitor --study {self.study_name} --storage URL --max-trial-time SECONDS fails and "
+                    "re-queues it (or start workers with --max-trial-time)")
+        _log.warning(
+            "waiting: the budget of %s trial(s) is taken by %d finished and %d running: %s%s; %s",
+            status.budget, status.finished, status.running, ", ".join(shown) or "none visible", more, hint,
+        )
+
+
+class _EnvFailures:
+    """Stop the worker when ``limit`` trials in a row fail with the same data or checkpoint error."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._key: str | None = None
+        self._count = 0
+
+    def record(self, error: Exception | None) -> None:
+        if not isinstance(error, (DataError, CheckpointError)):
+            self._key, self._count = None, 0
+            return
+        key = f"{type(error).__name__}: {' '.join(str(error).split())}"
+        self._count = self._count + 1 if key == self._key else 1
+        self._key = key
+        if self._count >= self.limit:
+            raise type(error)(
+                f"{self._count} trials in a row failed with {key}; the worker stopped instead of failing the rest "
+                "of the budget: fix that (automtd worker --data-root DIR / --checkpoint FILE replace the study's "
+                "stored locations) and start it again"
+            )
 
 
 def _since(t: float | None) -> float:
