@@ -1,9 +1,10 @@
 """``python -m benchmarks SUITE [--quick] [--out DIR]``: the one entry point of the benchmarks.
 
-Own suites: ``fronts``, ``speed``, ``search-cost``, ``report`` (and ``all`` = the first three, then
+Own suites: ``fronts``, ``speed``, ``search-cost``, ``trial-cost``, ``report`` (and ``all`` = the first three, then
 ``report``).  Delegated suites run the other benchmark scripts of this folder in a subprocess when
 they exist: ``decompose`` (bench_decompose.py), ``storage`` (bench_storage.py), ``deeptwist``
-(bench_deeptwist.py), ``funnel`` (bench_funnel.py), ``proxy`` (bench_proxy.py).  Results go to ``--out`` (default
+(bench_deeptwist.py), ``funnel`` (bench_funnel.py), ``proxy`` (bench_proxy.py), ``parallel``
+(bench_parallel.py).  Results go to ``--out`` (default
 ``benchmarks/results``, or ``benchmarks/results/quick`` with ``--quick``) as JSON/CSV; ``report``
 renders them: the tables inside the generated blocks of ``BENCHMARKS.md``, the long tables as
 ``report_*.md`` and the plots beside the results.  Arguments after ``--`` replace a delegated
@@ -20,13 +21,14 @@ from pathlib import Path
 
 from benchmarks._common import REPO, RESULTS, log
 
-OWN_SUITES = ("fronts", "speed", "search-cost", "report")
+OWN_SUITES = ("fronts", "speed", "search-cost", "trial-cost", "report")
 DELEGATED = {
     "decompose": "bench_decompose.py",
     "storage": "bench_storage.py",
     "deeptwist": "bench_deeptwist.py",
     "funnel": "bench_funnel.py",
     "proxy": "bench_proxy.py",
+    "parallel": "bench_parallel.py",
 }
 # ``proxy``: per model, its search config, the plans its fronts run exported and the final fine-tunes of them
 _PROXY_RUNS = (
@@ -126,6 +128,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from benchmarks._search_cost import run_search_cost
 
             log(f"wrote {run_search_cost(out, **common)}")
+        elif suite == "trial-cost":
+            from benchmarks._trial_cost import run_trial_cost
+
+            log(f"wrote {run_trial_cost(out, threads=args.threads, parts=args.parts, **common)}")
         elif suite == "report":
             from benchmarks._report import run_report
 

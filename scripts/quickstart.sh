@@ -5,7 +5,7 @@
 # Usage: bash scripts/quickstart.sh [extra `automtd search` arguments, e.g. --n-trials 4]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+bash scripts/setup.sh dashboard,onnx   # the dashboard and ONNX commands of the tour work too
 # Local copies beside the repo (as on the project's machines) are used when present;
 # otherwise automtd downloads CIFAR-10 and the ResNet-20 weights (checksum verified).
 if [ -z "${AUTOMTD_DATA:-}" ] && [ -d ../shared/datasets/cifar-10-batches-py ]; then

@@ -234,3 +234,101 @@ def test_compare_models_reports_params_macs_and_latency() -> None:
         assert entry["latency"]["batch_1"]["median_s"] > 0
         assert entry["latency"]["batch_1"]["channels_last"] is True  # the deployed form, fed its own layout
     assert isinstance(report["keep_freed_memory"], bool)
+
+
+# --- `automtd apply`: BatchNorm re-estimated by default, a harmful fine-tune undone ---
+
+
+@pytest.fixture()
+def cp_plan(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, data_root: Path, resnet20_checkpoint: Path) -> Path:
+    from automtd.cli.main import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("AUTOMTD_DATA", str(data_root))
+    assert main(["plan", "--model", "cifar_resnet20", "--checkpoint", str(resnet20_checkpoint), "--baseline",
+                 "uniform", "--method", "cp", "--fraction", "0.25", "-o", "cp.yaml"]) == 0  # fmt: skip
+    return tmp_path / "cp.yaml"
+
+
+def _val_accuracy(directory: Path, images: int) -> float:
+    from automtd.data import get_dataset, make_loader
+    from automtd.train import evaluate
+
+    model, meta = load_checkpoint(directory)
+    norm = meta["normalization"]
+    val = get_dataset("cifar10", "val", subset=images, mean=norm["mean"], std=norm["std"])
+    return evaluate(model, make_loader(val, batch_size=250, shuffle=False))
+
+
+def test_apply_reestimates_batchnorm_by_default(
+    cp_plan: Path, resnet20_checkpoint: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from automtd.checkpoints import read_meta
+    from automtd.cli.main import main
+
+    base = ["apply", "--plan", str(cp_plan), "--checkpoint", str(resnet20_checkpoint), "--val-subset", "500"]
+    assert main([*base, "-o", "bn"]) == 0
+    assert "BatchNorm re-estimated, no fine-tune; val top-1" in capsys.readouterr().out
+    ft = read_meta(cp_plan.parent / "bn")["extra"]["finetune"]
+    assert ft["recalibrate_bn"] is True and ft["steps"] == 0
+    assert main([*base, "--no-bn-recalibration", "-o", "raw"]) == 0
+    with_bn, without = _val_accuracy(cp_plan.parent / "bn", 500), _val_accuracy(cp_plan.parent / "raw", 500)
+    assert with_bn == pytest.approx(ft["val_accuracy"])
+    assert with_bn > without + 10, (with_bn, without)  # measured: about 85% against 55%
+    assert main([*base, "--bn-only", "-o", "bn2"]) == 0  # the explicit spelling of the default
+    assert _val_accuracy(cp_plan.parent / "bn2", 500) > without + 10
+
+
+def test_apply_calibrate_refits_the_chains_on_training_images(
+    cp_plan: Path, resnet20_checkpoint: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from automtd.checkpoints import read_meta
+    from automtd.cli.main import main
+
+    base = ["apply", "--plan", str(cp_plan), "--checkpoint", str(resnet20_checkpoint), "--val-subset", "500"]
+    assert main([*base, "--calibrate", "256", "-o", "cal"]) == 0
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if x.startswith("calibrated "))
+    before, after = (float(v) for v in line.split("output error ")[1].split(" in ")[0].split(" -> "))
+    assert after < before, line
+    meta = read_meta(cp_plan.parent / "cal")
+    assert meta["extra"]["calibration"]["images"] == 256
+    assert main([*base, "-o", "plain"]) == 0  # BatchNorm re-estimated only
+    assert _val_accuracy(cp_plan.parent / "cal", 500) > _val_accuracy(cp_plan.parent / "plain", 500)
+    assert main([*base, "--calibrate", "-1", "-o", "bad"]) == 2
+
+
+def test_apply_keeps_the_better_weights_when_the_finetune_hurts(
+    cp_plan: Path, resnet20_checkpoint: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from automtd.checkpoints import read_meta
+    from automtd.cli.main import main
+
+    common = ["apply", "--plan", str(cp_plan), "--checkpoint", str(resnet20_checkpoint), "--val-subset", "300",
+              "--subset", "256", "--batch-size", "64"]  # fmt: skip
+    hurt = [*common, "--finetune-epochs", "1", "--lr", "0.5", "--warmup-steps", "0"]
+    assert main([*hurt, "-o", "kept"]) == 0
+    captured = capsys.readouterr()
+    warning = [line for line in captured.err.splitlines() if line.startswith("WARNING")]
+    assert len(warning) == 1 and "LOWERED val top-1" in warning[0] and "before the fine-tune" in warning[0]
+    ft = read_meta(cp_plan.parent / "kept")["extra"]["finetune"]
+    assert ft["kept"] == "before" and ft["val_accuracy_finetuned"] < ft["val_accuracy_before"]
+    assert ft["val_accuracy"] == ft["val_accuracy_before"]
+    assert read_meta(cp_plan.parent / "kept")["accuracy"] == {"val": ft["val_accuracy_before"]}
+    assert _val_accuracy(cp_plan.parent / "kept", 300) == ft["val_accuracy_before"]  # the pre-fine-tune model
+    assert main([*hurt, "--keep-finetuned", "-o", "worse"]) == 0
+    assert "saved the worse weights" in capsys.readouterr().err
+    assert read_meta(cp_plan.parent / "worse")["extra"]["finetune"]["kept"] == "finetuned"
+
+
+def test_apply_help_shows_the_finetune_defaults(capsys: pytest.CaptureFixture[str]) -> None:
+    from automtd.cli.main import main
+
+    with pytest.raises(SystemExit):
+        main(["apply", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    from automtd.cli._apply import DEFAULT_LR, DEFAULT_WARMUP
+
+    assert f"(default {DEFAULT_LR:g}" in text and f"(default {DEFAULT_WARMUP})" in text
+    assert "(default 0: BatchNorm re-" in text and DEFAULT_LR < 0.01
+    assert "--no-bn-recalibration" in text and "--bn-only" in text and "--keep-finetuned" in text

@@ -104,6 +104,21 @@ def test_unknown_argument_is_an_error() -> None:
     assert out.returncode == 2 and "--bogus" in out.stderr
 
 
+def test_quick_trial_cost_writes_both_paths(tmp_path: Path, data_root: Path, weights_dir: Path) -> None:
+    env = {**os.environ, "AUTOMTD_DATA": str(data_root), "AUTOMTD_WEIGHTS": str(weights_dir.parent),
+           "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-m", "benchmarks", "trial-cost", "--quick", "--out", str(tmp_path)],
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    payload = json.loads((tmp_path / "trial_cost.json").read_text())
+    _check_envelope(payload, "trial-cost")
+    paths = [row["path"] for row in payload["trials"]["summary"]]
+    assert paths == ["old", "new-fp32", "new"] and [r["path"] for r in payload["epoch"]["summary"]] == paths
+    for row in payload["trials"]["summary"]:
+        assert row["finetune_s"] > 0 and row["evaluate_s"] > 0 and 0.0 <= row["mean_accuracy"] <= 100.0
+    assert "| old |" in (tmp_path / "trial_cost.md").read_text()
+
+
 def _check_envelope(payload: dict[str, Any], suite: str) -> None:
     assert payload["suite"] == suite and payload["quick"] is True
     machine = payload["machine"]

@@ -58,7 +58,7 @@ def test_same_statistics_as_the_written_out_loop_and_state_restored() -> None:
     batches = [(torch.randn(n, 3, 8, 8) * 2 + 1, torch.zeros(n, dtype=torch.long)) for n in (5, 7, 3, 6)]
     reference = copy.deepcopy(model)
     _reference_recalibration(reference, [x for x, _ in batches[:3]])
-    seen = recalibrate_batchnorm(model, iter(batches), max_batches=3, device="cpu")
+    seen = recalibrate_batchnorm(model, iter(batches), max_batches=3, device="cpu", channels_last=False)
     assert seen == 15
     for (k, got), want in zip(model.state_dict().items(), reference.state_dict().values(), strict=True):
         assert torch.equal(got, want), k
@@ -71,3 +71,22 @@ def test_same_statistics_as_the_written_out_loop_and_state_restored() -> None:
 def test_model_without_batchnorm_is_left_alone() -> None:
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU())
     assert recalibrate_batchnorm(model, [(torch.randn(2, 3, 8, 8), torch.zeros(2))]) == 0
+
+
+def test_channels_last_passes_give_the_same_statistics_and_keep_the_format() -> None:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(8), torch.nn.ReLU(), torch.nn.Conv2d(8, 4, 1),
+        torch.nn.BatchNorm2d(4),
+    ).eval()
+    batches = [torch.randn(6, 3, 8, 8) * 2 + 1 for _ in range(3)]
+    reference = copy.deepcopy(model)
+    recalibrate_batchnorm(reference, batches, device="cpu", channels_last=False)
+    formats: list[bool] = []
+    model[0].register_forward_hook(lambda _m, inp, _o: formats.append(
+        inp[0].is_contiguous(memory_format=torch.channels_last) and not inp[0].is_contiguous()))
+    assert recalibrate_batchnorm(model, batches, device="cpu") == 18
+    assert formats == [True, True, True]  # the passes ran in channels-last
+    for (k, got), want in zip(model.state_dict().items(), reference.state_dict().values(), strict=True):
+        assert torch.allclose(got.float(), want.float(), atol=1e-5), k
+    assert model[0].weight.is_contiguous()  # the model's own format is back

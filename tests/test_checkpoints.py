@@ -91,6 +91,12 @@ def test_missing_checkpoint(tmp_path: Path) -> None:
 def test_corrupt_checkpoints(tmp_path: Path) -> None:
     bad = tmp_path / "bad.th"
     bad.write_bytes(b"this is not a torch file" * 10)
+    with pytest.raises(CheckpointError, match=r"is not a checkpoint \(neither a torch zip file nor a pickle\)"):
+        load_checkpoint(bad, model_name="cifar_resnet20")
+    bad.write_bytes(b"\x80\x02" + bytes(range(256)) * 4)  # a pickle's first bytes, then garbage: not "for safety"
+    with pytest.raises(CheckpointError, match=r"is not a checkpoint \(its bytes do not unpickle\)"):
+        load_checkpoint(bad, model_name="cifar_resnet20")
+    bad.write_bytes(b"PK\x03\x04" + b"\x00" * 100)  # a damaged zip
     with pytest.raises(CheckpointError, match=r"cannot be read .*corrupt or not a torch file"):
         load_checkpoint(bad, model_name="cifar_resnet20")
     out = save_checkpoint(tmp_path / "ck", get_model("cifar_resnet20"), architecture="cifar_resnet20")

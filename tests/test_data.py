@@ -19,6 +19,7 @@ from automtd.data import (
     make_loader,
     resolve_data,
     resolve_data_root,
+    sample_seeds,
     split_indices,
 )
 from automtd.models import IMAGENET_MEAN, IMAGENET_STD
@@ -232,3 +233,53 @@ def test_imagefolder(data_root: Path, tmp_path: Path) -> None:
     assert x.shape == (8, 3, 32, 32) and y.dtype == torch.int64
     with pytest.raises(DataError, match="must hold train/ and val/"):
         get_dataset("imagefolder", "test", root=tmp_path / "train", **NORM)
+
+
+def _is_crop_or_flip(img: torch.Tensor, original: torch.Tensor) -> bool:
+    """Whether ``img`` is a 32x32 window (maybe flipped) of ``original`` zero-padded by 4 (both normalised)."""
+    zero = ((torch.zeros(3) - torch.tensor(IMAGENET_MEAN)) / torch.tensor(IMAGENET_STD)).view(3, 1, 1)
+    windows = (torch.nn.functional.pad(original - zero, (4, 4, 4, 4)) + zero).unfold(1, 32, 1).unfold(2, 32, 1)
+    return any(torch.allclose(windows[:, oy, ox], cand, atol=1e-6)
+               for oy in range(9) for ox in range(9) for cand in (img, img.flip(-1)))
+
+
+def test_seeded_augmentation_depends_only_on_epoch_seed_and_image(data_root: Path) -> None:
+    ds = get_dataset("cifar10", "train", root=data_root, subset=64, train_transform=True, **NORM)
+    plain = get_dataset("cifar10", "train", root=data_root, subset=64, **NORM)
+    a, ya = ds.batch(list(range(64)), epoch_seed=11)
+    torch.manual_seed(123)  # the global generator plays no part
+    b, yb = ds.batch(list(range(63, -1, -1)), epoch_seed=11)  # the same images in another order and batch
+    assert torch.equal(a, b.flip(0)) and torch.equal(ya, yb.flip(0))
+    other, _ = ds.batch(list(range(64)), epoch_seed=12)
+    assert not torch.equal(a, other)
+    ref, _ = plain.batch(list(range(64)))
+    assert not torch.equal(a, ref)
+    assert all(_is_crop_or_flip(a[i], ref[i]) for i in range(16))
+    seeds = sample_seeds(torch.arange(5000), 11)
+    offsets = torch.stack([seeds % 9, (seeds // 9) % 9, (seeds // 81) % 2], 1)
+    assert len({tuple(r) for r in offsets.tolist()}) == 9 * 9 * 2  # every crop and flip occurs
+
+
+def test_batched_loader_gives_the_per_image_loader_tensors(data_root: Path) -> None:
+    # without augmentation the two paths are the same tensors; with it, the same images cropped and flipped
+    plain = get_dataset("cifar10", "val", root=data_root, subset=100, **NORM)
+    old = list(make_loader(plain, batch_size=32, shuffle=False, batched=False))
+    new = list(make_loader(plain, batch_size=32, shuffle=False))
+    assert len(old) == len(new) == 4
+    for (xo, yo), (xn, yn) in zip(old, new, strict=True):
+        assert torch.equal(xo, xn) and torch.equal(yo, yn)
+    aug = get_dataset("cifar10", "val", root=data_root, subset=100, train_transform=True, **NORM)
+    loader = make_loader(aug, batch_size=32, shuffle=True, seed=5, keys=True)
+    first = list(loader)
+    assert [len(b) for b in first] == [3, 3, 3, 3] and len(loader) == 4
+    x, y, keys = first[0]
+    assert keys.shape == (32, 2) and torch.equal(aug.labels[keys[:, 0]], y)
+    assert int(keys[:, 1].unique().numel()) == 1  # one epoch seed per pass
+    rows = {int(r): i for i, r in enumerate(aug.indices)}
+    for i in range(8):
+        assert _is_crop_or_flip(x[i], plain.batch([rows[int(keys[i, 0])]])[0][0])
+    second = list(loader)
+    assert not torch.equal(second[0][2], keys)  # a new pass: a new order and epoch seed
+    loader.generator.manual_seed(5)  # what train.fit does: the same batches with the same augmentation again
+    replay = list(loader)
+    assert all(torch.equal(p, q) for b1, b2 in zip(first, replay, strict=True) for p, q in zip(b1, b2, strict=True))

@@ -12,7 +12,7 @@ from automtd import ConfigError
 from automtd.config import parse_config
 from automtd.data import get_dataset, make_loader
 from automtd.models import get_model, get_model_spec
-from automtd.train import NonFiniteLossError, StopTraining, TrainConfig, evaluate, fit, kd_loss
+from automtd.train import NonFiniteLossError, StopTraining, Teacher, TrainConfig, evaluate, fit, kd_loss
 from automtd.utils import resolve_device
 from automtd.workflows import load_train_config
 
@@ -208,3 +208,96 @@ def test_train_from_config_saves_a_checkpoint(data_root: Path, tmp_path: Path) -
     model, meta = load_checkpoint(tmp_path / "ckpt")
     assert meta["architecture"]["name"] == "cifar_resnet20" and meta["accuracy"]["val"] == summary["accuracy"]["val"]
     assert meta["dataset"] == "cifar10" and meta["normalization"]["mean"] == list(SPEC.mean)
+
+
+def _teacher_model(checkpoint: Path) -> torch.nn.Module:
+    from automtd.checkpoints import load_checkpoint
+
+    model, _ = load_checkpoint(checkpoint, model_name="cifar_resnet20")
+    return model.eval()
+
+
+def test_teacher_cache_returns_the_recomputed_logits(data_root: Path, resnet20_checkpoint: Path) -> None:
+    model = _teacher_model(resnet20_checkpoint)
+    ds = get_dataset("cifar10", "train", root=data_root, subset=96, train_transform=True, mean=SPEC.mean, std=SPEC.std)
+    loader = make_loader(ds, batch_size=32, shuffle=True, seed=0, keys=True)
+    teacher = Teacher(model, fuse=False, channels_last=False)
+    calls: list[int] = []
+    model.register_forward_hook(lambda _m, inp, _o: calls.append(int(inp[0].shape[0])))
+    first = [(x, teacher.logits(x, keys)) for x, _y, keys in loader]
+    assert calls == [32, 32, 32] and teacher.misses == 96 and teacher.hits == 0 and len(teacher) == 96
+    loader.generator.manual_seed(0)  # a later trial of the study replays the same batches
+    for (x, cached), (x2, _y, keys) in zip(first, loader, strict=True):
+        assert torch.equal(x, x2)
+        again = teacher.logits(x2, keys)
+        with torch.no_grad():
+            recomputed = model(x2)
+        assert torch.allclose(again, recomputed, atol=1e-5) and torch.equal(again, cached)
+    assert teacher.hits == 96 and calls == [32, 32, 32, 32, 32, 32]  # only the reference passes ran the model
+    x, _y, keys = next(iter(loader))  # a new epoch seed: new keys, the teacher runs again
+    teacher.logits(x, keys)
+    assert teacher.misses == 96 + 32
+
+
+def test_teacher_inference_form_is_the_eager_teacher(data_root: Path, resnet20_checkpoint: Path) -> None:
+    model = _teacher_model(resnet20_checkpoint)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x, _ = get_dataset("cifar10", "test", root=data_root, subset=64, mean=SPEC.mean, std=SPEC.std).batch(range(64))
+    fused = Teacher(model, cache=False)
+    form = fused.form(torch.device("cpu"))
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in form.modules())  # BatchNorm folded
+    with torch.no_grad():
+        eager = model(x)
+    assert torch.allclose(fused.logits(x), eager, atol=1e-4, rtol=1e-4)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    assert model.conv1.weight.is_contiguous() and not model.training  # the caller's model is left as it was
+
+
+def test_fit_with_a_teacher_and_keys_uses_the_cache(data_root: Path, resnet20_checkpoint: Path) -> None:
+    model = _teacher_model(resnet20_checkpoint)
+    ds = get_dataset("cifar10", "train", root=data_root, subset=64, train_transform=True, mean=SPEC.mean, std=SPEC.std)
+    cfg = TrainConfig(steps=2, lr=0.01, kd_alpha=0.9, seed=0)
+    eager = fit(_model(), make_loader(ds, batch_size=32, shuffle=True, seed=0), cfg, teacher=model, device="cpu",
+                progress=False)
+    teacher = Teacher(model)
+    keyed = make_loader(ds, batch_size=32, shuffle=True, seed=0, keys=True)
+    runs = [fit(_model(), keyed, cfg, teacher=teacher, device="cpu", progress=False) for _ in range(2)]
+    assert teacher.misses == 64 and teacher.hits == 64  # the second fine-tune took every logit from the cache
+    assert runs[0].losses == pytest.approx(runs[1].losses, abs=1e-6)
+    assert runs[0].losses == pytest.approx(eager.losses, rel=1e-4)  # same batches, folded teacher: same losses
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_cpu_bf16_autocasts_training_and_evaluation_where_the_cpu_has_bf16(
+    native: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import automtd.train._loop as loop
+
+    monkeypatch.setattr(loop, "cpu_bf16_supported", lambda: native)
+    model = _model()
+    dtypes: list[torch.dtype] = []
+    model.linear.register_forward_hook(lambda _m, _i, out: dtypes.append(out.dtype))
+    x, y = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
+    fit(model, [(x, y)], TrainConfig(steps=1, lr=0.01), device="cpu", progress=False)
+    fit(model, [(x, y)], TrainConfig(steps=1, lr=0.01, cpu_bf16=True), device="cpu", progress=False)
+    evaluate(model, [(x, y)], device="cpu")
+    evaluate(model, [(x, y)], device="cpu", bf16=True)
+    half = torch.bfloat16 if native else torch.float32  # emulated bf16 is slower than fp32: not used
+    assert dtypes == [torch.float32, half, torch.float32, half]
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+
+
+def test_bf16_evaluation_agrees_with_fp32(data_root: Path, resnet20_checkpoint: Path) -> None:
+    model = _teacher_model(resnet20_checkpoint)
+    loader = make_loader(get_dataset("cifar10", "test", root=data_root, subset=500, mean=SPEC.mean, std=SPEC.std),
+                         batch_size=250, shuffle=False)
+    assert evaluate(model, loader, device="cpu", bf16=True) == pytest.approx(evaluate(model, loader, device="cpu"),
+                                                                            abs=1.0)
+
+
+def test_a_fine_tune_autocasts_to_bf16_on_cpu_by_default_and_a_training_run_does_not() -> None:
+    from automtd.config import FinetuneSection
+
+    assert TrainConfig.from_finetune(FinetuneSection()).cpu_bf16 is True
+    assert TrainConfig.from_finetune(FinetuneSection(cpu_bf16=False)).cpu_bf16 is False
+    assert TrainConfig(steps=1).cpu_bf16 is False

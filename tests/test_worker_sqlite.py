@@ -1,9 +1,11 @@
-"""Workers on file storages: one SQLite worker at a time (Ctrl-C, resume, second worker refused); journal."""
+"""Workers on file storages: several SQLite workers on one host (Ctrl-C, resume, WAITING trials taken once,
+`search --jobs 2`); journal."""
 
 from __future__ import annotations
 
 import logging
 import signal
+import subprocess
 import sys
 import time
 from datetime import datetime
@@ -11,6 +13,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import yaml
 from _pg import BENCH_OBJECTIVE, automtd, bench_plugin_fixture, logs, poll, run, start, wait_all  # noqa: F401
 from optuna.trial import TrialState
 
@@ -40,54 +43,81 @@ def _trials(url: str, name: str) -> list[optuna.trial.FrozenTrial]:
     return optuna.load_study(study_name=name, storage=url).get_trials(deepcopy=False)
 
 
-def test_sqlite_ctrl_c_resume_and_second_worker_refused(tmp_path: Path) -> None:
+def test_sqlite_two_workers_ctrl_c_resume(tmp_path: Path) -> None:
+    """Two workers share a SQLite study; Ctrl-C fails and re-queues the trial of each; a rerun finishes it."""
     db = tmp_path / "s.db"
     url = f"sqlite:///{db}"
-    _create(url, "s", 50, seconds=6.0)  # more than the first worker can run before it is interrupted
-    log = tmp_path / "w1.log"
-    first = start(automtd("worker", "--study", "s", "--storage", url, *FAST), {}, log)
-    mine = f":{first.pid}"
+    _create(url, "s", 50, seconds=6.0)  # more than the workers can run before they are interrupted
+    paths = [tmp_path / f"w{i}.log" for i in range(2)]
+    env = {"AUTOMTD_RUNTIME_DIR": str(tmp_path / "runtime")}
+    workers = [start(automtd("worker", "--study", "s", "--storage", url, *FAST), env, path) for path in paths]
 
-    def fresh_trial() -> optuna.trial.FrozenTrial | None:  # inside the objective, >= 3 s of sleep left
+    def fresh_trials() -> list[optuna.trial.FrozenTrial] | None:  # one per worker, each with >= 3 s of sleep left
+        fresh = {}
         for t in _trials(url, "s"):
             if t.state == TrialState.RUNNING and t.params and t.datetime_start is not None:
                 if (datetime.now() - t.datetime_start).total_seconds() < 3.0:
-                    return t
-        return None
+                    fresh[t.user_attrs["worker"].rsplit(":", 1)[1]] = t
+        return list(fresh.values()) if len(fresh) == 2 else None
 
     try:
-        poll(fresh_trial, 90, what="a running trial")
-        second = run(automtd("worker", "--study", "s", "--storage", url, *FAST), timeout=90)
-        assert second.returncode == 7, second.stderr
-        message = second.stderr.strip().splitlines()[-1]
-        assert message.startswith("error: SQLite storage") and "journal:///" in message and "postgresql" in message
-        assert all(t.user_attrs["worker"].endswith(mine) for t in _trials(url, "s")), "the refused worker wrote"
-        poll(fresh_trial, 90, what="a trial with time left")
-        first.send_signal(signal.SIGINT)
-        codes = wait_all([first], 30)
+        poll(fresh_trials, 150, what="a running trial of each worker")
+        for w in workers:
+            w.send_signal(signal.SIGINT)
+        codes = wait_all(workers, 30)
     finally:
-        if first.poll() is None:
-            first.kill()
-    assert codes == [130], logs([log])
+        for w in workers:
+            if w.poll() is None:
+                w.kill()
+    assert codes == [130, 130], logs(paths)
     trials = _trials(url, "s")
+    assert {t.user_attrs["worker"].rsplit(":", 1)[1] for t in trials} == {str(w.pid) for w in workers}
     failed = [t for t in trials if t.state == TrialState.FAIL]
-    assert len(failed) == 1 and "SIGINT" in failed[0].user_attrs["fail_reason"], logs([log])
-    interrupted = failed[0]
+    assert len(failed) == 2 and all("SIGINT" in t.user_attrs["fail_reason"] for t in failed), logs(paths)
     waiting = [t for t in trials if t.state == TrialState.WAITING]
-    assert len(waiting) == 1 and waiting[0].params == interrupted.params
+    assert sorted(str(t.params) for t in waiting) == sorted(str(t.params) for t in failed)
 
-    # the rerun finishes the study: the retry (always run) plus one new trial, and quickly
+    # the rerun finishes the study: the retries (always run) plus one new trial, and quickly
     study = optuna.load_study(study_name="s", storage=url)
-    set_study_budget(study, budget_status(study).finished + 2)
+    set_study_budget(study, budget_status(study).finished + 3)
     study.set_user_attr(STUDY_OBJECTIVE_ARGS, {"seconds": 0.2})
     again = run(automtd("worker", "--study", "s", "--storage", url, *FAST), timeout=120)
     assert again.returncode == 0, again.stderr
     study = optuna.load_study(study_name="s", storage=url)
     trials = study.get_trials(deepcopy=False)
-    retry = next(t for t in trials if interrupted.number in (t.system_attrs.get("retry_history") or []))
-    assert retry.state == TrialState.COMPLETE and retry.params == interrupted.params
+    for interrupted in failed:
+        retry = next(t for t in trials if interrupted.number in (t.system_attrs.get("retry_history") or []))
+        assert retry.state == TrialState.COMPLETE and retry.params == interrupted.params
     status = budget_status(study)
-    assert status.reached and status.superseded == 1 and status.running == status.waiting == 0
+    assert status.reached and status.superseded == 2 and status.running == status.waiting == 0
+
+
+_TAKER = """
+import sys, time
+import optuna
+from automtd.search._storage import StorageOptions, open_storage
+optuna.logging.set_verbosity(optuna.logging.ERROR)
+storage = open_storage(sys.argv[1], options=StorageOptions(heartbeat_interval=None, grace_period=None))
+study = optuna.load_study(study_name="q", storage=storage)
+study.optimize(lambda t: (time.sleep(0.01), t.suggest_float("x", 0, 1000))[1], n_trials=25)
+"""
+
+
+def test_sqlite_processes_take_each_waiting_trial_once(tmp_path: Path) -> None:
+    """Plain Optuna on SQLite lets two processes take the same WAITING trial (one then crashes telling it);
+    the storage's immediate transactions serialize that step."""
+    url = f"sqlite:///{tmp_path / 'q.db'}"
+    study = optuna.create_study(study_name="q", storage=open_storage(url, create_schema=True))
+    for i in range(80):
+        study.enqueue_trial({"x": float(i)})
+    procs = [subprocess.Popen([sys.executable, "-c", _TAKER, url], stderr=subprocess.PIPE, text=True)
+             for _ in range(4)]
+    outputs = [p.communicate(timeout=150)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4, "\n".join(o[-800:] for o in outputs)
+    trials = optuna.load_study(study_name="q", storage=url).get_trials(deepcopy=False)
+    assert len(trials) == 100 and all(t.state == TrialState.COMPLETE for t in trials)
+    xs = [t.params["x"] for t in trials if t.number < 80]
+    assert sorted(xs) == [float(i) for i in range(80)]  # every queued trial ran exactly once
 
 
 def test_journal_file_several_workers(tmp_path: Path) -> None:
@@ -246,3 +276,71 @@ def test_journal_worker_says_which_running_trials_it_waits_for(
     assert f"trial {zombie.number} (deadhost:4242, running " in notices[0]
     assert "no heartbeat" in notices[0] and "automtd janitor --study w --storage URL --max-trial-time" in notices[0]
     assert "\n" not in notices[0]
+
+
+def _tiny_search_config(path: Path, data_root: Path, checkpoint: Path, db: Path, n_trials: int) -> Path:
+    config = {
+        "model": {"name": "cifar_resnet20", "checkpoint": str(checkpoint)},
+        "data": {"root": str(data_root), "train_subset": 256, "val_subset": 128, "batch_size": 32},
+        "space": {"conv": ["tucker2", "svd_channel", "none"], "skip": ["conv1", "layer1.*", "layer2.*"],
+                  "fraction_low": 0.1, "fraction_high": 0.6},
+        "finetune": {"steps": 6, "lr": 0.001, "early_stop": {"enabled": False}},
+        "sampler": {"name": "random"},
+        "sensitivity": {"enabled": False},
+        "warmstart": {"enabled": False},
+        "study": {"name": "par", "storage": f"sqlite:///{db}", "n_trials": n_trials},
+        "device": "cpu",
+    }
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.mark.timeout(600)
+def test_search_jobs_2_ctrl_c_then_resume_on_sqlite(tmp_path: Path, data_root: Path, resnet20_checkpoint: Path) -> None:
+    """`search --jobs 2`: two runner processes on the SQLite study; Ctrl-C to the search fails and re-queues the
+    trial of each; a rerun finishes the budget with both runners, no trial run twice."""
+    db = tmp_path / "par.db"
+    config = _tiny_search_config(tmp_path / "c.yaml", data_root, resnet20_checkpoint, db, n_trials=8)
+    env = {"AUTOMTD_RUNTIME_DIR": str(tmp_path / "runtime")}
+    cmd = automtd("search", str(config), "--jobs", "2", "--no-progress")
+    log = tmp_path / "search1.log"
+    first = start(cmd, env, log)
+
+    def two_running() -> bool:
+        if not db.exists():
+            return False
+        try:
+            running = [t for t in _trials(f"sqlite:///{db}", "par") if t.state == TrialState.RUNNING and t.params]
+        except (KeyError, optuna.exceptions.StorageInternalError):  # study not created yet
+            return False
+        return len({t.user_attrs.get("worker") for t in running}) == 2
+
+    try:
+        poll(two_running, 300, interval=0.5, what="a running trial of each runner")
+        first.send_signal(signal.SIGINT)  # as Ctrl-C: the runners are in their own process groups
+        codes = wait_all([first], 60)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert codes == [130], logs([log])
+    trials = _trials(f"sqlite:///{db}", "par")
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    assert len(failed) == 2 and all("SIGINT" in (fail_reason(t) or "") for t in failed), logs([log])
+    assert len({t.user_attrs["worker"] for t in failed}) == 2
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    assert sorted(str(t.params) for t in trials if t.state == TrialState.WAITING) == sorted(
+        str(t.params) for t in failed)
+
+    again = run(cmd, env, timeout=500)
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-3000:]
+    line = next(x for x in again.stdout.splitlines() if "run by 2 runners" in x)
+    per_runner = [int(n) for n in line.split("run by 2 runners: ")[1].rstrip(")").split(", ")]
+    assert len(per_runner) == 2 and min(per_runner) >= 1, line
+    study = optuna.load_study(study_name="par", storage=f"sqlite:///{db}")
+    status = budget_status(study)
+    assert status.reached and status.finished <= 8 + 1 and status.running == status.waiting == 0
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    assert len({str(t.params) for t in done}) == len(done), "a trial ran twice"
+    for interrupted in failed:
+        retry = next(t for t in done if interrupted.number in (t.system_attrs.get("retry_history") or []))
+        assert retry.params == interrupted.params

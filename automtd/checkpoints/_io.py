@@ -17,6 +17,7 @@ import json
 import math
 import os
 import pickle
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -153,18 +154,35 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
             return load_file(str(p), device="cpu")
         except Exception as exc:  # noqa: BLE001 - SafetensorError, OSError...
             raise CheckpointError(f"checkpoint file {str(p)!r} is corrupt ({exc}); re-save or re-download it") from None
+    with p.open("rb") as fh:
+        head = fh.read(4)
+    if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):  # torch's zip format or a raw pickle
+        raise _not_a_checkpoint(p, "neither a torch zip file nor a pickle")
     try:
         obj = torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        found = _GLOBAL.search(str(exc))
+        if found is None:  # torch's safe unpickler choked on the bytes themselves
+            raise _not_a_checkpoint(p, "its bytes do not unpickle") from None
         raise CheckpointError(
             f"checkpoint file {str(p)!r} needs full unpickling (it stores Python objects, not just tensors: "
-            f"{first[:200]}); refused for safety; re-save it as a state_dict (torch.save(model.state_dict(), ...))"
+            f"{found.group(1)}); refused for safety; re-save it as a state_dict (torch.save(model.state_dict(), ...))"
         ) from None
     except Exception as exc:  # noqa: BLE001 - EOFError, RuntimeError (bad zip), ...
         raise CheckpointError(f"checkpoint file {str(p)!r} cannot be read ({type(exc).__name__}: "
                               f"{str(exc)[:200]}); it is corrupt or not a torch file, re-download it") from None
     return _unwrap(obj, p)
+
+
+# torch's weights-only unpickler names the class it refused: "Unsupported global: GLOBAL pkg.Class ..."
+_GLOBAL = re.compile(r"Unsupported global: GLOBAL (\S+)")
+
+
+def _not_a_checkpoint(path: Path, why: str) -> CheckpointError:
+    return CheckpointError(
+        f"checkpoint file {str(path)!r} is not a checkpoint ({why}); pass a .pth/.th state dict, a .safetensors "
+        "file or an automtd checkpoint directory"
+    )
 
 
 def _unwrap(obj: Any, path: Path) -> dict[str, torch.Tensor]:

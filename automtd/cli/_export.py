@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from automtd.search import export_plan, load_search_study, trials_dataframe
+from automtd.utils import atomic_output, check_output
 
 __all__ = ["add_parser", "run"]
 
@@ -24,14 +25,16 @@ def add_parser(subparsers: Any, help_text: str) -> argparse.ArgumentParser:
     pick.add_argument("--max-drop", type=float, help="the most compressed trial within this accuracy drop (points)")
     pick.add_argument("--min-ratio", type=float, help="the most accurate trial with at least this params ratio")
     p.add_argument("-o", "--output", required=True, help="plan file to write (.yaml or .json)")
+    p.add_argument("--force", action="store_true", help="replace the plan file if it exists")
     p.set_defaults(func=run)
     return p
 
 
 def run(args: argparse.Namespace) -> int:
+    check_output(args.output, force=args.force)
     study = load_search_study(args.storage, args.study)
-    plan, number = export_plan(study, args.output, trial=args.trial, max_drop=args.max_drop,
-                               min_ratio=args.min_ratio)
+    with atomic_output(args.output, force=args.force) as tmp:
+        plan, number = export_plan(study, tmp, trial=args.trial, max_drop=args.max_drop, min_ratio=args.min_ratio)
     df = trials_dataframe(study)
     row = df[df["trial"] == number].iloc[0]
     print(f"trial {number}: accuracy {row['accuracy']:.2f}% (drop {row['drop']:.2f}), "

@@ -12,6 +12,7 @@ from automtd.baselines import run_baseline
 from automtd.checkpoints import load_checkpoint
 from automtd.models import get_model, get_model_spec
 from automtd.plan import totals_text
+from automtd.utils import atomic_output, check_output
 
 __all__ = ["add_parser", "run", "add_model_arguments", "load_model_from_args"]
 
@@ -83,16 +84,19 @@ def add_parser(subparsers: Any, help_text: str) -> None:
         "--allow-growth", action="store_true", default=None, help="keep decompositions with more params than the layer"
     )
     p.add_argument("-o", "--output", required=True, help="plan file to write (.yaml, .yml or .json)")
+    p.add_argument("--force", action="store_true", help="replace the plan file if it exists")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    check_output(args.output, force=args.force)
     model, name, kwargs, size = load_model_from_args(args)
     options = {k: getattr(args, k) for k in _BASELINE_OPTIONS}
     plan = run_baseline(args.baseline, model, options, architecture=name, arch_kwargs=kwargs, input_size=size)
     if not args.checkpoint:
         print("note: no --checkpoint, so the plan was made from randomly initialised weights")
-    path = plan.save(args.output)
-    print(f"baseline {args.baseline}: wrote {path}")
+    with atomic_output(args.output, force=args.force) as tmp:
+        plan.save(tmp)
+    print(f"baseline {args.baseline}: wrote {args.output}")
     print(totals_text(plan))
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from automtd.utils import apply_threads, choose_threads
 from automtd.workflows import load_train_config, train_from_config
 
 __all__ = ["add_parser", "run"]
@@ -28,6 +29,7 @@ def add_parser(subparsers: Any, help_text: str) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     import json
 
+    apply_threads(choose_threads(None))  # share the cores with trial runners of this host, never oversubscribe
     cfg = load_train_config(args.config, args.overrides)
     summary = train_from_config(cfg)
     if args.json:

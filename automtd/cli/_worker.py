@@ -13,12 +13,14 @@ from automtd.search import StorageOptions, WorkerOptions, load_plugins, load_sea
 __all__ = ["add_parser", "run"]
 
 _EPILOG = """\
-The study must exist (automtd search CONFIG --study S --storage URL [--create-only]); the worker
-reads the objective and config stored with it.  Storage: sqlite:///x.db (one worker at a time),
-journal:///x.log (several workers on one machine) or postgresql+psycopg://USER@HOST:PORT/DB (give the
-password in PGPASSWORD, not in the URL).  --storage defaults to $AUTOMTD_STORAGE.  Objectives other than
-the built-in one come from the modules listed in $AUTOMTD_PLUGINS (comma-separated) or from installed
-packages (entry-point group automtd.objectives).
+The study must exist (automtd search CONFIG --study S --storage URL [--create-only]); the worker reads the
+objective and config stored with it. Storage: sqlite:///x.db or journal:///x.log (several workers on one
+machine) or postgresql+psycopg://USER@HOST:PORT/DB (several machines; give the password in PGPASSWORD, not
+in the URL). Threads: by default each worker takes its fair share of the cores among the automtd trial
+runners of this host (re-checked before every trial); --threads N or OMP_NUM_THREADS forces N (one warning
+line if that oversubscribes the cores). --storage defaults to $AUTOMTD_STORAGE. Objectives other than the
+built-in one come from the modules listed in $AUTOMTD_PLUGINS (comma-separated) or from installed packages
+(entry-point group automtd.objectives).
 
 --data-root DIR and --checkpoint FILE replace the locations stored with the study, e.g. on another machine
 (the checkpoint must be the same weights: same SHA-256).  Trials failing 3 times in a row with the same
@@ -26,7 +28,7 @@ data or checkpoint error stop the worker (exit 4 or 5) instead of failing the re
 
 exit codes: 0 budget reached (or --n-trials run) · 2 bad option/config · 4 data not found/readable ·
 5 checkpoint missing or another SHA-256 · 7 storage unreachable at start, unreachable longer than
---give-up-after, or a second SQLite worker · 8 study missing or another spec · 130 SIGINT · 143 SIGTERM
+--give-up-after, or a SQLite study locked by a deletion · 8 study missing or another spec · 130 SIGINT · 143 SIGTERM
 (the running trial is failed at once, with a reason, and re-queued)
 """
 
@@ -58,6 +60,11 @@ def add_parser(
                    help="data root on this machine (replaces the one stored with the study)")
     p.add_argument("--checkpoint", default=None, metavar="FILE",
                    help="the study's weights at another path on this machine (its SHA-256 must match)")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="torch threads (default: this host's cores shared fairly among its automtd trial runners)")
+    # set by `automtd search --jobs N` for its runners: their sampler seeds, and no per-trial log lines
+    p.add_argument("--sampler-seed-offset", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--search-runner", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(func=run)
     return p
 
@@ -88,6 +95,10 @@ def run(args: argparse.Namespace) -> int:
         spec=spec,
         data_root=args.data_root,
         checkpoint=args.checkpoint,
+        threads=args.threads,
+        sampler_seed_offset=args.sampler_seed_offset,
+        wait_notice_at_once=not args.search_runner,
+        trial_log=not args.search_runner,  # the search shows the progress
     )
     result = run_worker(storage_from_args(args), args.study, options=options)
     print(f"worker {os.getpid()}: {result.reason}; ran {result.trials_run} trial(s)", file=sys.stderr)

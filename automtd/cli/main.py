@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Collection, Sequence
 
@@ -23,6 +24,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "inspect": ("_inspect", "show a plan (per-layer table, totals) or a model's decomposable layers"),
     "apply": ("_apply", "apply a plan to a checkpoint and save the compressed model"),
     "torchscript": ("_torchscript", "export a checkpoint to TorchScript"),
+    "export-onnx": ("_export_onnx", "export a checkpoint to ONNX, checked on ONNX Runtime"),
+    "latency-table": ("_latency_table", "measure the per-layer latency table of a search space on a runtime"),
     "search": ("_search", "search per-layer methods and ranks (creates or resumes a study)"),
     "worker": ("_worker", "run trials of an existing study (several workers may share it)"),
     "front": ("_front", "show the Pareto front of a study"),
@@ -54,14 +57,33 @@ def _command_of(argv: Sequence[str]) -> str | None:
     return next((arg for arg in argv if arg in COMMANDS), None)
 
 
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text[:300]}" if text else type(exc).__name__
+
+
+def _silence_stdout() -> None:
+    """After a closed pipe (``automtd front | head``): send the rest of stdout, and its flush at exit, nowhere."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout without a file descriptor (captured by a test runner)
+        pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = _command_of(argv)
     parser = build_parser(() if command is None else (command,))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    # torch.utils.cpp_extension (imported by torch.utils.benchmark and others) warns "No CUDA runtime is found"
+    # on import whenever an nvcc is on PATH without a GPU: noise to a CPU user.
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's own flush at exit
+        return code
     except AutomtdError as exc:
         if args.debug:
             raise
@@ -72,6 +94,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader (e.g. `head`) has what it wanted: no traceback, the exit code of a process killed by SIGPIPE
+        _silence_stdout()
+        return 141
+    except Exception as exc:  # the last line of defence: a bug or an unforeseen failure, still one line
+        if args.debug:
+            raise
+        print(f"error: unexpected {_one_line(exc)}; rerun with `automtd --debug {command or ''} ...` for the "
+              "traceback and report it", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

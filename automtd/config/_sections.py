@@ -91,7 +91,7 @@ class TrainingSchedule(StrictModel):
     """Optimizer, schedule, distillation and device keys of a training run or a fine-tune.
 
     With a teacher the loss is ``(1 - kd_alpha) * CE + kd_alpha * T^2 * KL(student_T || teacher_T)``;
-    ``amp`` and ``channels_last`` only take effect on CUDA.
+    ``amp`` and ``channels_last`` only take effect on CUDA, ``cpu_bf16`` only on CPU.
     """
 
     lr: float = Field(default=0.1, gt=0)
@@ -106,6 +106,8 @@ class TrainingSchedule(StrictModel):
     grad_clip: float | None = Field(default=None, gt=0)
     amp: bool = True
     channels_last: bool = True
+    cpu_bf16: bool = Field(default=False, description="bfloat16 autocast of the training steps on a CPU with native "
+                           "bf16 (AVX512-BF16/AMX; fp32 elsewhere)")
 
 
 class FinetuneSection(TrainingSchedule):
@@ -113,14 +115,17 @@ class FinetuneSection(TrainingSchedule):
 
     The budget is ``steps`` (optimizer steps; 0: no fine-tune) or ``epochs`` (may be fractional);
     ``epochs`` wins over the default ``steps``.  ``bn_recalibration_images`` training images re-estimate
-    the BatchNorm statistics (forward passes only) right after decomposing; 0 turns it off.
+    the BatchNorm statistics (forward passes only) right after decomposing; 0 turns it off.  Unlike a
+    training run, a fine-tune autocasts to bfloat16 on CPU by default (``cpu_bf16``).
     """
 
     steps: int | None = Field(default=50, ge=0)
     epochs: float | None = Field(default=None, gt=0)
-    lr: float = Field(default=0.01, gt=0)
+    lr: float = Field(default=0.001, gt=0, description="0.01 wrecks CP factors (benchmarks/results/final_lr.md)")
     kd: bool = Field(default=True, description="distil from the original model")
     bn_recalibration_images: int = Field(default=512, ge=0)
+    cpu_bf16: bool = Field(default=True, description="bfloat16 autocast of the fine-tune steps on CPU (measured: "
+                           "about 2x faster, scores within noise; python -m benchmarks trial-cost)")
 
     @model_validator(mode="after")
     def _one_budget(self) -> FinetuneSection:

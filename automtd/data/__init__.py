@@ -4,14 +4,23 @@ from automtd.data._api import DATASETS, DEFAULT_VAL_SIZE, get_dataset, make_load
 from automtd.data._resolve import ENV_VAR, resolve_data, resolve_data_root
 from automtd.data._sources import SHARED_COPY_MD5, cifar10_md5_status
 from automtd.data._split import balanced_subset, split_indices
-from automtd.data._tensor_dataset import Sample, TensorImageDataset, random_crop_flip
+from automtd.data._tensor_dataset import (
+    BatchRequest,
+    Sample,
+    SeededBatches,
+    TensorImageDataset,
+    random_crop_flip,
+    sample_seeds,
+)
 
 __all__ = [
+    "BatchRequest",
     "DATASETS",
     "DEFAULT_VAL_SIZE",
     "ENV_VAR",
     "SHARED_COPY_MD5",
     "Sample",
+    "SeededBatches",
     "TensorImageDataset",
     "balanced_subset",
     "cifar10_md5_status",
@@ -20,5 +29,6 @@ __all__ = [
     "random_crop_flip",
     "resolve_data",
     "resolve_data_root",
+    "sample_seeds",
     "split_indices",
 ]

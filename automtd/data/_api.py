@@ -15,7 +15,7 @@ from automtd.data._folder import folder_dataset
 from automtd.data._resolve import resolve_data, resolve_data_root
 from automtd.data._sources import read_cifar, read_digits
 from automtd.data._split import pick_indices
-from automtd.data._tensor_dataset import Sample, TensorImageDataset
+from automtd.data._tensor_dataset import Sample, SeededBatches, TensorImageDataset
 
 __all__ = ["DATASETS", "DEFAULT_VAL_SIZE", "get_dataset", "make_loader"]
 
@@ -89,11 +89,25 @@ def make_loader(
     num_workers: int = 0,
     drop_last: bool = False,
     pin_memory: bool | None = None,
+    batched: bool = True,
+    keys: bool = False,
 ) -> DataLoader[T]:
-    """A ``DataLoader`` whose shuffling order is seeded by ``seed`` (workers 0 by default)."""
+    """A ``DataLoader`` whose shuffling order is seeded by ``seed`` (workers 0 by default).
+
+    ``batched`` (default) and a :class:`TensorImageDataset`: each batch is fetched in one call through
+    :class:`SeededBatches` (no per-image collation), augmented per ``(epoch_seed, row)``, and yields
+    ``(images, labels)``, or ``(images, labels, keys)`` with ``keys`` (what a teacher-logit cache looks up);
+    ``batched=False``: the per-image path of any dataset, augmented from torch's global generator.
+    """
     if isinstance(batch_size, bool) or int(batch_size) <= 0:
         raise DataError(f"batch_size={batch_size!r} is invalid; give a positive integer such as 128")
     generator = torch.Generator().manual_seed(int(seed))
+    pin = torch.cuda.is_available() if pin_memory is None else pin_memory
+    if batched and isinstance(dataset, TensorImageDataset):
+        batches = SeededBatches(len(dataset), int(batch_size), shuffle=shuffle, generator=generator,
+                                drop_last=drop_last, keys=keys)
+        return DataLoader(dataset, batch_size=None, sampler=batches, generator=generator,  # type: ignore[arg-type]
+                          num_workers=num_workers, pin_memory=pin, persistent_workers=num_workers > 0)
     return DataLoader(
         dataset,
         batch_size=int(batch_size),
@@ -101,6 +115,6 @@ def make_loader(
         generator=generator,
         num_workers=num_workers,
         drop_last=drop_last,
-        pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory,
+        pin_memory=pin,
         persistent_workers=num_workers > 0,
     )

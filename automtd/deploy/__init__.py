@@ -11,12 +11,23 @@ from automtd.deploy._compare import compare_models
 from automtd.deploy._deploy import Deployed, default_channel_multiple, deploy_model
 from automtd.deploy._export import export_torchscript, load_torchscript
 from automtd.deploy._merge import merge_convs, merge_separable_convs, merged_forms
+from automtd.deploy._onnx import (
+    ONNX_OPSET,
+    OnnxCheck,
+    export_onnx,
+    onnx_bytes,
+    onnx_form,
+    onnxruntime_available,
+    ort_session,
+)
 from automtd.deploy._pad import pad_inner_channels
 from automtd.deploy._timing import DEFAULT_DECISIONS, DecisionCache
 from automtd.deploy._tune import candidate_multiples, tune_padding
 
 __all__ = [
     "DEFAULT_DECISIONS",
+    "ONNX_OPSET",
+    "OnnxCheck",
     "DENSE",
     "DecisionCache",
     "Deployed",
@@ -27,11 +38,16 @@ __all__ = [
     "dense_equivalents",
     "deploy_model",
     "exact_forms",
+    "export_onnx",
     "export_torchscript",
     "load_torchscript",
     "merge_convs",
     "merge_separable_convs",
     "merged_forms",
+    "onnx_bytes",
+    "onnx_form",
+    "onnxruntime_available",
+    "ort_session",
     "pad_inner_channels",
     "tune_collapse",
     "tune_padding",

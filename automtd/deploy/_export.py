@@ -28,7 +28,8 @@ def export_torchscript(
 
     ``mode`` is ``trace`` (``torch.jit.trace`` on a random batch) or ``script`` (``torch.jit.script``).
     Returns the largest absolute output difference of the reloaded module on a fresh random batch;
-    more than ``atol`` (relative to the output scale) is an :class:`AutomtdError`.
+    more than ``atol`` (relative to the output scale) is an :class:`AutomtdError`, and so is an exported
+    module returning anything but one tensor (checked before anything is written).
     """
     if mode not in ("trace", "script"):
         raise ConfigError(f"TorchScript mode {mode!r} is invalid; allowed: trace, script")
@@ -43,6 +44,13 @@ def export_torchscript(
             first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
             other = "script" if mode == "trace" else "trace"
             raise AutomtdError(f"torch.jit.{mode} failed on this model ({first}); try --mode {other}") from None
+        got = scripted(example)
+        if not isinstance(got, torch.Tensor):
+            fix = "try --mode trace" if mode == "script" else "export a model whose forward returns one tensor"
+            raise AutomtdError(
+                f"torch.jit.{mode} of this model returns {type(got).__name__}, not one tensor, so it cannot be "
+                f"checked against eager; {fix}"
+            )
         out = Path(path)
         out.parent.mkdir(parents=True, exist_ok=True)
         torch.jit.save(scripted, str(out))

@@ -7,13 +7,20 @@ worker, heartbeat, janitor) live in private modules re-exported here; see ``docs
 """
 
 from automtd.search._config import SearchConfig, load_search_config
-from automtd.search._context import SearchContext, get_context
+from automtd.search._context import SearchContext, TrialOptions, build_context, get_context
 from automtd.search._export import export_plan, plan_of_trial, select_trial
 from automtd.search._front import front_dataframe, plot_front, studies_dataframe, trials_dataframe
 from automtd.search._guard import Objective
 from automtd.search._janitor import fail_stuck_trials
 from automtd.search._keys import STUDY_OBJECTIVE, STUDY_OBJECTIVE_ARGS
-from automtd.search._objective import config_from_study, directions, make_objective, make_sampler, study_spec
+from automtd.search._objective import (
+    config_from_study,
+    directions,
+    make_objective,
+    make_sampler,
+    run_trial,
+    study_spec,
+)
 from automtd.search._registry import (
     ObjectiveRequest,
     get_objective,
@@ -60,7 +67,10 @@ __all__ = [
     "study_spec",
     "trials_dataframe",
     "SearchContext",
+    "TrialOptions",
+    "build_context",
     "get_context",
+    "run_trial",
     "STUDY_OBJECTIVE",
     "STUDY_OBJECTIVE_ARGS",
     "Objective",

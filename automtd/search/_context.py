@@ -1,7 +1,8 @@
 """What every trial of a study shares, loaded once per process: model, teacher, data, layers, space.
 
 The context is cached per (config, study directory) so a worker builds it once for all its trials;
-:func:`get_context` is the only entry point.
+:func:`get_context` is the entry point (:func:`build_context` builds one uncached, with chosen
+:class:`TrialOptions`: the benchmark of a trial's cost runs both settings side by side).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import copy
 import hashlib
 import json
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +25,44 @@ from automtd.models import get_model_spec
 from automtd.plan import FactorCache, LayerInfo, decomposable_layers, model_totals
 from automtd.search._config import SearchConfig, search_config_from_dict
 from automtd.search._space import SpaceLayer, build_space
-from automtd.train import evaluate
+from automtd.train import Teacher, evaluate
 from automtd.utils import resolve_device
 
-__all__ = ["Loader", "SearchContext", "get_context", "config_key", "checkpoint_sha256", "with_locations"]
+__all__ = [
+    "Loader",
+    "SearchContext",
+    "TrialOptions",
+    "build_context",
+    "get_context",
+    "config_key",
+    "checkpoint_sha256",
+    "with_locations",
+]
 
 Loader = DataLoader[tuple[torch.Tensor, int]]  # over (image, label) samples
+
+
+@dataclass(frozen=True)
+class TrialOptions:
+    """How a trial spends its CPU time; every speed-up is on by default and each can be turned off (the trial-cost
+    benchmark measures each one against the path without it; the scores agree within noise).
+
+    Attributes:
+        batched_loader: the train loader fetches whole batches of the in-memory uint8 images (no per-image
+            collation), augmented per ``(epoch_seed, row)``.
+        teacher_cache: the teacher's logits are kept per image and augmentation and reused by later trials
+            (needs ``batched_loader``: the batches carry their keys).
+        teacher_fused: the teacher runs BatchNorm-folded in channels-last.
+        bn_channels_last: the BatchNorm passes run in channels-last.
+        eval_bf16: the trial scores (and the original model's) are computed under bfloat16 autocast on a CPU with
+            native bf16 (``automtd.train.cpu_bf16_supported``).
+    """
+
+    batched_loader: bool = True
+    teacher_cache: bool = True
+    teacher_fused: bool = True
+    bn_channels_last: bool = True
+    eval_bf16: bool = True
 
 
 @dataclass
@@ -47,6 +80,8 @@ class SearchContext:
     sens_loader: Loader
     checkpoint_sha256: str
     totals: tuple[int, int]
+    teacher: Teacher
+    options: TrialOptions = field(default_factory=TrialOptions)
     _base_accuracy: float | None = None
 
     def fresh_model(self) -> nn.Module:
@@ -57,8 +92,12 @@ class SearchContext:
     def base_accuracy(self) -> float:
         """Validation accuracy (percent) of the original model on the validation subset."""
         if self._base_accuracy is None:
-            self._base_accuracy = float(evaluate(self.base_model, self.val_loader, device=self.device))
+            self._base_accuracy = self.score(self.base_model, self.val_loader)
         return self._base_accuracy
+
+    def score(self, model: nn.Module, loader: Loader) -> float:
+        """Top-1 accuracy (percent) of ``model`` on ``loader`` as trials are scored (see :class:`TrialOptions`)."""
+        return float(evaluate(model, loader, device=self.device, bf16=self.options.eval_bf16))
 
     def cache(self) -> FactorCache:
         """The study's factor cache (shared on disk by every worker of the study directory)."""
@@ -87,11 +126,13 @@ def get_context(config: SearchConfig, study_dir: Path) -> SearchContext:
     with _LOCK:
         if key not in _CACHE:
             _CACHE.clear()  # one study per process at a time; free the previous one
-            _CACHE[key] = _build(config, Path(study_dir))
+            _CACHE[key] = build_context(config, Path(study_dir))
         return _CACHE[key]
 
 
-def _build(config: SearchConfig, study_dir: Path) -> SearchContext:
+def build_context(config: SearchConfig, study_dir: Path, options: TrialOptions | None = None) -> SearchContext:
+    """A new context of ``config`` (not the process-wide one of :func:`get_context`) with ``options``."""
+    opts = TrialOptions() if options is None else options
     device = resolve_device(config.device)
     ckpt = resolve_checkpoint(config.model.checkpoint, download=config.data.download)
     model, _meta = load_checkpoint(ckpt, model_name=config.model.name, model_kwargs=config.model.kwargs or None)
@@ -120,11 +161,14 @@ def _build(config: SearchConfig, study_dir: Path) -> SearchContext:
         base_model=model,
         layers=layers,
         space=build_space(layers, config),
-        train_loader=make_loader(train, batch_size=bs, shuffle=True, seed=config.seed),
+        train_loader=make_loader(train, batch_size=bs, shuffle=True, seed=config.seed, batched=opts.batched_loader,
+                                 keys=opts.batched_loader and opts.teacher_cache),
         val_loader=make_loader(val, batch_size=ebs, shuffle=False),
         sens_loader=make_loader(sens, batch_size=ebs, shuffle=False),
         checkpoint_sha256=checkpoint_sha256(ckpt),
         totals=model_totals(model, config.model.input_size),
+        teacher=Teacher(model, fuse=opts.teacher_fused, channels_last=opts.teacher_fused, cache=opts.teacher_cache),
+        options=opts,
     )
 
 

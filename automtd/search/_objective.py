@@ -32,7 +32,7 @@ from automtd.search._config import SearchConfig, search_config_from_dict
 from automtd.search._context import SearchContext, checkpoint_sha256, get_context
 from automtd.search._redact import redact_url
 from automtd.search._space import sample_choices
-from automtd.train import TrainConfig, evaluate, fit, recalibrate_batchnorm
+from automtd.train import TrainConfig, fit, recalibrate_batchnorm
 
 __all__ = [
     "make_objective",
@@ -138,7 +138,7 @@ def _early_stop(ctx: SearchContext, trial: optuna.trial.Trial) -> Callable[[int,
         if step != check_at:
             return
         was_training = model.training
-        acc = float(evaluate(model, ctx.sens_loader, device=ctx.device))
+        acc = ctx.score(model, ctx.sens_loader)
         model.train(was_training)
         trial.set_user_attr(keys.TRIAL_ACCURACY_MIDWAY, acc)
         if acc < floor:
@@ -188,9 +188,10 @@ def run_trial(ctx: SearchContext, trial: optuna.trial.Trial) -> list[float]:
     if cfg.finetune.bn_recalibration_images:
         with _timed(times, _time_key("bn_recalibration")):
             batches = max(1, cfg.finetune.bn_recalibration_images // cfg.data.batch_size)
-            recalibrate_batchnorm(model, ctx.train_loader, max_batches=batches, device=ctx.device)
+            recalibrate_batchnorm(model, ctx.train_loader, max_batches=batches, device=ctx.device,
+                                  channels_last=ctx.options.bn_channels_last)
     with _timed(times, _time_key("evaluate")):
-        acc_before = float(evaluate(model, ctx.val_loader, device=ctx.device))
+        acc_before = ctx.score(model, ctx.val_loader)
     put(keys.TRIAL_ACCURACY_BEFORE, acc_before)
     tuned = cfg.finetune.epochs is not None or bool(cfg.finetune.steps)
     try:
@@ -198,7 +199,7 @@ def run_trial(ctx: SearchContext, trial: optuna.trial.Trial) -> list[float]:
             if tuned:
                 for p in model.parameters():  # the copy of the frozen teacher is trained
                     p.requires_grad_(True)
-                teacher = ctx.base_model if cfg.finetune.kd else None
+                teacher = ctx.teacher if cfg.finetune.kd else None
                 fit(model, ctx.train_loader, _train_config(cfg), teacher=teacher, device=ctx.device,
                     step_callback=_early_stop(ctx, trial), progress=False)
     finally:
@@ -206,7 +207,7 @@ def run_trial(ctx: SearchContext, trial: optuna.trial.Trial) -> list[float]:
             put(key, value)
     _check_finite(model, "after fine-tuning")
     with _timed(times, _time_key("evaluate")):
-        acc = float(evaluate(model.eval(), ctx.val_loader, device=ctx.device)) if tuned else acc_before
+        acc = ctx.score(model.eval(), ctx.val_loader) if tuned else acc_before
         latency = _latency(ctx, model) if "latency" in cfg.objectives else None
     drop = ctx.base_accuracy - acc
     record: dict[str, float | int] = {

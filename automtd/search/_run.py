@@ -1,5 +1,8 @@
 """``run_search``: create or resume a study from a config and run its trials in this process.
 
+The trials run in this process (``jobs=1``, the library's default) or in ``jobs`` runner processes on the
+same storage (:mod:`automtd.search._runners`; ``jobs="auto"``, the CLI's default: one per free core on a CPU).
+
 The validated config is stored in the study's user attrs together with its spec
 (``study_spec``: what every worker must agree on), so ``automtd worker --study S --storage URL``
 needs nothing else (:func:`config_from_study`).  The sensitivity table is computed once and stored
@@ -12,20 +15,29 @@ import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import optuna
 
 from automtd._errors import StorageError
 from automtd.search._config import SearchConfig, search_config_from_dict
 from automtd.search._context import get_context
-from automtd.search._keys import STUDY_BASE_ACCURACY, STUDY_CHECKPOINT_SHA256, STUDY_CONFIG, STUDY_WARMSTART_DONE
+from automtd.search._keys import (
+    STUDY_BASE_ACCURACY,
+    STUDY_CHECKPOINT_SHA256,
+    STUDY_CONFIG,
+    STUDY_WARMSTART_DONE,
+    TRIAL_WORKER,
+)
 from automtd.search._objective import directions, make_sampler, objective_names, study_spec
 from automtd.search._redact import stored_config
+from automtd.search._runners import resolve_jobs, run_runners
 from automtd.search._sensitivity import ensure_sensitivity
-from automtd.search._storage import SingleWriterLock, open_storage, parse_storage_url, study_dir_for
-from automtd.search._study import budget_status, create_or_load_study, delete_study, open_study
+from automtd.search._storage import RunnerLock, SingleWriterLock, open_storage, parse_storage_url, study_dir_for
+from automtd.search._study import BudgetStatus, budget_status, create_or_load_study, delete_study, open_study
 from automtd.search._warmstart import enqueue_warmstart
 from automtd.search._worker import WorkerOptions, run_worker
+from automtd.utils import apply_threads, choose_threads, resolve_device
 
 __all__ = [
     "prepare_study",
@@ -52,14 +64,14 @@ def _with_overrides(config: SearchConfig, study: str | None, storage: str | None
 def prepare_study(config: SearchConfig, *, progress: bool = True) -> tuple[optuna.Study, Path, bool]:
     """Create (or load and check) the study, store the config, run the sensitivity pass, warm-start.
 
-    Holds the SQLite single-writer lock meanwhile.  Returns ``(study, study_dir, created)``.
+    Holds the SQLite runner lock meanwhile.  Returns ``(study, study_dir, created)``.
     """
     # check the model name, the checkpoint (exists, loads safely, fits the architecture) and the data (found,
     # readable) before anything is written: building the context writes nothing, and the trials reuse it
     url = config.storage_url()
     study_dir = study_dir_for(url, config.study.name, config)
     ctx = get_context(config, study_dir)
-    with SingleWriterLock(url):
+    with RunnerLock(url):
         storage = open_storage(url, create_schema=True)
         study, created = create_or_load_study(
             storage,
@@ -89,12 +101,14 @@ def prepare_study(config: SearchConfig, *, progress: bool = True) -> tuple[optun
 
 @dataclass(frozen=True)
 class SearchResult:
-    """What :func:`run_search` did: the study, the worker's exit code (0, or 130/143 when interrupted)."""
+    """What :func:`run_search` did: the study, the exit code (0, or 130/143 when interrupted), the trials run
+    by each runner of this run (one entry per runner)."""
 
     study: optuna.Study
     exit_code: int
     reason: str
     trials_run: int
+    runner_trials: tuple[int, ...] = ()
 
 
 def run_search(
@@ -105,22 +119,31 @@ def run_search(
     n_trials: int | None = None,
     progress: bool = True,
     create_only: bool = False,
+    jobs: int | str | None = 1,
+    threads: int | None = None,
 ) -> SearchResult:
-    """Create or resume the study and run trials here until it holds ``study.n_trials`` finished trials.
+    """Create or resume the study and run trials until it holds ``study.n_trials`` finished trials.
 
-    The trials run through the supervised worker loop (heartbeat, retries, signals): Ctrl-C fails
-    the running trial (it is re-queued) and returns exit code 130; the next run resumes.
+    ``jobs`` trial runners (1: in this process; ``"auto"``/None: one per free core on a CPU, 1 on a GPU),
+    ``threads`` torch threads each (None: the thread policy decides, see
+    :func:`automtd.utils.choose_threads`).  The trials run through the supervised worker loop (heartbeat,
+    retries, signals): Ctrl-C fails the running trials (they are re-queued) and returns exit code 130; the
+    next run resumes.
     ``create_only`` stops after creating the study (sensitivity pass and warm start included), for
     ``automtd worker`` processes to run the trials.
     """
     from tqdm.auto import tqdm
 
     config = _with_overrides(config, study, storage, n_trials)
+    resolve_jobs(jobs, on_cpu=False, remaining=1)  # an invalid --jobs is refused before anything is written
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    apply_threads(choose_threads(threads))  # the sensitivity pass runs here, as one more process on the host
     opt_study, study_dir, created = prepare_study(config, progress=progress)
     if create_only:
         return SearchResult(opt_study, 0, "study created" if created else "study exists", 0)
     status = budget_status(opt_study)
+    left = config.study.n_trials - status.finished - status.running  # WAITING retries are still to start
+    n_jobs = resolve_jobs(jobs, on_cpu=resolve_device(config.device).type == "cpu", remaining=left)
     bar = tqdm(total=config.study.n_trials, initial=min(status.finished, config.study.n_trials), desc="trials",
                unit="trial", disable=not progress, dynamic_ncols=True)
     counts = {"complete": 0, "pruned": 0, "fail": 0}
@@ -141,13 +164,43 @@ def run_search(
         callbacks=(count,),
         data_root=config.data.root,
         checkpoint=config.model.checkpoint,
+        threads=threads,
     )
+    url = config.storage_url()
+    if n_jobs > 1:
+        return _run_parallel(url, config, opt_study, options, n_jobs, bar)
     try:
-        result = run_worker(config.storage_url(), config.study.name, options=options)
+        result = run_worker(url, config.study.name, options=options)
     finally:
         bar.close()
-    final = load_search_study(config.storage_url(), config.study.name)
-    return SearchResult(final, result.exit_code, result.reason, result.trials_run)
+    final = load_search_study(url, config.study.name)
+    return SearchResult(final, result.exit_code, result.reason, result.trials_run, (result.trials_run,))
+
+
+def _run_parallel(
+    url: str, config: SearchConfig, study: optuna.Study, options: WorkerOptions, jobs: int, bar: Any
+) -> SearchResult:
+    """Run the trials in ``jobs`` runner processes; the bar follows the study's finished trials."""
+
+    def status() -> BudgetStatus:
+        return budget_status(study)
+
+    def show(current: BudgetStatus) -> None:
+        bar.n = min(current.finished, bar.total)
+        bar.set_postfix({"running": current.running, "complete": current.complete})
+
+    before = {t.number for t in study.get_trials(deepcopy=False)}
+    log.info("running the trials in %d trial runner processes (--jobs 1: in this process)", jobs)
+    try:
+        result, codes = run_runners(url, config.study.name, jobs=jobs, options=options,
+                                    seed_offset=options.sampler_seed_offset or 0, status=status, on_status=show)
+    finally:
+        bar.close()
+    final = load_search_study(url, config.study.name)
+    mine = [t for t in final.get_trials(deepcopy=False) if t.number not in before]
+    per_runner = tuple(sum(1 for t in mine if str(t.user_attrs.get(TRIAL_WORKER, "")).endswith(f":{pid}"))
+                       for pid in codes)
+    return SearchResult(final, result.exit_code, result.reason, sum(per_runner), per_runner)
 
 
 def delete_search_study(storage_url: str, study_name: str) -> int:

@@ -2,10 +2,13 @@
 
 Three kinds of storage, chosen by the URL:
 
-* ``sqlite:///path/to/study.db`` (or a path ending in ``.db``, ``.sqlite``, ``.sqlite3``): the default,
-  for **one** process at a time.  WAL journal, 30 s busy timeout.  A worker (or ``search``) holds an
-  OS lock on ``<db>.lock`` for its lifetime, so a second one is refused with a message naming the
-  alternatives (:class:`SingleWriterLock`).
+* ``sqlite:///path/to/study.db`` (or a path ending in ``.db``, ``.sqlite``, ``.sqlite3``): the default, for
+  the trial runners of **one host** (``automtd search --jobs N``, several ``automtd worker``).  WAL journal,
+  30 s busy timeout, and every transaction starts with ``BEGIN IMMEDIATE`` (:func:`serialize_sqlite`): it
+  takes SQLite's write lock before its first read, so Optuna's read-check-write steps (take a WAITING
+  trial, finish a trial, fail a stale one) are atomic between processes, as ``SELECT ... FOR UPDATE`` makes
+  them on PostgreSQL.  Runners hold a shared OS lock on ``<db>.lock`` (:class:`RunnerLock`); deleting a
+  study takes it exclusively (:class:`SingleWriterLock`), so it is refused while runners work.
 * ``journal:///path/to/study.log`` (or a path ending in ``.log``): Optuna's journal file, safe for several
   processes on one machine; it has no heartbeat, so trials of a killed worker are failed by the janitor
   (``--max-trial-time``).
@@ -22,23 +25,23 @@ from __future__ import annotations
 
 import errno
 import os
-import re
 import sqlite3
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Literal
 
 import optuna
 import sqlalchemy.exc
 from optuna.storages import BaseStorage
+from sqlalchemy import Engine, event
 
 from automtd._errors import ConfigError, StorageError
 from automtd.search._config import SearchConfig
 from automtd.search._heartbeat import retry_callback
 from automtd.search._redact import redact_url, strip_credentials
 from automtd.search._resilient import ResilientRDBStorage, damaged_sqlite_error, sqlite_damage
+from automtd.search._url import StorageKind, StorageURL, parse_storage_url
 from automtd.utils import expand_path
 
 __all__ = [
@@ -52,26 +55,9 @@ __all__ = [
     "strip_credentials",
     "open_storage",
     "SingleWriterLock",
+    "RunnerLock",
+    "serialize_sqlite",
 ]
-
-StorageKind = Literal["sqlite", "journal", "postgresql"]
-_SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
-_ALLOWED = "sqlite:///PATH.db, journal:///PATH.log (or a .db/.log path) or postgresql+psycopg://USER@HOST:PORT/DB"
-_SQLITE_FORMS = "write sqlite:///relative.db or sqlite:////abs/path.db"
-# a scheme and a colon without '//' (``sqlite:/x.db``, ``sqlite:x.db``); one letter is a Windows drive
-_SCHEME_ONLY = re.compile(r"([A-Za-z][A-Za-z0-9+.-]+):(?!//)")
-
-
-@dataclass(frozen=True)
-class StorageURL:
-    """A parsed storage URL: its kind, the URL Optuna/SQLAlchemy get, and the file for file storages."""
-
-    kind: StorageKind
-    url: str
-    path: Path | None = None
-
-    def __str__(self) -> str:
-        return redact_url(self.url)
 
 
 @dataclass(frozen=True)
@@ -107,62 +93,6 @@ class StorageOptions:
                 "use at least twice the interval"
             )
 
-
-def parse_storage_url(url: str) -> StorageURL:
-    """Classify and normalise a storage URL or path; anything else is a :class:`StorageError`."""
-    if not isinstance(url, str) or not url.strip():
-        raise StorageError(f"storage {url!r} is empty; give {_ALLOWED}")
-    raw = url.strip()
-    scheme, sep, rest = raw.partition("://")
-    if not sep:
-        bare = _SCHEME_ONLY.match(raw)
-        if bare:
-            name = bare.group(1).lower()
-            forms = _SQLITE_FORMS if name == "sqlite" else f"give {_ALLOWED}"
-            raise StorageError(
-                f"storage {redact_url(raw)!r} is a malformed {name}: URL (the scheme needs '://'); {forms}"
-            )
-        path = Path(raw).expanduser()
-        if path.suffix in _SQLITE_SUFFIXES:
-            return StorageURL("sqlite", f"sqlite:///{path.resolve()}", path.resolve())
-        if path.suffix == ".log":
-            return StorageURL("journal", str(path.resolve()), path.resolve())
-        raise StorageError(f"storage {raw!r} is neither a URL nor a .db/.log path; give {_ALLOWED}")
-    scheme = scheme.lower()
-    if scheme == "sqlite":
-        if not rest.startswith("/") or rest in ("/", "/:memory:"):
-            raise StorageError(f"storage {raw!r} names no database file; {_SQLITE_FORMS}")
-        path = Path(rest[1:]).expanduser().resolve()
-        if rest.endswith("/") or path.is_dir():
-            raise StorageError(f"storage {raw!r} names a folder, not a database file; {_SQLITE_FORMS}")
-        return StorageURL("sqlite", f"sqlite:///{path}", path)
-    if scheme == "journal":
-        if not rest.startswith("/") or rest == "/":
-            raise StorageError(
-                f"storage {raw!r} names no journal file; write journal:///relative.log or journal:////abs.log"
-            )
-        path = Path(rest[1:]).expanduser().resolve()
-        return StorageURL("journal", str(path), path)
-    if scheme in ("postgresql", "postgres", "postgresql+psycopg"):
-        if not rest or rest.startswith("/"):
-            raise StorageError(
-                f"storage {redact_url(raw)!r} names no host; write postgresql+psycopg://USER@HOST:PORT/DB"
-            )
-        _check_userinfo(raw, rest)
-        return StorageURL("postgresql", f"postgresql+psycopg://{rest}")
-    raise StorageError(f"storage scheme {scheme!r} in {redact_url(raw)!r} is not supported; give {_ALLOWED}")
-
-
-def _check_userinfo(raw: str, rest: str) -> None:
-    """Refuse a password holding an unescaped '@': SQLAlchemy would read the part after it as the host, and
-    the driver would print that part in its errors."""
-    head = re.split(r"[?#]", rest, maxsplit=1)[0]
-    userinfo = head[: head.rfind("@")] if "@" in head else ""
-    if "@" in userinfo.partition(":")[2]:
-        raise StorageError(
-            f"storage {redact_url(raw)!r}: the password holds an unescaped '@'; percent-encode it (@ as %40) "
-            "or leave the password out of the URL and set PGPASSWORD"
-        )
 
 
 def open_storage(
@@ -202,7 +132,8 @@ def _open_rdb(parsed: StorageURL, opts: StorageOptions, create: bool) -> BaseSto
     if parsed.kind == "sqlite":
         assert parsed.path is not None
         _prepare_sqlite(parsed.path, create)
-        engine_kwargs["connect_args"] = {"timeout": 30}
+        # the driver emits no BEGIN of its own: serialize_sqlite makes every transaction BEGIN IMMEDIATE
+        engine_kwargs["connect_args"] = {"timeout": 30, "isolation_level": None}
     else:
         try:
             import psycopg  # noqa: F401
@@ -223,7 +154,7 @@ def _open_rdb(parsed: StorageURL, opts: StorageOptions, create: bool) -> BaseSto
     try:
         with warnings.catch_warnings():  # Optuna marks the heartbeat arguments experimental
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return ResilientRDBStorage(
+            storage = ResilientRDBStorage(
                 parsed.url,
                 engine_kwargs=engine_kwargs,
                 heartbeat_interval=opts.heartbeat_interval,
@@ -233,6 +164,24 @@ def _open_rdb(parsed: StorageURL, opts: StorageOptions, create: bool) -> BaseSto
             )
     except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as exc:
         raise _storage_error(parsed, exc, create) from None
+    if parsed.kind == "sqlite":
+        serialize_sqlite(storage.engine)
+    return storage
+
+
+def serialize_sqlite(engine: Engine) -> None:
+    """Start every transaction of ``engine`` (a SQLite engine whose driver emits no BEGIN) with BEGIN IMMEDIATE.
+
+    SQLite's default deferred transactions (and Python's driver, which opens one only before a write) let two
+    processes read a trial as WAITING and both take it; an immediate transaction holds the write lock from
+    its first read, later ones wait up to the busy timeout.  SQLAlchemy's documented recipe for pysqlite.
+    """
+    if not event.contains(engine, "begin", _begin_immediate):
+        event.listen(engine, "begin", _begin_immediate)
+
+
+def _begin_immediate(conn: sqlalchemy.engine.Connection) -> None:
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def _storage_error(parsed: StorageURL, exc: BaseException, create: bool) -> StorageError:
@@ -299,11 +248,15 @@ def _make_folder(folder: Path, db: Path) -> None:
 
 
 class SingleWriterLock:
-    """An OS lock on ``<db>.lock`` held while a process uses a SQLite study (no-op for other storages).
+    """An exclusive OS lock on ``<db>.lock`` (no-op for other storages): for what no runner may see, e.g.
+    deleting a study.
 
-    A second process is refused with a :class:`StorageError` saying to use a journal file or PostgreSQL.
-    The lock dies with the process, so a killed worker never leaves it behind.
+    Refused with a :class:`StorageError` while another process holds the lock (a runner's
+    :class:`RunnerLock`, or another exclusive holder).  The lock dies with the process, so a killed worker
+    never leaves it behind.
     """
+
+    _shared = False
 
     def __init__(self, url: str | StorageURL) -> None:
         self._parsed = url if isinstance(url, StorageURL) else parse_storage_url(url)
@@ -328,18 +281,22 @@ class SingleWriterLock:
         except OSError as exc:
             raise _os_error(lock_path, db, exc) from None
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, (fcntl.LOCK_SH if self._shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except OSError:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
             os.close(fd)
-            raise StorageError(
-                f"SQLite storage {self._parsed} is in use by another process (pid {holder}); SQLite allows one "
-                f"worker at a time: for several workers use journal:///{db.stem}.log "
-                "or postgresql+psycopg://USER@HOST/DB"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
+            raise self._refusal(db, holder) from None
+        if not self._shared:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(os.getpid()).encode(), 0)
         self._fd = fd
+
+    def _refusal(self, db: Path, holder: str) -> StorageError:
+        return StorageError(
+            f"SQLite storage {self._parsed} is in use by trial runners or another process (last exclusive holder "
+            f"pid {holder}); stop them first (the runners of one host share a SQLite study; for workers on "
+            f"several machines use postgresql+psycopg://USER@HOST/DB, or journal:///{db.stem}.log on one)"
+        )
 
     def release(self) -> None:
         if self._fd is not None:
@@ -354,6 +311,26 @@ class SingleWriterLock:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.release()
+
+
+class RunnerLock(SingleWriterLock):
+    """A shared OS lock on ``<db>.lock`` held by every process running trials of a SQLite study.
+
+    Runners coexist (their transactions are serialized by :func:`serialize_sqlite`); an exclusive holder
+    (:class:`SingleWriterLock`: a study being deleted) refuses them, and they refuse it.
+    """
+
+    _shared = True
+
+    def _refusal(self, db: Path, holder: str) -> StorageError:
+        return StorageError(
+            f"SQLite storage {self._parsed} is locked exclusively by pid {holder} (a study being deleted); "
+            "wait for it to finish, then start again"
+        )
+
+    def __enter__(self) -> RunnerLock:
+        self.acquire()
+        return self
 
 
 def study_dir_for(storage_url: str, study_name: str, config: SearchConfig | None = None) -> Path:

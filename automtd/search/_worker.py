@@ -10,7 +10,9 @@
 * while running trials of others hold the whole budget, a line every ``wait_notice_every`` seconds names them
   and what frees them (grace period, or ``automtd janitor`` on a storage without heartbeat);
 * ``max_env_failures`` trials in a row failed by the same :class:`DataError`/:class:`CheckpointError` stop the
-  worker with that error (exit 4/5) instead of failing the rest of the budget.
+  worker with that error (exit 4/5) instead of failing the rest of the budget;
+* the worker registers as a trial runner of this host and sets its torch threads before every trial from the
+  thread policy (:class:`automtd.utils.TrialThreads`: its share of the cores, or ``threads`` if given).
 """
 
 from __future__ import annotations
@@ -38,8 +40,9 @@ from automtd.search._janitor import fail_stuck_trials
 from automtd.search._keys import TRIAL_WORKER
 from automtd.search._registry import ObjectiveRequest, study_objective
 from automtd.search._resilient import TRANSIENT_ERRORS
-from automtd.search._storage import SingleWriterLock, StorageOptions, open_storage, parse_storage_url, redact_url
+from automtd.search._storage import RunnerLock, StorageOptions, open_storage, parse_storage_url, redact_url
 from automtd.search._study import BudgetStatus, budget_status, open_study
+from automtd.utils import TrialThreads
 
 __all__ = [
     "WorkerOptions",
@@ -74,7 +77,11 @@ class WorkerOptions:
     data_root: str | None = None  # replaces the stored config's data root (the objective checks it exists)
     checkpoint: str | None = None  # replaces the stored checkpoint path (same SHA-256 required)
     wait_notice_every: float = 60.0  # seconds between the lines saying which running trials the worker waits for
+    wait_notice_at_once: bool = True  # False: the first such line after wait_notice_every (runners of a search)
+    trial_log: bool = True  # False: no Optuna line per finished trial (runners of a search, which shows progress)
     max_env_failures: int = 3  # consecutive trials failed by the same DataError/CheckpointError: stop
+    threads: int | None = None  # torch intra-op threads (None: the thread policy's share of this host's cores)
+    manage_threads: bool = True  # False: leave torch's thread settings and the host's runner registry alone
 
     def __post_init__(self) -> None:
         if self.max_trial_time is not None and not self.max_trial_time > 0:
@@ -87,6 +94,8 @@ class WorkerOptions:
             raise ConfigError(f"wait_notice_every={self.wait_notice_every!r} is invalid; give seconds > 0")
         if self.max_env_failures < 1:
             raise ConfigError(f"max_env_failures={self.max_env_failures!r} is invalid; give a whole number >= 1")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"threads={self.threads!r} is invalid; give a whole number >= 1 or omit it (auto)")
 
 
 @dataclass(frozen=True)
@@ -159,21 +168,37 @@ def run_worker(
             f"{parsed.kind} file {str(parsed.path)!r} does not exist; create the study first "
             "(automtd search CONFIG --study S --storage URL --create-only)"
         )
-    with SingleWriterLock(parsed):
+    with RunnerLock(parsed), _threads(opts) as threads:
         storage = open_storage(parsed, options=opts.storage)  # unreachable -> StorageError at once
         study = open_study(storage, study_name, spec=opts.spec)
         objective = load_objective(study, opts.study_dir, parsed.url, seed_offset=opts.sampler_seed_offset,
                                    data_root=opts.data_root, checkpoint=opts.checkpoint)
         sampler = study.sampler
+        if not opts.trial_log:
+            optuna.logging.set_verbosity(optuna.logging.WARNING)
         guard = TrialGuard(objective, max_retry=opts.storage.max_retry)
         signals = _Signals(guard)
         if handle_signals:
             signals.install()
         _log.info("worker pid %d joined study %r on %s", os.getpid(), study_name, redact_url(parsed.url))
         try:
-            return _loop(storage, study_name, study, sampler, guard, signals, opts)
+            return _loop(storage, study_name, study, sampler, guard, signals, opts, threads)
         finally:
             signals.restore()
+
+
+class _NoThreads:
+    """Stands in for :class:`TrialThreads` when the caller manages threads itself."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _threads(opts: WorkerOptions) -> TrialThreads | _NoThreads:
+    return TrialThreads(opts.threads) if opts.manage_threads else _NoThreads()
 
 
 def _loop(
@@ -184,6 +209,7 @@ def _loop(
     guard: TrialGuard,
     signals: _Signals,
     opts: WorkerOptions,
+    threads: TrialThreads | None = None,
 ) -> WorkerResult:
     hb = opts.storage.heartbeat_interval
     poll = float(min(hb, 2)) if hb else 2.0
@@ -191,7 +217,7 @@ def _loop(
     outage_since: float | None = None
     delay = 0.5
     other_errors = 0
-    waiting = _WaitNotice(study_name, opts.wait_notice_every, storage)
+    waiting = _WaitNotice(study_name, opts.wait_notice_every, storage, at_once=opts.wait_notice_at_once)
     env_failures = _EnvFailures(opts.max_env_failures)
     while True:
         if signals.stop.is_set():
@@ -214,6 +240,8 @@ def _loop(
                 signals.stop.wait(poll)
             else:
                 waiting.reset()
+                if threads is not None:
+                    threads.refresh()  # peers may have started or ended since the last trial
                 study.optimize(guard, n_trials=1, catch=(Exception,), callbacks=list(opts.callbacks))
                 ran += 1
                 env_failures.record(guard.last_error)
@@ -245,10 +273,11 @@ def _loop(
 class _WaitNotice:
     """While the budget is held by running trials of other workers: one line every ``every`` seconds saying which."""
 
-    def __init__(self, study_name: str, every: float, storage: BaseStorage) -> None:
+    def __init__(self, study_name: str, every: float, storage: BaseStorage, *, at_once: bool = True) -> None:
         self.study_name = study_name
         self.every = every
         self.grace = heartbeat_grace(storage)
+        self.at_once = at_once
         self._last: float | None = None
 
     def reset(self) -> None:
@@ -256,6 +285,9 @@ class _WaitNotice:
 
     def notice(self, study: optuna.Study, status: BudgetStatus) -> None:
         now = time.monotonic()
+        if self._last is None and not self.at_once:
+            self._last = now  # a search's runner waits for its siblings' last trials: say so only if it lasts
+            return
         if self._last is not None and now - self._last < self.every:
             return
         self._last = now

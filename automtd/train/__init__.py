@@ -2,14 +2,17 @@
 
 from automtd.train._bn import recalibrate_batchnorm
 from automtd.train._config import TrainConfig, TrainResult
-from automtd.train._loop import Batch, NonFiniteLossError, StopTraining, evaluate, fit, kd_loss
+from automtd.train._loop import Batch, NonFiniteLossError, StopTraining, cpu_bf16_supported, evaluate, fit, kd_loss
+from automtd.train._teacher import Teacher
 
 __all__ = [
     "Batch",
     "NonFiniteLossError",
     "StopTraining",
+    "Teacher",
     "TrainConfig",
     "TrainResult",
+    "cpu_bf16_supported",
     "evaluate",
     "fit",
     "kd_loss",

@@ -11,13 +11,16 @@ from typing import Any
 
 from torch import nn
 
+from automtd._errors import ConfigError
+from automtd.calibration import calibrate_plan
 from automtd.checkpoints import load_checkpoint, read_meta, save_checkpoint
 from automtd.config import DataSection, FinetuneSection
 from automtd.data import get_dataset, make_loader
 from automtd.deploy import compare_models
 from automtd.plan import FactorCache, Plan, apply_plan, check_plan
-from automtd.train import TrainConfig, evaluate, fit, recalibrate_batchnorm
+from automtd.train import NonFiniteLossError, TrainConfig, evaluate, fit, recalibrate_batchnorm
 from automtd.training_methods import deeptwist_from_plan
+from automtd.utils import atomic_output, check_output
 
 __all__ = ["FinetuneOptions", "CompressResult", "compress_checkpoint", "finetune"]
 
@@ -54,8 +57,16 @@ def finetune(
     normalization: Mapping[str, Sequence[float]],
     *,
     step_callback: Callable[[int, nn.Module], None] | None = None,
+    keep_better: bool = True,
 ) -> dict[str, Any]:
-    """Fine-tune ``model`` in place (``automtd.train.fit`` with ``teacher``); returns a summary with val top-1."""
+    """Re-estimate BatchNorm, then fine-tune ``model`` in place (``automtd.train.fit`` with ``teacher``).
+
+    Validation top-1 (the val split carved from the training set) is measured before and after the
+    fine-tune.  With ``keep_better``, a fine-tune that ends below where it started is undone: the model
+    gets its pre-fine-tune weights back and the summary says ``kept: "before"``.  A section without a
+    budget (``finetune.steps`` 0) only re-estimates BatchNorm and scores the result.  A fine-tune whose loss
+    turns non-finite counts as ending at 0% (``steps`` -1, the reason under ``diverged``).
+    """
     d, ft = opts.data, opts.finetune
     common: dict[str, Any] = {"root": d.root, "mean": normalization["mean"], "std": normalization["std"],
                               "val_size": d.val_size, "seed": opts.seed, "download": d.download}
@@ -67,36 +78,54 @@ def finetune(
         batches = max(1, ft.bn_recalibration_images // d.batch_size)
         recalibrate_batchnorm(model, train_loader, max_batches=batches, device=opts.device)
     before = evaluate(model, val_loader, device=opts.device)
-    result = fit(
-        model,
-        train_loader,
-        TrainConfig.from_finetune(ft, seed=opts.seed),
-        teacher=teacher if ft.kd else None,
-        device=opts.device,
-        progress=opts.progress,
-        step_callback=step_callback,
-    )
-    accuracy = evaluate(model, val_loader, device=opts.device)
-    model.to("cpu")
-    return {
-        "epochs": ft.epochs,
+    summary: dict[str, Any] = {
+        "epochs": ft.epochs if ft.enabled else 0,
         "dataset": d.dataset,
         "subset": d.train_subset,
         "val_subset": d.val_subset,
         "batch_size": d.batch_size,
         "lr": ft.lr,
+        "warmup_steps": ft.warmup_steps,
         "device": opts.device,
         "seed": opts.seed,
         "recalibrate_bn": bool(ft.bn_recalibration_images),
         "deeptwist_interval": opts.deeptwist_interval,
         "train_images": len(train),  # type: ignore[arg-type]
         "val_images": len(val),  # type: ignore[arg-type]
-        "steps": result.steps,
-        "final_loss": result.final_loss,
-        "seconds": round(result.seconds, 2),
+        "steps": 0,
         "val_accuracy_before": before,
-        "val_accuracy": accuracy,
+        "val_accuracy": before,
+        "kept": "before",
     }
+    if not ft.enabled:
+        model.to("cpu")
+        return summary
+    snapshot = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()} if keep_better else None
+    try:
+        result = fit(
+            model,
+            train_loader,
+            TrainConfig.from_finetune(ft, seed=opts.seed),
+            teacher=teacher if ft.kd else None,
+            device=opts.device,
+            progress=opts.progress,
+            step_callback=step_callback,
+        )
+    except NonFiniteLossError as exc:
+        if snapshot is None:
+            raise
+        summary["diverged"] = str(exc)  # the pre-fine-tune weights are restored below
+        steps, extra = -1, {}
+    else:
+        steps = result.steps
+        extra = {"final_loss": result.final_loss, "seconds": round(result.seconds, 2)}
+    after = evaluate(model, val_loader, device=opts.device) if "diverged" not in summary else 0.0
+    model.to("cpu")
+    summary.update(steps=steps, **extra, val_accuracy_finetuned=after, val_accuracy=after, kept="finetuned")
+    if snapshot is not None and after < before:
+        model.load_state_dict(snapshot)
+        summary.update(val_accuracy=before, kept="before")
+    return summary
 
 
 def compress_checkpoint(
@@ -110,6 +139,9 @@ def compress_checkpoint(
     measure: bool = False,
     threads: int | None = None,
     deploy: bool = True,
+    force: bool = False,
+    keep_better: bool = True,
+    calibrate: int = 0,
 ) -> CompressResult:
     """Load ``checkpoint`` as ``plan.architecture``, apply ``plan``, fine-tune if asked, save to ``output``.
 
@@ -119,7 +151,14 @@ def compress_checkpoint(
     With ``measure`` the :func:`compare_models` report (params, MACs, latency at batch 1 and 64 with the
     thread count) of the original and the compressed model is stored under ``meta['extra']['measure']``;
     ``deploy`` times both in their :func:`~automtd.deploy.deploy_model` form (the saved weights stay factorized).
+    ``finetune_options`` with no budget only re-estimates BatchNorm; a fine-tune ending below its start
+    keeps the pre-fine-tune weights (both accuracies are in ``meta['extra']['finetune']``).
+    ``calibrate`` > 0 refits the factor chains on that many training images right after decomposing
+    (:func:`automtd.calibration.calibrate_plan`, sequential, needs ``finetune_options`` for the data).
+    An existing ``output`` (a file or a non-empty directory) is refused before any work unless ``force``;
+    the directory is written next to it and renamed into place, so a failure leaves no partial checkpoint.
     """
+    check_output(output, force=force)
     model, meta = load_checkpoint(checkpoint, model_name=plan.architecture, model_kwargs=plan.arch_kwargs or None)
     original = copy.deepcopy(model)
     extra: dict[str, Any] = {"source_checkpoint": str(checkpoint), "seed": seed}
@@ -131,29 +170,61 @@ def compress_checkpoint(
         twist = deeptwist_from_plan(plan, interval=finetune_options.deeptwist_interval)
         no_recalibration = finetune_options.finetune.model_copy(update={"bn_recalibration_images": 0})
         opts = replace(finetune_options, finetune=no_recalibration)
-        summary = finetune(model, original, opts, meta["normalization"], step_callback=twist)
+        # the dense model's pre-fine-tune weights are not of the plan's ranks: nothing better to keep
+        summary = finetune(model, original, opts, meta["normalization"], step_callback=twist, keep_better=False)
         twist.finalize(model)  # the weights are exactly of the plan's ranks from here on
         apply_plan(model, plan, seed=seed)
         summary["deeptwist"] = {"interval": finetune_options.deeptwist_interval, "projections": twist.count}
     else:
         apply_plan(model, plan, cache=cache, seed=seed)
-        summary = finetune(model, original, finetune_options, meta["normalization"]) if finetune_options else None
+        if calibrate > 0:
+            if finetune_options is None:
+                raise ConfigError(f"calibrate={calibrate} needs training images: pass finetune_options for the data")
+            extra["calibration"] = _calibrate(original, model, plan, finetune_options, meta["normalization"],
+                                              calibrate, seed)
+        summary = (
+            finetune(model, original, finetune_options, meta["normalization"], keep_better=keep_better)
+            if finetune_options
+            else None
+        )
     if finetune_options is not None and summary is not None:
         extra["finetune"] = summary
         accuracy = {"val": summary["val_accuracy"]}
         dataset = finetune_options.data.dataset
     if measure:
         extra["measure"] = compare_models(original, model.to("cpu"), plan.input_size, threads=threads, deploy=deploy)
-    out = save_checkpoint(
-        output,
-        model,
-        architecture=plan.architecture,
-        arch_kwargs=plan.arch_kwargs,
-        dataset=dataset,
-        normalization=meta["normalization"],
-        input_size=plan.input_size,
-        accuracy=accuracy,
-        plan=plan.to_dict(),
-        extra=extra,
-    )
-    return CompressResult(model=model.eval(), original=original.eval(), meta=read_meta(out), directory=Path(out))
+    with atomic_output(output, force=force, directory=True) as tmp:
+        save_checkpoint(
+            tmp,
+            model,
+            architecture=plan.architecture,
+            arch_kwargs=plan.arch_kwargs,
+            dataset=dataset,
+            normalization=meta["normalization"],
+            input_size=plan.input_size,
+            accuracy=accuracy,
+            plan=plan.to_dict(),
+            extra=extra,
+        )
+    out = Path(output)
+    return CompressResult(model=model.eval(), original=original.eval(), meta=read_meta(out), directory=out)
+
+
+def _calibrate(
+    original: nn.Module,
+    model: nn.Module,
+    plan: Plan,
+    opts: FinetuneOptions,
+    normalization: Mapping[str, Sequence[float]],
+    images: int,
+    seed: int,
+) -> dict[str, Any]:
+    """Calibrate ``model`` on ``images`` un-augmented training images (never the val or test images)."""
+    d = opts.data
+    train = get_dataset(d.dataset, "train", train_transform=False, subset=d.train_subset, root=d.root,
+                        mean=normalization["mean"], std=normalization["std"], val_size=d.val_size, seed=opts.seed,
+                        download=d.download)
+    loader = make_loader(train, batch_size=d.eval_batch_size, shuffle=True, seed=seed)
+    report = calibrate_plan(original, model, plan, loader, images=images, seed=seed)
+    return {"images": report.images, "mode": report.mode, "seconds": round(report.seconds, 2),
+            "summary": report.summary()}

@@ -1,0 +1,110 @@
+"""Build a latency table: every block a search space can produce on a model, and the whole model, measured
+once on a target, resumably.
+
+The blocks of one layer shape (the dense layer and every method at every rank tuple of :func:`rank_grid`)
+form a group timed in turn (:func:`automtd.utils.interleaved_medians`, ``rounds`` rounds), so a drift of a
+shared machine hits the dense layer and its replacements alike; the load meter
+(:data:`~automtd.latency.REFERENCE`) is timed in every group and next to the whole model (``ref_ms``), so the
+prediction can put groups measured at different loads on the whole model's scale.  The table file is
+rewritten after each
+group: a killed build, run again, skips the groups already stored.  Layers of the same shape at the same input
+size (ResNet stages) share their blocks, and so do models built from the same layer shapes.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+import torch
+from torch import nn
+
+from automtd.latency._blocks import DENSE_BLOCK, Block, block_input, build_block, rank_grid
+from automtd.latency._measure import reference_module, runnable, time_modules
+from automtd.latency._predict import block_latency, model_key
+from automtd.latency._table import LatencyTable, LatencyTarget, read_table_file, write_table_file
+from automtd.methods import LayerShape
+from automtd.plan import KEEP_DENSE, model_fingerprint
+
+__all__ = ["SpaceLayerLike", "build_latency_table", "table_blocks"]
+
+
+class SpaceLayerLike(Protocol):
+    """What a table needs of a searchable layer (``automtd.search.SpaceLayer`` has it)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def shape(self) -> LayerShape: ...
+    @property
+    def in_hw(self) -> tuple[int, int]: ...
+    @property
+    def methods(self) -> tuple[str, ...]: ...
+
+
+def table_blocks(layers: Sequence[SpaceLayerLike], *, fraction_low: float, fraction_high: float,
+                 points: int) -> dict[str, list[Block]]:
+    """The blocks to measure, grouped by layer key: per distinct layer shape and input size, the dense layer
+    and each allowed method at the rank tuples of :func:`rank_grid` over the space's fraction range."""
+    groups: dict[str, list[Block]] = {}
+    for layer in layers:
+        dense = Block(layer.shape, (int(layer.in_hw[0]), int(layer.in_hw[1])), DENSE_BLOCK, ())
+        group = groups.setdefault(dense.layer_key, [dense])
+        for method in layer.methods:
+            if method == KEEP_DENSE:
+                continue
+            for ranks in rank_grid(layer.shape, method, fraction_low, fraction_high, points):
+                block = Block(dense.shape, dense.in_hw, method, ranks)
+                if block not in group:
+                    group.append(block)
+    return groups
+
+
+def _versions(target: LatencyTarget) -> dict[str, str]:
+    out = {"torch": str(torch.__version__)}
+    if target.runtime == "onnxruntime":
+        out["onnxruntime"] = importlib.metadata.version("onnxruntime")
+    return out
+
+
+def build_latency_table(
+    path: str | os.PathLike[str], model: nn.Module, *, architecture: str, layers: Sequence[SpaceLayerLike],
+    target: LatencyTarget, fraction_low: float, fraction_high: float, points: int = 8, rounds: int = 5,
+    min_run_time: float = 0.05, progress: Callable[[str], None] | None = None,
+) -> LatencyTable:
+    """Measure what is missing of ``target``'s table in ``path`` for ``model``'s searchable ``layers`` and
+    return the table; groups already stored are kept (resume).  ``progress`` receives one line per group."""
+    say = progress or (lambda _line: None)
+    table = read_table_file(path).get(target.key()) or LatencyTable(target, versions=_versions(target))
+    groups = table_blocks(layers, fraction_low=fraction_low, fraction_high=fraction_high, points=points)
+    grid = {"fraction_low": float(fraction_low), "fraction_high": float(fraction_high), "points": float(points)}
+    if table.grid != grid:  # the grid a search snaps its fractions to (LatencyTable.snap)
+        table.grid = grid
+        write_table_file(path, table)
+    for n, (layer_key, blocks) in enumerate(groups.items(), 1):
+        if all(b.key in table.blocks for b in blocks):
+            say(f"[{n}/{len(groups)}] {layer_key}: stored, skipped")
+            continue
+        first = blocks[0]
+        x = block_input(first.shape, first.in_hw, target.batch)
+        modules = [reference_module(target)] + [runnable(build_block(b), x, target) for b in blocks]
+        ref, *times = time_modules(modules, x, target, rounds=rounds, min_run_time=min_run_time)
+        for b, ms in zip(blocks, times, strict=True):
+            table.blocks[b.key] = {"ms": ms, "ref_ms": ref, "layer": b.layer_key, "method": b.method,
+                                   "ranks": list(b.ranks), "fraction": b.fraction}
+        write_table_file(path, table)
+        say(f"[{n}/{len(groups)}] {layer_key}: {len(blocks)} blocks, dense {times[0]:.4f} ms, load meter {ref:.4f} ms")
+    size = tuple(int(v) for v in target.input_size)
+    key = model_key(architecture, model_fingerprint(model, size))
+    if key not in table.models:
+        x = torch.randn((target.batch, *size), generator=torch.Generator().manual_seed(0))
+        ref, whole = time_modules([reference_module(target), runnable(model.eval(), x, target, whole_model=True)],
+                                  x, target, rounds=rounds, min_run_time=4 * min_run_time, whole_model=True)
+        dense = sum(block_latency(table, Block(lay.shape, lay.in_hw, DENSE_BLOCK, ())) for lay in layers)
+        table.models[key] = {"architecture": architecture, "whole_ms": whole, "ref_ms": ref,
+                             "dense_layers_ms": dense, "layers": [lay.name for lay in layers]}
+        write_table_file(path, table)
+        say(f"whole {architecture}: {whole:.4f} ms (searchable layers alone {dense:.4f} ms)")
+    return table

@@ -1,0 +1,75 @@
+"""A plan's latency from a table: the original model's measured time plus, per replaced layer, its block's
+time minus the dense layer's (both timed in the same context, which cancels: see
+:func:`~automtd.latency.build_block`), scaled by the load meter's time next to the whole model over its time
+in the block's group.  Pure arithmetic on the table: deterministic, no timing.
+
+A rank tuple measured exactly is read off; any other is interpolated linearly in the kept-parameter fraction
+between the two measured rank tuples of the same layer and method around it (clamped to the nearest one
+outside the measured range).
+"""
+
+from __future__ import annotations
+
+import bisect
+
+from automtd._errors import ConfigError
+from automtd.latency._blocks import DENSE_BLOCK, Block
+from automtd.latency._table import LatencyTable
+from automtd.plan import LayerPlan, Plan
+
+__all__ = ["block_latency", "model_key", "predict_latency"]
+
+
+def model_key(architecture: str, fingerprint: str) -> str:
+    """The key of a model's whole-network entry: its architecture and plan fingerprint."""
+    return f"{architecture}:{fingerprint}"
+
+
+def _missing(what: str, table: LatencyTable) -> ConfigError:
+    return ConfigError(f"the latency table for {table.target.key()!r} has no {what}; rebuild it with "
+                       "`automtd latency-table` on a config whose space covers it")
+
+
+def block_latency(table: LatencyTable, block: Block) -> float:
+    """Milliseconds of ``block`` on the table's target: measured, else interpolated (module docstring)."""
+    entry = table.blocks.get(block.key)
+    if entry is not None:
+        return float(entry["ms"])  # type: ignore[arg-type]
+    if block.method == DENSE_BLOCK:
+        raise _missing(f"dense block {block.layer_key!r}", table)
+    points = sorted((float(e["fraction"]), float(e["ms"]))  # type: ignore[arg-type]
+                    for e in table.blocks.values() if e["layer"] == block.layer_key and e["method"] == block.method)
+    if not points:
+        raise _missing(f"{block.method} block of layer {block.layer_key!r}", table)
+    xs = [p[0] for p in points]
+    f = block.fraction
+    i = bisect.bisect_left(xs, f)
+    if i == 0:
+        return points[0][1]
+    if i == len(points):
+        return points[-1][1]
+    (x0, y0), (x1, y1) = points[i - 1], points[i]
+    return y0 + (y1 - y0) * (f - x0) / (x1 - x0) if x1 > x0 else y0
+
+
+def _delta(table: LatencyTable, lp: LayerPlan, whole_ref: float | None) -> float:
+    dense_block = Block(lp.shape, lp.in_hw, DENSE_BLOCK, ())
+    dense = block_latency(table, dense_block)
+    delta = block_latency(table, Block(lp.shape, lp.in_hw, lp.method, tuple(lp.ranks))) - dense
+    group_ref = table.blocks[dense_block.key].get("ref_ms")
+    if whole_ref is None or group_ref is None:
+        return delta
+    return delta * whole_ref / float(group_ref)  # type: ignore[arg-type]  # on the whole model's load scale
+
+
+def predict_latency(table: LatencyTable, plan: Plan) -> float:
+    """Predicted milliseconds per forward (at the table's batch size) of ``plan`` applied to its model: the
+    original model's measured ``whole_ms`` plus each replaced layer's block time minus its dense time."""
+    entry = table.models.get(model_key(plan.architecture, plan.fingerprint))
+    if entry is None:
+        raise _missing(f"whole-model entry for {plan.architecture!r} (fingerprint {plan.fingerprint})", table)
+    if tuple(plan.input_size) != tuple(table.target.input_size):
+        raise ConfigError(f"the plan's input size {tuple(plan.input_size)} differs from the latency table's "
+                          f"{tuple(table.target.input_size)}; build a table for this input size")
+    whole_ref = float(entry["ref_ms"]) if entry.get("ref_ms") is not None else None  # type: ignore[arg-type]
+    return float(entry["whole_ms"]) + sum(_delta(table, lp, whole_ref) for lp in plan.layers)  # type: ignore[arg-type]
