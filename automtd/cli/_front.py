@@ -7,12 +7,11 @@ import json
 import math
 from typing import TYPE_CHECKING, Any
 
-from automtd._errors import AutomtdError
-from automtd.search import config_from_study, front_dataframe, load_search_study, plot_front, redact_url
+from automtd.search import front_dataframe, front_notes, load_search_study, plot_front
 from automtd.utils import atomic_output, check_output
 
 if TYPE_CHECKING:
-    import optuna
+    pass
 
 __all__ = ["add_parser", "run"]
 
@@ -35,32 +34,6 @@ def add_parser(subparsers: Any, help_text: str) -> argparse.ArgumentParser:
     return p
 
 
-def _notes(study: optuna.Study, args: argparse.Namespace, trial: int | None) -> list[str]:
-    """What the accuracy column is measured on, and the commands that turn a front trial into a model."""
-    try:
-        config = config_from_study(study)
-    except AutomtdError:  # a study not created by `automtd search`: nothing known about its data
-        config = None
-    if config is None:
-        where = "the study's validation data"
-        checkpoint = "CK"
-    else:
-        d = config.data
-        images = f"{d.val_subset} of the " if d.val_subset else "the "
-        where = f"{images}{d.val_size} validation images carved from the {d.dataset} training set (not the test set)"
-        checkpoint = config.model.checkpoint or "CK"
-    storage = redact_url(args.storage)
-    pick = f"--trial {trial}" if trial is not None else "--max-drop 1.0"
-    return [
-        f"accuracy: top-1 % on {where}; drop: the original's accuracy there minus it. A base trained on the "
-        "whole training set (e.g. the akamaster CIFAR weights) has seen these images, so compare plans by drop "
-        "and measure the one you pick on the test split.",
-        f"next: automtd export --study {args.study} --storage {storage} {pick} -o plan.yaml",
-        f"      automtd apply --plan plan.yaml --checkpoint {checkpoint} -o compressed/ --finetune-epochs 1",
-        "      automtd evaluate --checkpoint compressed/ --split test",
-    ]
-
-
 def run(args: argparse.Namespace) -> int:
     if args.plot:
         check_output(args.plot, force=args.force)
@@ -76,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         print(df.to_string(index=False, float_format=lambda v: f"{v:.3f}") if len(df) else "(no complete trial)")
         if len(df):
             print()
-            print("\n".join(_notes(study, args, int(df["trial"].iloc[0]))))
+            print("\n".join(front_notes(study, storage_url=args.storage, trial=int(df["trial"].iloc[0]))))
     if args.plot:
         with atomic_output(args.plot, force=args.force) as tmp:
             plot_front(study, tmp, max_drop=args.max_drop)

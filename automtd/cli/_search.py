@@ -7,6 +7,7 @@ from pathlib import Path
 
 from automtd.search import (
     front_dataframe,
+    front_notes,
     front_plot_path,
     load_plugins,
     load_search_config,
@@ -69,6 +70,9 @@ def run(args: argparse.Namespace) -> int:
     front = front_dataframe(study)
     print(f"study {study.study_name!r} in {redact_url(url)}: Pareto front ({len(front)} trial(s))")
     print(front.to_string(index=False, float_format=lambda v: f"{v:.3f}") if len(front) else "(empty)")
+    if len(front):
+        print()
+        print("\n".join(front_notes(study, storage_url=url, trial=int(front["trial"].iloc[0]))))
     path = Path(args.plot or front_plot_path(url, study.study_name))
     with atomic_output(path, force=True) as tmp:  # the search's own plot is refreshed on every run
         plot_front(study, tmp)

@@ -13,6 +13,7 @@ from automtd.search._front import front_dataframe, plot_front, studies_dataframe
 from automtd.search._guard import Objective
 from automtd.search._janitor import fail_stuck_trials
 from automtd.search._keys import STUDY_OBJECTIVE, STUDY_OBJECTIVE_ARGS
+from automtd.search._notes import front_notes
 from automtd.search._objective import (
     config_from_study,
     directions,
@@ -35,6 +36,7 @@ from automtd.search._study import budget_status, create_or_load_study, finished_
 from automtd.search._worker import WorkerOptions, WorkerResult, run_worker
 
 __all__ = [
+    "front_notes",
     "SearchConfig",
     "SearchResult",
     "StorageOptions",
