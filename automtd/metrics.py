@@ -89,11 +89,16 @@ def _flop_counts(model: nn.Module, input_size: Sequence[int]) -> FlopCounterMode
     x = _input(model, input_size)
     was_training = model.training
     counter = FlopCounterMode(display=False)
+    # nn.MultiheadAttention's inference fast path is one fused op the counter does not know: take the
+    # composite path (same maths) so attention projections and products are counted.
+    fastpath = torch.backends.mha.get_fastpath_enabled()
     try:
         model.eval()
+        torch.backends.mha.set_fastpath_enabled(False)
         with torch.no_grad(), counter:
             model(x)
     finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
         model.train(was_training)
     return counter
 

@@ -36,6 +36,7 @@ __all__ = [
     "data_root",
     "weights_dir",
     "load_pretrained",
+    "pretrained_path",
     "log",
 ]
 
@@ -182,11 +183,9 @@ def weights_dir() -> Path:
     return Path(os.environ.get("AUTOMTD_WEIGHTS", REPO.parent / "shared" / "weights")) / "cifar10_resnet_akamaster"
 
 
-def load_pretrained(model_name: str) -> Any:
-    """The pretrained CIFAR-10 model ``model_name`` in eval mode, through ``automtd.checkpoints``: a ResNet from
-    ``weights_dir()`` or a model the benchmarks train themselves (:data:`TRAINED`)."""
-    from automtd.checkpoints import load_checkpoint
-
+def pretrained_path(model_name: str) -> Path:
+    """The weights of the pretrained CIFAR-10 model ``model_name``: a ResNet file under ``weights_dir()`` or the
+    checkpoint directory of a model the benchmarks train themselves (:data:`TRAINED`)."""
     if model_name in TRAINED:
         folder, config = TRAINED[model_name]
         path = REPO / folder
@@ -198,7 +197,15 @@ def load_pretrained(model_name: str) -> Any:
             raise SystemExit(f"{path} not found; set AUTOMTD_WEIGHTS to the folder holding cifar10_resnet_akamaster")
     else:
         raise SystemExit(f"no pretrained weights for {model_name!r}; allowed: {', '.join([*CHECKPOINTS, *TRAINED])}")
-    model, _meta = load_checkpoint(path, model_name=model_name)
+    return path
+
+
+def load_pretrained(model_name: str) -> Any:
+    """The pretrained CIFAR-10 model ``model_name`` (:func:`pretrained_path`) in eval mode, through
+    ``automtd.checkpoints``."""
+    from automtd.checkpoints import load_checkpoint
+
+    model, _meta = load_checkpoint(pretrained_path(model_name), model_name=model_name)
     return model.eval()
 
 

@@ -42,6 +42,7 @@ from benchmarks._common import (
     write_csv,
     write_json,
 )
+from benchmarks._fronts_apply import apply_final
 from benchmarks._fronts_config import FinalSection, FrontsConfig
 
 __all__ = ["final_key", "row_key", "run_baselines", "run_final", "save_final"]
@@ -61,6 +62,13 @@ def run_baselines(cfg: FrontsConfig, out: Path) -> dict[str, Any]:
             plans.append((f"baseline_ht2_e{e:g}", baselines.ht2_energy_plan(base, e, architecture=model.name)))
         for f in cfg.baselines.uniform_cp_fractions:
             plans.append((f"baseline_cp_f{f:g}", baselines.uniform_plan(base, "cp", f, architecture=model.name)))
+        for u in cfg.baselines.uniform:
+            plans.append((f"baseline_uniform_{u.method}_f{u.fraction:g}",
+                          baselines.uniform_plan(base, u.method, u.fraction, architecture=model.name)))
+        for a in cfg.baselines.alds:
+            plans.append((f"baseline_alds_{a.method}_r{a.ratio:g}",
+                          baselines.run_baseline("alds", base, {"method": a.method, "ratio": a.ratio},
+                                                 architecture=model.name)))
         for stem, plan in plans:
             path = plan.save(plan_dir / f"{stem}.yaml")
             saved.append({"model": model.name, "plan": str(Path(path).relative_to(out)),
@@ -77,6 +85,10 @@ def _source_of(stem: str) -> tuple[str, str]:
         return "HT-2 energy", stem
     if stem.startswith("baseline_cp"):
         return "uniform CP", stem
+    if stem.startswith("baseline_uniform_"):
+        return f"uniform {stem.split('_')[2]}", stem
+    if stem.startswith("baseline_alds_"):
+        return f"ALDS {stem.split('_')[2]}", stem
     variant = stem.rsplit("_", 1)[0]
     return f"search {variant}", stem
 
@@ -157,7 +169,7 @@ def run_final(cfg: FrontsConfig, out: Path) -> dict[str, Any]:
         spec = get_model_spec(model.name)
         common: dict[str, Any] = {"root": data_root(), "mean": spec.mean, "std": spec.std}
         train = get_dataset("cifar10", "train", train_transform=True, subset=f.train_subset, **common)
-        test = get_dataset("cifar10", "test", subset=f.test_subset, **common)
+        test = get_dataset("cifar10", f.test_split, subset=f.test_subset, **common)
         test_loader = make_loader(test, batch_size=f.eval_batch_size, shuffle=False)
         base = load_pretrained(model.name)
         for p in base.parameters():
@@ -186,19 +198,28 @@ def run_final(cfg: FrontsConfig, out: Path) -> dict[str, Any]:
                 log(f"final {model.name} {label}: the same plan as {twin['plan']}, its result copied")
                 continue
             t0 = time.perf_counter()
-            student = apply_plan(copy.deepcopy(base), plan, cache=cache, seed=0)
-            t_dec = time.perf_counter() - t0
-            acc_no_ft = float(evaluate(student, test_loader, device="cpu")) if f.eval_before else math.nan
-            t_ft = kd_finetune(student, base, train, steps=f.steps, batch_size=f.batch_size, lr=f.lr,
-                               schedule=f.schedule, kd_alpha=f.kd_alpha,
-                               kd_temperature=f.kd_temperature) if f.steps else 0.0
+            extra: dict[str, Any] = {}
+            if f.recipe == "apply":
+                student, info = apply_final(model.name, plan, f, out / "fronts" / "checkpoints" / model.name / label,
+                                            cache)
+                t_dec, t_ft, acc_no_ft = info["decompose_s"], info["finetune_s"], math.nan
+                extra = {"checkpoint": info["checkpoint"], "val_accuracy_before": info["val_before"],
+                         "val_accuracy_after": info["val_after"], "kept": info["kept"]}
+            else:
+                student = apply_plan(copy.deepcopy(base), plan, cache=cache, seed=0)
+                t_dec = time.perf_counter() - t0
+                acc_no_ft = float(evaluate(student, test_loader, device="cpu")) if f.eval_before else math.nan
+                t_ft = kd_finetune(student, base, train, steps=f.steps, batch_size=f.batch_size, lr=f.lr,
+                                   schedule=f.schedule, kd_alpha=f.kd_alpha,
+                                   kd_temperature=f.kd_temperature) if f.steps else 0.0
             acc = float(evaluate(student, test_loader, device="cpu"))
             methods = sorted({lp.method for lp in plan.layers})
             new.append({
                 "model": model.name, "source": source, "plan": label, "plan_sha": sha, "methods": "+".join(methods),
                 "params_ratio": plan.params_ratio, "macs_ratio": plan.macs_ratio, "base_test_acc": base_acc,
                 "test_acc_no_ft": acc_no_ft, "test_acc": acc, "drop": base_acc - acc,
-                "decompose_s": t_dec, "finetune_s": t_ft, "finetune_steps": f.steps,
+                "decompose_s": t_dec, "finetune_s": t_ft, "finetune_steps": f.steps, "test_split": f.test_split,
+                "test_images": len(test), **extra,  # type: ignore[arg-type]
                 # processes sharing a folder may run on different machines: the seconds are the row's CPU's
                 "cpu": cpu_model(), "measured_utc": utc_now(),
             })

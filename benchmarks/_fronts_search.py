@@ -90,6 +90,7 @@ def search_config(cfg: FrontsConfig, model: FrontsModel, variant: str, sampler: 
         f"study.name={name}",
         f"study.storage=sqlite:///{db}",
         f"study.n_trials={cfg.n_trials}",
+        *([f"study.time_budget={cfg.time_budget}"] if cfg.time_budget else []),
         # one factor cache for every search of the suite (and its final part): the sensitivity passes of the
         # mixed space and of each single-method space decompose the same (layer, method, ranks) candidates
         f"study.cache_dir={(out / 'fronts').resolve()}",  # factor cache: <out>/fronts/factors
@@ -116,7 +117,7 @@ def run_searches(cfg: FrontsConfig, out: Path) -> dict[str, Any]:
             start = time.perf_counter()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                result = run_search(config, progress=False)
+                result = run_search(config, progress=False, jobs=cfg.jobs)
             study = result.study
             if result.exit_code:  # interrupted (SIGINT/SIGTERM): stop the suite too, the study resumes next time
                 raise SystemExit(result.exit_code)

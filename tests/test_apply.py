@@ -266,7 +266,8 @@ def test_apply_reestimates_batchnorm_by_default(
     from automtd.checkpoints import read_meta
     from automtd.cli.main import main
 
-    base = ["apply", "--plan", str(cp_plan), "--checkpoint", str(resnet20_checkpoint), "--val-subset", "500"]
+    base = ["apply", "--plan", str(cp_plan), "--checkpoint", str(resnet20_checkpoint), "--val-subset", "500",
+            "--calibrate", "0"]
     assert main([*base, "-o", "bn"]) == 0
     assert "BatchNorm re-estimated, no fine-tune; val top-1" in capsys.readouterr().out
     ft = read_meta(cp_plan.parent / "bn")["extra"]["finetune"]
@@ -288,12 +289,14 @@ def test_apply_calibrate_refits_the_chains_on_training_images(
     base = ["apply", "--plan", str(cp_plan), "--checkpoint", str(resnet20_checkpoint), "--val-subset", "500"]
     assert main([*base, "--calibrate", "256", "-o", "cal"]) == 0
     out = capsys.readouterr().out
+    assert main([*base, "-o", "default"]) == 0  # calibrated on 512 images unless told otherwise
+    assert read_meta(cp_plan.parent / "default")["extra"]["calibration"]["images"] == 512
     line = next(x for x in out.splitlines() if x.startswith("calibrated "))
     before, after = (float(v) for v in line.split("output error ")[1].split(" in ")[0].split(" -> "))
     assert after < before, line
     meta = read_meta(cp_plan.parent / "cal")
     assert meta["extra"]["calibration"]["images"] == 256
-    assert main([*base, "-o", "plain"]) == 0  # BatchNorm re-estimated only
+    assert main([*base, "--calibrate", "0", "-o", "plain"]) == 0  # BatchNorm re-estimated only
     assert _val_accuracy(cp_plan.parent / "cal", 500) > _val_accuracy(cp_plan.parent / "plain", 500)
     assert main([*base, "--calibrate", "-1", "-o", "bad"]) == 2
 

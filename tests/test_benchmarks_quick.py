@@ -401,3 +401,12 @@ def test_a_base_model_trained_here_is_loaded_from_its_run_folder(tmp_path: Path,
     assert all(torch.equal(a, b) for a, b in pairs)
     with pytest.raises(SystemExit, match="allowed: cifar_resnet20, .*cifar_vgg11_bn"):
         _common.load_pretrained("cifar_vgg99")
+
+
+def test_bench_cp_speed_quick_writes_its_table(tmp_path: Path) -> None:
+    out = tmp_path / "cp_speed.md"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench_cp_speed.py"), "--quick", "--out", str(out)],
+                   check=True, cwd=REPO, env=env, capture_output=True, timeout=600)
+    text = out.read_text()
+    assert "| layer2.1.conv2 | 128x128x3x3 |" in text and "torch threads 1" in text and "| tucker2 |" in text

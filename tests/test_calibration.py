@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import pytest
 import torch
@@ -240,3 +241,41 @@ def test_bad_settings_and_unapplied_plans_are_refused() -> None:
         calibrate_plan(original, compressed, plan, _images(), images=0)
     with pytest.raises(PlanMismatchError, match="apply the plan first"):
         calibrate_plan(original, copy.deepcopy(original), plan, _images(), images=16)
+
+
+def test_a_store_keeps_parallel_results_per_layer_choice(tmp_path: Path) -> None:
+    from automtd.plan import FactorCache
+
+    original = _model()
+    plan = _plan(original, "tucker2")
+    store = FactorCache(tmp_path)
+    fresh = apply_plan(copy.deepcopy(original), plan)
+    first = calibrate_plan(original, fresh, plan, _images(), images=40, mode="parallel", store=store, store_tag="t")
+    assert not any(lc.stored for lc in first.layers) and len(store) == len(plan.layers)
+    again = apply_plan(copy.deepcopy(original), plan)
+    second = calibrate_plan(original, again, plan, _images(), images=40, mode="parallel", store=store, store_tag="t")
+    assert all(lc.stored for lc in second.layers) and "loaded from the store" in second.summary()
+    for key, value in fresh.state_dict().items():
+        assert torch.equal(value, again.state_dict()[key]), key
+    # the same layer choice inside another plan loads the same chain: parallel results do not depend on the rest
+    one = make_plan(original, {plan.layers[-1].name: LayerChoice(plan.layers[-1].method, tuple(plan.layers[-1].ranks))},
+                    architecture="tiny", input_size=SIZE)
+    alone = apply_plan(copy.deepcopy(original), one)
+    report = calibrate_plan(original, alone, one, _images(), images=40, mode="parallel", store=store, store_tag="t")
+    assert [lc.stored for lc in report.layers] == [True]
+    name = plan.layers[-1].name
+    assert torch.equal(alone.get_submodule(name)[-1].weight, fresh.get_submodule(name)[-1].weight)
+    # another tag (other images or settings) is another entry
+    other = apply_plan(copy.deepcopy(original), plan)
+    fourth = calibrate_plan(original, other, plan, _images(), images=40, mode="parallel", store=store, store_tag="u")
+    assert not any(lc.stored for lc in fourth.layers)
+
+
+def test_a_store_needs_parallel_mode(tmp_path: Path) -> None:
+    from automtd.plan import FactorCache
+
+    original = _model()
+    plan = _plan(original, "cp")
+    compressed = apply_plan(copy.deepcopy(original), plan)
+    with pytest.raises(ConfigError, match="needs mode 'parallel'"):
+        calibrate_plan(original, compressed, plan, _images(), images=16, store=FactorCache(tmp_path))

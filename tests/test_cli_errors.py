@@ -79,7 +79,7 @@ def test_front_says_what_accuracy_is_measured_on_and_what_to_run_next(
 ) -> None:
     assert main(["front", "--study", "s", "--storage", study]) == 0
     out = capsys.readouterr().out
-    assert "accuracy: top-1 % on" in out and "has seen these images" in out
+    assert "accuracy: top-1 % on" in out and "selected on these images" in out
     assert f"automtd export --study s --storage {study} --trial 0 -o plan.yaml" in out
     assert "automtd apply --plan plan.yaml" in out
 
@@ -94,7 +94,7 @@ def test_unwritable_plan_and_apply_outputs(
     assert main([*plan, "-o", "p.yaml"]) == 0
     capsys.readouterr()
     _fails(capsys, ["apply", "--plan", "p.yaml", "--checkpoint", str(resnet20_checkpoint), "--no-bn-recalibration",
-                    "-o", "file/out"], 1, "cannot write output 'file/out'")  # fmt: skip
+                    "--calibrate", "0", "-o", "file/out"], 1, "cannot write output 'file/out'")  # fmt: skip
     _nothing_left(cwd, "p.yaml")
 
 

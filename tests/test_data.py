@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import sys
 import tarfile
 from pathlib import Path
 
@@ -283,3 +284,60 @@ def test_batched_loader_gives_the_per_image_loader_tensors(data_root: Path) -> N
     loader.generator.manual_seed(5)  # what train.fit does: the same batches with the same augmentation again
     replay = list(loader)
     assert all(torch.equal(p, q) for b1, b2 in zip(first, replay, strict=True) for p, q in zip(b1, b2, strict=True))
+
+
+def _toy_factory(split: str, *, root: object, train_transform: bool, mean: list[float], std: list[float],
+                 image_size: int) -> torch.utils.data.Dataset[tuple[torch.Tensor, int]]:
+    n = {"train": 10, "val": 4, "test": 6}[split]
+    return torch.utils.data.TensorDataset(torch.full((n, 3, image_size, image_size), float(len(mean))),
+                                          torch.arange(n) % 2)
+
+
+def test_a_registered_dataset_is_a_dataset_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    import automtd.data as data_pkg
+
+    monkeypatch.setattr(sys.modules["automtd.data._custom"], "_FACTORIES", {})
+    data_pkg.register_dataset("toy", _toy_factory)
+    ds = data_pkg.get_dataset("toy", "train", mean=IMAGENET_MEAN, std=IMAGENET_STD, image_size=8, subset=3, seed=1)
+    assert len(ds) == 3 and ds[0][0].shape == (3, 8, 8) and float(ds[0][0][0, 0, 0]) == 3.0
+    assert len(data_pkg.get_dataset("toy", "test", mean=IMAGENET_MEAN, std=IMAGENET_STD)) == 6
+    assert data_pkg.registered_datasets() == ["toy"]
+    for bad in ("toy", "cifar10", "a:b"):
+        with pytest.raises(DataError, match="is taken or invalid"):
+            data_pkg.register_dataset(bad, _toy_factory)
+
+
+def test_a_dataset_factory_in_user_code_is_imported_only_when_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import automtd.models as models_pkg
+    from automtd import ConfigError
+
+    (tmp_path / "mydata.py").write_text(
+        "import torch\n\n\ndef make(split, **kw):\n"
+        "    return torch.utils.data.TensorDataset(torch.zeros(5, 3, 4, 4), torch.zeros(5, dtype=torch.long))\n"
+        "\n\ndef broken(split):\n    return []\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(sys.modules["automtd.models._import"], "_TRUSTED", set())
+    monkeypatch.delenv("AUTOMTD_PLUGINS", raising=False)
+    with pytest.raises(ConfigError, match="data.dataset 'mydata:make' names user code 'mydata:make'; pass"):
+        get_dataset("mydata:make", "train", mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    models_pkg.trust_user_model("mydata:make")
+    assert len(get_dataset("mydata:make", "train", mean=IMAGENET_MEAN, std=IMAGENET_STD)) == 5
+    with pytest.raises(DataError, match="does not take .split, root=, train_transform="):
+        get_dataset("mydata:broken", "train", mean=IMAGENET_MEAN, std=IMAGENET_STD)
+
+
+def test_an_image_folder_carves_a_tenth_of_train_for_val_by_default(tmp_path: Path) -> None:
+    from PIL import Image
+
+    for split, n in (("train", 20), ("val", 2)):
+        for c in range(2):
+            (tmp_path / split / f"c{c}").mkdir(parents=True)
+            for i in range(n):
+                Image.new("RGB", (12, 12), (i * 10, c * 100, 0)).save(tmp_path / split / f"c{c}" / f"{i}.png")
+    common = {"root": tmp_path, "mean": IMAGENET_MEAN, "std": IMAGENET_STD, "image_size": 8}
+    val = get_dataset("imagefolder", "val", **common)
+    assert len(val) == 4 and len(get_dataset("imagefolder", "train", **common)) == 36
+    assert val[0][0].shape == (3, 8, 8)

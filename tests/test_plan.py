@@ -207,3 +207,15 @@ def test_load_errors(tmp_path: Path) -> None:
     bad_json.write_text("{")
     with pytest.raises(ConfigError, match="invalid JSON"):
         Plan.load(bad_json)
+
+
+def test_a_model_that_does_not_run_on_the_input_size_is_a_one_line_error() -> None:
+    from torch import nn
+
+    from automtd._errors import ConfigError
+    from automtd.plan import scan_layers
+
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 3))
+    with pytest.raises(ConfigError, match=r"does not run on an input of size \(3, 4, 4\).*give the input size"):
+        scan_layers(model, (3, 4, 4))
+    assert [i.name for i in scan_layers(model, (3, 2, 2))] == ["1"]

@@ -130,13 +130,39 @@ def test_trials_record_what_they_did(searched: dict[str, Any]) -> None:
                     "time_storage", "cache_hits"):
             assert key in ua, key
         assert 0 < ua["time_storage"] < t.duration.total_seconds()  # the user-attr writes, timed
-        parts = sum(ua[k] for k in ("time_sample", "time_decompose", "time_finetune", "time_evaluate", "time_storage"))
+        parts = sum(ua[k] for k in ("time_sample", "time_decompose", "time_calibrate", "time_finetune",
+                                    "time_evaluate", "time_storage"))
         assert parts <= t.duration.total_seconds()
         assert t.values[0] == pytest.approx(ua["accuracy"])
         assert t.values[1] == pytest.approx(ua["params_ratio"]) and ua["params_ratio"] > 1.0
         assert set(ua["choices"]) >= {"layer3.0.conv1", "linear"}
     # the warm-start trial reuses the sensitivity pass's factors through the cache
     assert done[0].user_attrs["cache_hits"] > 0
+
+
+def test_trials_are_calibrated_and_reuse_the_stored_chains(searched: dict[str, Any]) -> None:
+    study = searched["result"].study
+    done = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    for t in done:
+        cal = t.user_attrs["calibration"]
+        assert cal["layers"] == t.user_attrs["n_decomposed"]
+        assert cal["error_after"] < cal["error_before"]  # the refit lowers each layer's output error
+    # the sensitivity pass calibrated every single-layer candidate (parallel mode), so the first warm-start
+    # trial, built from those candidates, loads every chain instead of calibrating it again
+    assert done[0].user_attrs["calibration"]["loaded"] == done[0].user_attrs["calibration"]["layers"]
+    assert any((searched["folder"] / "tiny.cache" / "calibrated").rglob("*.safetensors"))
+
+
+def test_trials_are_scored_on_the_test_select_half(searched: dict[str, Any]) -> None:
+    from automtd.data import get_dataset
+    from automtd.search import get_context
+
+    ctx = get_context(searched["config"], searched["folder"] / "tiny.cache")
+    scored = set(ctx.val_loader.dataset.indices.tolist())  # type: ignore[attr-defined]
+    report = get_dataset("cifar10", "test-report", root=searched["config"].data.root, mean=(0.0,) * 3,
+                         std=(1.0,) * 3)
+    assert len(scored) == 256 and not scored & set(report.indices.tolist())  # type: ignore[union-attr]
+    assert ctx.val_loader.dataset.images.shape[0] == 10000  # type: ignore[attr-defined]  # test images
 
 
 def test_nan_trial_fails_with_reason_and_study_goes_on(searched: dict[str, Any]) -> None:

@@ -7,12 +7,19 @@ factor before it where that one feeds a final 1x1 conv/linear, optionally distil
 and re-estimates BatchNorm statistics.  :func:`refit_linear` is the pure least-squares step.
 """
 
-from automtd.calibration._calibrate import CALIBRATION_MODES, CalibrationReport, LayerCalibration, calibrate_plan
+from automtd.calibration._calibrate import (
+    CALIBRATION_MODES,
+    CalibrationReport,
+    ChainStore,
+    LayerCalibration,
+    calibrate_plan,
+)
 from automtd.calibration._lstsq import LeastSquares, refit_linear
 
 __all__ = [
     "CALIBRATION_MODES",
     "CalibrationReport",
+    "ChainStore",
     "LayerCalibration",
     "LeastSquares",
     "calibrate_plan",

@@ -12,7 +12,7 @@ from torch import nn
 
 from automtd._errors import DataError
 
-__all__ = ["activation_bytes", "capture", "capture_all", "execution_order", "gather_images"]
+__all__ = ["activation_bytes", "capture", "capture_all", "called_layers", "execution_order", "gather_images"]
 
 
 class _Caught(Exception):
@@ -67,8 +67,8 @@ def activation_bytes(model: nn.Module, names: Sequence[str], example: torch.Tens
                if t is not None)
 
 
-def execution_order(model: nn.Module, names: Sequence[str], example: torch.Tensor) -> list[str]:
-    """``names`` in the order a forward pass of ``example`` first calls them (never-called ones last)."""
+def called_layers(model: nn.Module, names: Sequence[str], example: torch.Tensor) -> list[str]:
+    """The ``names`` a forward pass of ``example`` calls as modules, in the order it first calls them."""
     seen: list[str] = []
     handles = []
     for name in names:
@@ -82,6 +82,12 @@ def execution_order(model: nn.Module, names: Sequence[str], example: torch.Tenso
     finally:
         for handle in handles:
             handle.remove()
+    return seen
+
+
+def execution_order(model: nn.Module, names: Sequence[str], example: torch.Tensor) -> list[str]:
+    """``names`` in the order a forward pass of ``example`` first calls them (never-called ones last)."""
+    seen = called_layers(model, names, example)
     return seen + [n for n in names if n not in seen]
 
 

@@ -27,7 +27,7 @@ from torch import nn
 
 import automtd
 from automtd._errors import CheckpointError
-from automtd.models import get_model, get_model_spec
+from automtd.models import get_model, get_model_spec, require_trusted
 from automtd.plan import Plan, apply_plan
 
 __all__ = [
@@ -235,7 +235,9 @@ def load_checkpoint(
     """Load a checkpoint directory (own format) or a third-party weights file; returns ``(model, meta)``.
 
     For a directory the architecture comes from ``meta.json`` (``model_name`` may be given but must agree);
-    for a file ``model_name`` is required.  The model is on the CPU in eval mode.
+    for a file ``model_name`` is required.  The model is on the CPU in eval mode.  A user's own
+    ``package.module:factory`` architecture is imported only when its module is trusted (named by the user
+    with ``--model`` or listed in ``$AUTOMTD_PLUGINS``, see :func:`automtd.models.require_trusted`).
     """
     p = Path(path)
     if not p.exists():
@@ -246,6 +248,7 @@ def load_checkpoint(
         if model_name is not None and model_name != arch["name"]:
             raise CheckpointError(f"checkpoint {str(p)!r} is a {arch['name']!r} but model {model_name!r} was asked "
                                   "for; drop --model (the directory records its architecture)")
+        require_trusted(arch["name"], f"checkpoint {str(p)!r}")
         model = get_model(arch["name"], **dict(arch.get("kwargs") or {}))
         if meta.get("plan"):
             model = apply_plan(model, Plan.from_dict(meta["plan"]), structure_only=True)
@@ -255,6 +258,7 @@ def load_checkpoint(
     if model_name is None:
         raise CheckpointError(f"checkpoint file {str(p)!r} does not record its architecture; "
                               "pass the model name (--model, e.g. cifar_resnet20)")
+    require_trusted(model_name, f"weights file {str(p)!r}", verb="is to be loaded into")
     spec = get_model_spec(model_name)
     kwargs = dict(model_kwargs or {})
     model = get_model(model_name, **kwargs)
@@ -264,7 +268,7 @@ def load_checkpoint(
         "architecture": {"name": model_name, "kwargs": kwargs},
         "dataset": None,
         "normalization": spec.normalization,
-        "input_size": list(spec.input_size),
+        "input_size": list(spec.known_input_size) if spec.known_input_size else None,
         "accuracy": None,
         "plan": None,
         "source": str(p),

@@ -8,6 +8,7 @@ from typing import Any
 
 from automtd._errors import ConfigError, DataError
 from automtd.config import DataSection, FinetuneSection, parse_config
+from automtd.models import is_user_model, trust_user_model
 from automtd.plan import FactorCache, Plan, measure_text, totals_text
 from automtd.utils import apply_threads, choose_threads
 from automtd.workflows import FinetuneOptions, compress_checkpoint
@@ -20,6 +21,7 @@ __all__ = ["add_parser", "run"]
 DEFAULT_LR = 0.001
 DEFAULT_WARMUP = 50
 BN_IMAGES = 2048
+CALIBRATION_IMAGES = 512
 
 
 def add_parser(subparsers: Any, help_text: str) -> None:
@@ -33,6 +35,8 @@ def add_parser(subparsers: Any, help_text: str) -> None:
     p.add_argument("--plan", required=True, help="plan file (.yaml/.yml/.json)")
     p.add_argument("--checkpoint", required=True, help="original weights (.pth/.th or an automtd directory)")
     p.add_argument("-o", "--output", required=True, help="output checkpoint directory")
+    p.add_argument("--model", help="the plan's architecture when it is your own package.module:factory: naming it "
+                   "here allows importing it (code is never imported because a plan or checkpoint names it)")
     p.add_argument("--force", action="store_true", help="replace the output directory if it exists and is not empty")
     p.add_argument("--finetune-epochs", type=float, default=0.0,
                    help="KD fine-tuning epochs (default 0: BatchNorm re-estimation only)")
@@ -68,10 +72,10 @@ def add_parser(subparsers: Any, help_text: str) -> None:
     p.add_argument("--keep-finetuned", dest="keep_better", action="store_false",
                    help="keep the fine-tuned weights even when their val top-1 is below the pre-fine-tune one "
                    "(by default the better of the two is saved, with a warning)")
-    p.add_argument("--calibrate", type=int, default=0, metavar="N",
+    p.add_argument("--calibrate", type=int, default=CALIBRATION_IMAGES, metavar="N",
                    help="refit each factor chain to the original network's activations on N training images right "
-                   "after decomposing (ridge least squares; benchmarks/results/calibration.md); 0 = weights only "
-                   "(default)")
+                   "after decomposing (ridge least squares, layer after layer; benchmarks/results/calibration.md; "
+                   f"default {CALIBRATION_IMAGES}); 0 = weights-only factors")
     p.add_argument("--cache", help="factor cache directory (repeated decompositions are loaded from it)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
@@ -156,6 +160,12 @@ def run(args: argparse.Namespace) -> int:
     apply_threads(choose_threads(None))  # share the cores with trial runners of this host, never oversubscribe
     plan = Plan.load(args.plan)
     _check(args)
+    for named in (args.model, args.data):  # named on the command line: may be imported
+        if named and is_user_model(named):
+            trust_user_model(named)
+    if args.model and args.model != plan.architecture:
+        raise ConfigError(f"--model {args.model!r} is not the plan's architecture {plan.architecture!r}; drop --model "
+                          "or pass the plan made for it")
     finetuning = args.finetune_epochs > 0
     options = _finetune_options(args) if finetuning or args.recalibrate_bn or args.calibrate else None
     cache = FactorCache(args.cache) if args.cache else None
@@ -177,7 +187,7 @@ def run(args: argparse.Namespace) -> int:
     except DataError as exc:
         if finetuning:
             raise
-        raise DataError(f"{exc}; or pass --no-bn-recalibration to skip BatchNorm re-estimation") from None
+        raise DataError(f"{exc}; or pass --calibrate 0 --no-bn-recalibration to use no training images") from None
     print(f"wrote {result.directory} ({len(plan.layers)} layers replaced)")
     print(totals_text(plan))
     calibration = (result.meta.get("extra") or {}).get("calibration")

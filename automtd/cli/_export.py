@@ -24,6 +24,8 @@ def add_parser(subparsers: Any, help_text: str) -> argparse.ArgumentParser:
     pick.add_argument("--trial", type=int, help="this trial number")
     pick.add_argument("--max-drop", type=float, help="the most compressed trial within this accuracy drop (points)")
     pick.add_argument("--min-ratio", type=float, help="the most accurate trial with at least this params ratio")
+    p.add_argument("--fidelity", type=int, default=None, metavar="RUNG",
+                   help="choose among the trials of this rung (default: the highest rung reached)")
     p.add_argument("-o", "--output", required=True, help="plan file to write (.yaml or .json)")
     p.add_argument("--force", action="store_true", help="replace the plan file if it exists")
     p.set_defaults(func=run)
@@ -34,7 +36,8 @@ def run(args: argparse.Namespace) -> int:
     check_output(args.output, force=args.force)
     study = load_search_study(args.storage, args.study)
     with atomic_output(args.output, force=args.force) as tmp:
-        plan, number = export_plan(study, tmp, trial=args.trial, max_drop=args.max_drop, min_ratio=args.min_ratio)
+        plan, number = export_plan(study, tmp, trial=args.trial, max_drop=args.max_drop, min_ratio=args.min_ratio,
+                                    fidelity=args.fidelity)
     df = trials_dataframe(study)
     row = df[df["trial"] == number].iloc[0]
     print(f"trial {number}: accuracy {row['accuracy']:.2f}% (drop {row['drop']:.2f}), "

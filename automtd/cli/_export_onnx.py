@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from automtd.checkpoints import load_checkpoint
+from automtd.cli._plan import MODEL_HELP, parse_input_size, parse_model_args, trust_model_arg
 from automtd.deploy import ONNX_OPSET, export_onnx
 from automtd.models import get_model_spec
 
@@ -25,16 +26,22 @@ def add_parser(subparsers: Any, help_text: str) -> None:
         "written and the exit code is 1.",
     )
     p.add_argument("--checkpoint", required=True, help="automtd checkpoint directory, or a weights file with --model")
-    p.add_argument("--model", default=None, help="model name for a weights file (e.g. cifar_resnet20)")
+    p.add_argument("--model", default=None, help=MODEL_HELP + "; required for a weights file, and to reload a "
+                   "checkpoint of your own package.module:factory")
+    p.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
+                   help="keyword argument of the model builder for a weights file (VALUE parsed as JSON)")
+    p.add_argument("--input-size", nargs="+", metavar="C,H,W", help="default: the checkpoint's recorded one")
     p.add_argument("-o", "--output", required=True, help="ONNX file to write, e.g. model.onnx")
     p.add_argument("--force", action="store_true", help="replace an existing output file")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    model, meta = load_checkpoint(args.checkpoint, model_name=args.model)
+    trust_model_arg(args.model)
+    kwargs = parse_model_args(args.model_arg)
+    model, meta = load_checkpoint(args.checkpoint, model_name=args.model, model_kwargs=kwargs or None)
     name = str(meta["architecture"]["name"])
-    size = meta.get("input_size") or list(get_model_spec(name).input_size)
+    size = parse_input_size(args.input_size) or meta.get("input_size") or list(get_model_spec(name).input_size)
     check = export_onnx(model, args.output, size, force=args.force)
     if check.max_diff is None:
         print(f"wrote {args.output} (opset {check.opset}, dynamic batch); onnxruntime is not installed: not checked")

@@ -28,6 +28,8 @@ def add_parser(subparsers: Any, help_text: str) -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["table", "csv", "json"], default="table")
     p.add_argument("--max-drop", type=float, help="only trials within this accuracy drop (points)")
     p.add_argument("--all", action="store_true", help="include trials violating the study's constraints")
+    p.add_argument("--fidelity", type=int, default=None, metavar="RUNG",
+                   help="the front of this rung (0: the trials' first fine-tune; default: the highest rung reached)")
     p.add_argument("--plot", help="also write a PNG of all trials with the front highlighted")
     p.add_argument("--force", action="store_true", help="replace the --plot file if it exists")
     p.set_defaults(func=run)
@@ -38,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     if args.plot:
         check_output(args.plot, force=args.force)
     study = load_search_study(args.storage, args.study)
-    df = front_dataframe(study, max_drop=args.max_drop, feasible_only=not args.all)
+    df = front_dataframe(study, max_drop=args.max_drop, feasible_only=not args.all, fidelity=args.fidelity)
     if args.format == "json":
         rows = [{k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in r.items()}
                 for r in json.loads(df.to_json(orient="records"))]

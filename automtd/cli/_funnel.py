@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from automtd.cli._plan import trust_model_arg
 from automtd.workflows import load_funnel_config, run_funnel
 
 __all__ = ["add_parser", "run"]
@@ -37,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
     if args.no_progress:
         overrides.append("progress=false")
     cfg = load_funnel_config(args.config, overrides)
+    trust_model_arg(cfg.model.name)  # the config the user passed names it, like --model would
     report = run_funnel(cfg)
     acc = report["accuracy"]
     print(f"funnel {cfg.model.name}: {report['gates']} gates over {report['gated_layers']} layers, "

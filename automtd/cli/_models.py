@@ -14,7 +14,8 @@ def add_parser(subparsers: Any, help_text: str) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "models", help=help_text, description="List the registered model names and their normalisation."
     )
-    p.add_argument("--torchvision", action="store_true", help="also list every torchvision classification model")
+    p.add_argument("--torchvision", action="store_true",
+                   help="also list every torchvision classification and segmentation model")
     p.set_defaults(func=run)
     return p
 
@@ -26,6 +27,7 @@ def run(args: argparse.Namespace) -> int:
     if args.torchvision:
         for name in torchvision_names():
             print(f"torchvision:{name}")
-    print("\nany torchvision classification model works as torchvision:<name> "
-          "(e.g. torchvision:resnet18, torchvision:mobilenet_v3_small; random init, set num_classes)")
+    print("\nany torchvision classification or segmentation model works as torchvision:<name> "
+          "(e.g. torchvision:resnet18, torchvision:deeplabv3_resnet50; random init, set num_classes),\n"
+          "and your own code as package.module:factory (see docs/own-model.md)")
     return 0

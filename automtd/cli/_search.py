@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from automtd.models import is_user_model, trust_user_model
 from automtd.search import (
     front_dataframe,
     front_notes,
@@ -53,6 +54,9 @@ def add_parser(
 def run(args: argparse.Namespace) -> int:
     load_plugins()
     config = load_search_config(args.config, args.overrides)
+    for named in (config.model.name, config.data.dataset):  # the config the user passed names this code
+        if is_user_model(named):
+            trust_user_model(named)
     result = run_search(config, study=args.study, storage=args.storage, n_trials=args.n_trials,
                         progress=not args.no_progress, create_only=args.create_only, jobs=args.jobs,
                         threads=args.threads)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from automtd.cli._plan import trust_model_arg
 from automtd.utils import apply_threads, choose_threads
 from automtd.workflows import load_train_config, train_from_config
 
@@ -31,6 +32,7 @@ def run(args: argparse.Namespace) -> int:
 
     apply_threads(choose_threads(None))  # share the cores with trial runners of this host, never oversubscribe
     cfg = load_train_config(args.config, args.overrides)
+    trust_model_arg(cfg.model.name)  # the config the user passed names it, like --model would
     summary = train_from_config(cfg)
     if args.json:
         print(json.dumps(summary))

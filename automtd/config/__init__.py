@@ -3,6 +3,7 @@
 from automtd.config._load import StrictModel, apply_overrides, load_config, parse_config, read_yaml
 from automtd.config._paths import ConfigPath
 from automtd.config._sections import (
+    CalibrationSection,
     DataSection,
     FinetuneSection,
     ModelSection,
@@ -15,6 +16,7 @@ from automtd.config._sections import (
 __all__ = [
     "ConfigPath",
     "DataSection",
+    "CalibrationSection",
     "FinetuneSection",
     "ModelSection",
     "PretrainedModelSection",

@@ -28,6 +28,7 @@ __all__ = [
     "DataSection",
     "TrainingSchedule",
     "FinetuneSection",
+    "CalibrationSection",
     "section_defaults",
 ]
 
@@ -137,6 +138,28 @@ class FinetuneSection(TrainingSchedule):
     def enabled(self) -> bool:
         """Whether there is a budget to fine-tune at all."""
         return self.epochs is not None or bool(self.steps)
+
+
+class CalibrationSection(StrictModel):
+    """``calibration:`` refit each factor chain on training images right after decomposing.
+
+    ``images`` training images (no augmentation; 0 = weights-only factors) give every factorized layer's
+    input and the original network's output there; the chain's last factor is refitted by ridge least squares
+    (``ridge``), ``sweeps`` alternating rounds refit the factor before it, ``distill_steps`` Adam steps distil
+    the whole chain locally; then BatchNorm is re-estimated on the same images.  ``parallel`` takes each
+    layer's inputs from the original network (a layer's result is then reusable across plans: a search keeps
+    it), ``sequential`` from the compressed network calibrated so far (earlier errors are corrected too).
+    """
+
+    images: int = Field(default=256, ge=0, description="calibration images from the training split; 0: off")
+    mode: Literal["parallel", "sequential"] = "parallel"
+    ridge: float = Field(default=1e-4, ge=0)
+    sweeps: int = Field(default=2, ge=0, description="alternating rounds over the factor before the last")
+    distill_steps: int = Field(default=0, ge=0, description="Adam steps of local distillation per chain")
+
+    @property
+    def enabled(self) -> bool:
+        return self.images > 0
 
 
 def section_defaults(**defaults: JsonValue) -> BeforeValidator:

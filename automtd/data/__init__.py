@@ -1,6 +1,7 @@
 """Datasets (CIFAR-10/100, scikit-learn digits, image folders), the seeded val split and loaders."""
 
 from automtd.data._api import DATASETS, DEFAULT_VAL_SIZE, get_dataset, make_loader
+from automtd.data._custom import DatasetFactory, register_dataset, registered_datasets
 from automtd.data._resolve import ENV_VAR, resolve_data, resolve_data_root
 from automtd.data._sources import SHARED_COPY_MD5, cifar10_md5_status
 from automtd.data._split import balanced_subset, split_indices
@@ -17,6 +18,7 @@ __all__ = [
     "BatchRequest",
     "DATASETS",
     "DEFAULT_VAL_SIZE",
+    "DatasetFactory",
     "ENV_VAR",
     "SHARED_COPY_MD5",
     "Sample",
@@ -27,6 +29,8 @@ __all__ = [
     "get_dataset",
     "make_loader",
     "random_crop_flip",
+    "register_dataset",
+    "registered_datasets",
     "resolve_data",
     "resolve_data_root",
     "sample_seeds",

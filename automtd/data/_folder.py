@@ -42,7 +42,9 @@ def folder_dataset(
     if train_ds.classes != test_ds.classes:
         raise DataError(f"image folder {str(root)!r}: train/ and {test_dir.name}/ have different class folders; "
                         "make them the same")
+    if val_size < 0:  # not given: a tenth of the training images, at most 5000
+        val_size = min(5000, max(1, len(train_ds) // 10))
     ty = torch.as_tensor(train_ds.targets)
     sy = torch.as_tensor(test_ds.targets)
     idx = pick_indices(torch.arange(len(ty)), torch.arange(len(sy)), ty, sy, split, val_size, seed, subset)
-    return Subset(test_ds if split == "test" else train_ds, idx.tolist())
+    return Subset(test_ds if split.startswith("test") else train_ds, idx.tolist())

@@ -7,7 +7,13 @@ import torch
 
 from automtd._errors import DataError
 
-__all__ = ["balanced_subset", "pick_indices", "split_indices"]
+__all__ = ["TEST_HALVES", "balanced_subset", "pick_indices", "split_indices", "test_half"]
+
+# Two fixed, class-balanced halves of the test set: a search selects plans on ``test-select`` and results are
+# reported on ``test-report`` (the pretrained CIFAR weights saw every training image, so no part of the training
+# set is held out for them).  The partition does not depend on any seed, so every command agrees on it.
+TEST_HALVES = ("test-select", "test-report")
+_HALVES_SEED = 20261206
 
 
 def split_indices(n: int, val_size: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -45,6 +51,16 @@ def balanced_subset(indices: torch.Tensor, labels: torch.Tensor, size: int, seed
     return indices[chosen].sort().values
 
 
+def test_half(test: torch.Tensor, labels: torch.Tensor, split: str) -> torch.Tensor:
+    """The ``test-select`` or ``test-report`` half of the test indices ``test`` (class-balanced, seed-free)."""
+    select = balanced_subset(test, labels[test], int(test.numel()) // 2, _HALVES_SEED)
+    if split == TEST_HALVES[0]:
+        return select
+    keep = torch.ones(int(test.numel()), dtype=torch.bool)
+    keep[torch.searchsorted(test, select)] = False
+    return test[keep]
+
+
 def pick_indices(
     train_pool: torch.Tensor, test: torch.Tensor, labels_train: torch.Tensor, labels_test: torch.Tensor,
     split: str, val_size: int, seed: int, subset: int | None,
@@ -52,6 +68,8 @@ def pick_indices(
     """Indices of ``split`` into the train or the test arrays (``subset``: a class-balanced part of them)."""
     if split == "test":
         idx, labels = test, labels_test
+    elif split in TEST_HALVES:
+        idx, labels = test_half(test, labels_test, split), labels_test
     else:
         tr, va = split_indices(int(train_pool.numel()), val_size, seed)
         idx, labels = train_pool[tr if split == "train" else va], labels_train

@@ -148,8 +148,11 @@ class FixedInput(nn.Module):
 
 
 def block_input(shape: LayerShape, in_hw: Sequence[int], batch: int) -> torch.Tensor:
-    """A random input batch of the layer: ``(batch, C, H, W)``, or ``(batch, features)`` for a linear layer."""
+    """A random input batch of the layer: ``(batch, C, H, W)``, or for a linear layer ``(batch, features)`` (one
+    position per sample) or ``(batch, positions, features)`` (a linear on tokens: ``in_hw = (positions, 1)``)."""
     gen = torch.Generator().manual_seed(0)
     if shape.kind == "linear":
-        return torch.randn((batch, shape.in_channels), generator=gen)
+        positions = int(in_hw[0]) * int(in_hw[1])
+        size = (batch, shape.in_channels) if positions <= 1 else (batch, positions, shape.in_channels)
+        return torch.randn(size, generator=gen)
     return torch.randn((batch, shape.in_channels, int(in_hw[0]), int(in_hw[1])), generator=gen)

@@ -5,6 +5,7 @@ Importing this package registers every built-in method: ``cp``, ``tucker2``, ``h
 """
 
 from automtd.methods import _cp, _ht2, _svd, _tucker2  # noqa: F401  (register the built-in methods)
+from automtd.methods._attention import AttentionOutProj, attention_unsupported_reason
 from automtd.methods._base import ChainMethod
 from automtd.methods._cp import CP, cp_als
 from automtd.methods._ht2 import HT2, ht2_factors
@@ -21,6 +22,8 @@ from automtd.methods._svd import ChannelSVD, LinearSVD, SpatialSVD, svd_factors
 from automtd.methods._tucker2 import Tucker2, tucker2_factors
 
 __all__ = [
+    "AttentionOutProj",
+    "attention_unsupported_reason",
     "LayerShape",
     "Method",
     "ChainMethod",

@@ -9,6 +9,11 @@ sweep.  After each sweep from the third on, a line search (Bro 1998; tensorly's 
 tries the extrapolated factors ``F_prev + s (F - F_prev)``, ``s = sweep^(1/3)``, and keeps them
 when they fit better: on the CIFAR ResNet kernels it halves the sweeps needed for a given error.
 The loop stops after ``max_iter`` sweeps or when the relative error improves by less than ``tol``.
+Large kernels (``numel * rank >= FLOAT32_WORK``) sweep in float32, twice the matmul throughput at the
+same error (``benchmarks/bench_cp_speed.py``), and switch to float64 once the relative error is below
+``FLOAT64_BELOW``, where float32 can no longer resolve the progress; the error is always accumulated in
+float64.  The Gram matrices are carried from sweep to sweep (rescaled with the factors) and the small
+contractions are elementwise, so a sweep costs little more than its two contractions with the kernel.
 CP is not exact at any fixed rank: the contract test uses a kernel of exact rank R.
 """
 
@@ -70,12 +75,43 @@ def _khatri_rao(a: torch.Tensor, k1: torch.Tensor, k2: torch.Tensor) -> torch.Te
     return (a[:, None, None, :] * k1[None, :, None, :] * k2[None, None, :, :]).reshape(rows, a.shape[1])
 
 
-def _rel_error(y: torch.Tensor, norm_x: float, factors: list[torch.Tensor]) -> float:
-    """``||X - [[A, B, K1, K2]]|| / ||X||`` from ``Y = W x_C B`` (t, i, j, r), without forming the approximation."""
-    a, b, k1, k2 = factors
-    inner = float((torch.einsum("tijr,ir,jr->tr", y, k1, k2) * a).sum())
-    fit = float(((a.T @ a) * (b.T @ b) * (k1.T @ k1) * (k2.T @ k2)).sum())
-    return math.sqrt(max(norm_x**2 - 2 * inner + fit, 0.0)) / norm_x
+def _grams(factors: list[torch.Tensor]) -> list[torch.Tensor]:
+    return [f.T @ f for f in factors]
+
+
+def _fit_error(norm_x: float, inner: torch.Tensor, grams: list[torch.Tensor]) -> float:
+    """``||X - [[A, B, K1, K2]]|| / ||X||`` from ``<X, approximation>`` and the factors' Gram matrices
+    (accumulated in float64: the difference of nearly equal terms is what is left)."""
+    g_a, g_b, g_1, g_2 = (g.to(torch.float64) for g in grams)
+    fit = float((g_a * g_b * g_1 * g_2).sum())
+    return math.sqrt(max(norm_x**2 - 2 * float(inner.to(torch.float64)) + fit, 0.0)) / norm_x
+
+
+def _mode_t(y: torch.Tensor, k1: torch.Tensor, k2: torch.Tensor) -> torch.Tensor:
+    """``sum_ij Y[t, i, j, r] K1[i, r] K2[j, r]`` (elementwise over r: no matmul, no permuted copies)."""
+    return (y * (k1[:, None, :] * k2[None, :, :])).sum(dim=(1, 2))
+
+
+def _rel_error(y: torch.Tensor, norm_x: float, factors: list[torch.Tensor]) -> tuple[float, list[torch.Tensor]]:
+    """The relative error of ``factors`` from ``Y = W x_C B`` (t, i, j, r), without forming the
+    approximation, and the factors' Gram matrices."""
+    a, _, k1, k2 = factors
+    grams = _grams(factors)
+    return _fit_error(norm_x, (_mode_t(y, k1, k2) * a).sum(), grams), grams
+
+
+def _sweep_dtype(weight: torch.Tensor, rank: int, dtype: torch.dtype | None) -> torch.dtype:
+    if dtype is not None:
+        return dtype
+    return torch.float32 if weight.numel() * rank >= FLOAT32_WORK else torch.float64
+
+
+FLOAT32_WORK = 1 << 22
+"""Kernels with ``numel * rank`` at least this run their sweeps in float32 (twice the matmul throughput)
+until the relative error falls below ``FLOAT64_BELOW``; smaller ones run in float64 throughout."""
+FLOAT64_BELOW = 1e-2
+"""Below this relative error a float32 sweep cannot resolve further progress (the error is a difference of
+terms of the size of ``||W||^2``): the remaining sweeps run in float64."""
 
 
 def cp_als(
@@ -85,11 +121,16 @@ def cp_als(
     max_iter: int = 50,
     tol: float = 1e-5,
     seed: int = 0,
-    dtype: torch.dtype = torch.float64,
+    dtype: torch.dtype | None = None,
     line_search: bool = True,
 ) -> CPResult:
-    """Pure CP-ALS of a (T, C, kh, kw) kernel at rank ``rank``; see the module docstring."""
-    x = weight.detach().to(dtype)
+    """Pure CP-ALS of a (T, C, kh, kw) kernel at rank ``rank``; see the module docstring.
+
+    ``dtype`` is the precision of the sweeps; ``None`` picks float32 for large kernels (see
+    ``FLOAT32_WORK``) and float64 otherwise.  ``tol`` bounds the change of the relative error between
+    two sweeps below which the loop stops.
+    """
+    x = weight.detach().to(torch.float64)
     t, c, kh, kw = x.shape
     norm_x = float(x.norm())
     if norm_x == 0.0:
@@ -98,64 +139,74 @@ def cp_als(
             "leave the layer dense or use svd_channel"
         )
     generator = torch.Generator().manual_seed(int(seed))
-    a, b, k1, k2 = _svd_init(x, rank, generator)
+    work = _sweep_dtype(weight, rank, dtype)
+    factors = [f.to(work) for f in _svd_init(x, rank, generator)]
     x_t = x.permute(0, 2, 3, 1).reshape(t * kh * kw, c)  # rows (t, i, j), columns c
     x_c = x.permute(1, 0, 2, 3).reshape(c, t * kh * kw)  # rows c, columns (t, i, j)
+    w_t, w_c = x_t.to(work), x_c.to(work)
+    grams = _grams(factors)
     errors: list[float] = []
     previous: list[torch.Tensor] | None = None
     y_previous: torch.Tensor | None = None
     sweeps = 0
     while sweeps < max_iter:
         sweeps += 1
-        g_a, g_1, g_2 = a.T @ a, k1.T @ k1, k2.T @ k2
+        a, b, k1, k2 = factors
+        g_a, _, g_1, g_2 = grams
         # mode C: sum over (t, i, j) of W * A K1 K2
-        b = _solve(g_a * g_1 * g_2, x_c @ _khatri_rao(a, k1, k2))
+        b = _solve(g_a * g_1 * g_2, w_c @ _khatri_rao(a, k1, k2))
         g_b = b.T @ b
         # mode T through Y[t, i, j, r] = sum_c W[t, c, i, j] B[c, r]
-        y = (x_t @ b).reshape(t, kh, kw, rank)
-        m_a = torch.einsum("tijr,ir,jr->tr", y, k1, k2)
-        a = _solve(g_b * g_1 * g_2, m_a)
+        y = (w_t @ b).reshape(t, kh, kw, rank)
+        a = _solve(g_b * g_1 * g_2, _mode_t(y, k1, k2))
         g_a = a.T @ a
         # spatial modes through Q[i, j, r] = sum_t Y[t, i, j, r] A[t, r]
-        q = torch.einsum("tijr,tr->ijr", y, a)
-        k1 = _solve(g_a * g_b * g_2, torch.einsum("ijr,jr->ir", q, k2))
+        q = (y * a[:, None, None, :]).sum(dim=0)
+        k1 = _solve(g_a * g_b * g_2, (q * k2[None, :, :]).sum(dim=1))
         g_1 = k1.T @ k1
-        m_2 = torch.einsum("ijr,ir->jr", q, k1)
+        m_2 = (q * k1[:, None, :]).sum(dim=0)
         k2 = _solve(g_a * g_b * g_1, m_2)
         g_2 = k2.T @ k2
-        inner = float((m_2 * k2).sum())
-        norm_fit = float((g_a * g_b * g_1 * g_2).sum())
-        err = math.sqrt(max(norm_x**2 - 2 * inner + norm_fit, 0.0)) / norm_x
+        current, y_current, grams = [a, b, k1, k2], y, [g_a, g_b, g_1, g_2]
+        err = _fit_error(norm_x, (m_2 * k2).sum(), grams)
         if not math.isfinite(err):
             raise DecompositionError(
                 f"cp: ALS diverged (non-finite error) at rank {rank} on a weight of shape {tuple(weight.shape)}; "
                 "try a lower rank, another seed or another method"
             )
-        current, y_current = [a, b, k1, k2], y
         if line_search and previous is not None and y_previous is not None and sweeps > 2:
             step = sweeps ** (1.0 / 3.0)
             jumped = [p + step * (f - p) for p, f in zip(previous, current, strict=True)]
             y_jumped = y_previous + step * (y - y_previous)  # Y is linear in B: no contraction with W needed
-            jumped_err = _rel_error(y_jumped, norm_x, jumped)
+            jumped_err, jumped_grams = _rel_error(y_jumped, norm_x, jumped)
             if jumped_err < err:
-                current, err, y_current = jumped, jumped_err, y_jumped
+                current, err, y_current, grams = jumped, jumped_err, y_jumped, jumped_grams
         errors.append(err)
         scales = _equilibrate(current)
-        a, b, k1, k2 = previous = [f * sc for f, sc in zip(current, scales, strict=True)]
+        factors = previous = [f * sc for f, sc in zip(current, scales, strict=True)]
+        grams = [g * (sc[:, None] * sc[None, :]) for g, sc in zip(grams, scales, strict=True)]
         y_previous = y_current * scales[1]
         if err < 1e-12 or (len(errors) > 1 and abs(errors[-2] - err) < tol):
             break
-    return CPResult(([a, b, k1, k2], sweeps, errors))
+        if work != torch.float64 and err < FLOAT64_BELOW:
+            work = torch.float64
+            w_t, w_c = x_t, x_c  # the exact kernel, not its float32 rounding
+            factors = previous = [f.to(work) for f in factors]
+            grams = _grams(factors)
+            y_previous = y_previous.to(work)
+    return CPResult(([f.to(torch.float64) for f in factors], sweeps, errors))
 
 
 @register_method
 class CP(ChainMethod):
     name = "cp"
+    finetune_lr_scale = 0.3  # benchmarks/results/method_lr.md: best at 0.0003 of 0.0003-0.003, 86.9 vs 76.3 at 0.001
     rank_names = ("rank",)
     layer_kinds = frozenset({"conv"})
     summary = "CP (ALS, SVD init): 1x1 C->rank, depthwise kx1, depthwise 1xk, 1x1 rank->T"
     title = "CPConv"
     factor_names: ClassVar[tuple[str, ...]] = ("first", "vertical", "horizontal", "last")
+    settings_tag = f"als:max_iter=50,tol=1e-5,float32>={FLOAT32_WORK}"
 
     def rank_bounds(self, shape: LayerShape) -> tuple[tuple[int, int], ...]:
         """Up to the product of all kernel dimensions but the largest (an upper bound of the CP rank)."""

@@ -60,6 +60,7 @@ def ht2_factors(weight: torch.Tensor, r1: int, r13: int, r3: int) -> tuple[torch
 @register_method
 class HT2(ChainMethod):
     name = "ht2"
+    finetune_lr_scale = 3.0  # benchmarks/results/method_lr.md: best at 0.003 of 0.0003-0.003
     rank_names = ("r1", "r13", "r3")
     layer_kinds = frozenset({"conv"})
     summary = "hierarchical Tucker-2 (sequential SVD): 1x1 C->r1, kx1 r1->r13, 1xk r13->r3, 1x1 r3->T"

@@ -110,9 +110,9 @@ class LayerShape:
         return n + (self.out_channels if self.bias else 0)
 
     def output_hw(self, in_hw: tuple[int, int]) -> tuple[int, int]:
-        """Spatial size of the output for an input of spatial size ``in_hw``."""
+        """Spatial size of the output for an input of spatial size ``in_hw`` (a linear layer keeps its positions)."""
         if self.kind == "linear":
-            return (1, 1)
+            return in_hw
         if self.padding == "same":
             return in_hw
         pad = (0, 0) if self.padding == "valid" else self.padding
@@ -124,9 +124,12 @@ class LayerShape:
         return (out[0], out[1])
 
     def dense_macs(self, in_hw: tuple[int, int]) -> int:
-        """Multiply-accumulates of the dense layer (bias additions not counted)."""
+        """Multiply-accumulates of the dense layer (bias additions not counted).
+
+        A linear layer acts on every one of its ``in_hw[0] * in_hw[1]`` input positions (tokens).
+        """
         if self.kind == "linear":
-            return self.in_channels * self.out_channels
+            return in_hw[0] * in_hw[1] * self.in_channels * self.out_channels
         ho, wo = self.output_hw(in_hw)
         kh, kw = self.kernel_size
         return ho * wo * self.out_channels * (self.in_channels // self.groups) * kh * kw
@@ -144,6 +147,12 @@ class Method(abc.ABC):
     factor_names: ClassVar[tuple[str, ...]]
     layer_kinds: ClassVar[frozenset[str]]
     summary: ClassVar[str]
+    finetune_lr_scale: ClassVar[float] = 1.0
+    """The fine-tune learning rate of this method's factors relative to the configured one (measured per method:
+    ``benchmarks/bench_method_lr.py``); a mixed plan trains each chain at its own method's rate."""
+    settings_tag: ClassVar[str] = ""
+    """Names the default settings ``decompose`` runs with when they change its output (e.g. iterations,
+    precision); part of factor cache keys, so factors computed under other settings are never reused."""
 
     # ---- applicability and ranks ---------------------------------------
     def unsupported_reason(self, shape: LayerShape) -> str | None:

@@ -47,6 +47,7 @@ def svd_factors(mat: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tenso
 @register_method
 class ChannelSVD(ChainMethod):
     name = "svd_channel"
+    finetune_lr_scale = 3.0  # benchmarks/results/method_lr.md: best at 0.003 of 0.0003-0.003
     rank_names = ("rank",)
     layer_kinds = frozenset({"conv"})
     summary = "channel SVD (Tucker-1 on the output mode): kxk C->rank, 1x1 rank->T; also for 1x1 convs"
@@ -234,6 +235,6 @@ class LinearSVD(Method):
         return k * (shape.in_channels + shape.out_channels) + (shape.out_channels if shape.bias else 0)
 
     def macs(self, shape: LayerShape, ranks: Ranks, in_hw: tuple[int, int]) -> int:
-        """MACs for one input vector (``in_hw`` is ignored for a Linear)."""
+        """MACs for one sample of ``in_hw[0] * in_hw[1]`` input vectors (``(1, 1)`` for an (N, C) input)."""
         (k,) = ranks
-        return k * (shape.in_channels + shape.out_channels)
+        return in_hw[0] * in_hw[1] * k * (shape.in_channels + shape.out_channels)

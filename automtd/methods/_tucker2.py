@@ -45,6 +45,7 @@ def tucker2_factors(weight: torch.Tensor, r_in: int, r_out: int, *, hooi_iters: 
 @register_method
 class Tucker2(ChainMethod):
     name = "tucker2"
+    finetune_lr_scale = 3.0  # benchmarks/results/method_lr.md: best at 0.003 of 0.0003-0.003
     rank_names = ("r_in", "r_out")
     layer_kinds = frozenset({"conv"})
     summary = "Tucker-2 (HOSVD, optional HOOI): 1x1 C->r_in, kxk core r_in->r_out, 1x1 r_out->T"

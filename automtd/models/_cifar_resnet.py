@@ -93,7 +93,7 @@ def _spec(depth: int) -> ModelSpec:
         name=f"cifar_resnet{depth}",
         mean=IMAGENET_MEAN,
         std=IMAGENET_STD,
-        input_size=(3, 32, 32),
+        known_input_size=(3, 32, 32),
         num_classes=10,
         description=f"CIFAR ResNet-{depth}, option-A shortcut (akamaster layout, ImageNet normalisation)",
     )

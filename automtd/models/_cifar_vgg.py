@@ -52,7 +52,7 @@ def _spec(name: str, depth: int) -> ModelSpec:
         name=name,
         mean=CIFAR10_MEAN,
         std=CIFAR10_STD,
-        input_size=(3, 32, 32),
+        known_input_size=(3, 32, 32),
         num_classes=10,
         description=f"VGG-{depth} with batch norm for 32x32 inputs (CIFAR normalisation)",
     )

@@ -3,7 +3,8 @@
 A builder is a function taking keyword-only arguments (``num_classes`` at least) and returning an
 ``nn.Module``.  :func:`register_model` refuses a second entry under the same name, the way
 ``torchvision.models.register_model`` does.  ``torchvision:<name>`` is resolved on the fly by
-:mod:`automtd.models._torchvision` and needs no registration.
+:mod:`automtd.models._torchvision` and ``package.module:factory`` (a user's own code) by
+:mod:`automtd.models._import`; neither needs registration.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import TypeVar
 from torch import nn
 
 from automtd._errors import ConfigError
+from automtd.models._import import build_user_model, is_user_model, user_model_spec
 from automtd.models._spec import TORCHVISION_PREFIX, ModelSpec
 from automtd.models._torchvision import build_torchvision, torchvision_spec
 
@@ -33,8 +35,8 @@ def register_model(spec: ModelSpec) -> Callable[[F], F]:
         name = spec.name
         if name in _BUILDERS:
             raise ValueError(f"An entry is already registered under the name {name!r}.")
-        if name.startswith(TORCHVISION_PREFIX):
-            raise ValueError(f"model names may not start with {TORCHVISION_PREFIX!r}: {name!r}")
+        if ":" in name:
+            raise ValueError(f"model names may not contain ':' (torchvision:<name>, package.module:factory): {name!r}")
         _BUILDERS[name] = fn
         _SPECS[name] = spec
         return fn
@@ -44,17 +46,19 @@ def register_model(spec: ModelSpec) -> Callable[[F], F]:
 
 def _unknown(name: str) -> ConfigError:
     return ConfigError(
-        f"unknown model {name!r}; allowed: {', '.join(sorted(_BUILDERS))} or torchvision:<name> "
-        "(see `automtd models`)"
+        f"unknown model {name!r}; allowed: {', '.join(sorted(_BUILDERS))}, torchvision:<name> or your own "
+        "package.module:factory (see `automtd models`)"
     )
 
 
 def get_model_spec(name: str) -> ModelSpec:
-    """The :class:`ModelSpec` of a registered model or of ``torchvision:<name>``."""
+    """The :class:`ModelSpec` of a registered model, ``torchvision:<name>`` or ``package.module:factory``."""
     if not isinstance(name, str):
         raise ConfigError(f"model name must be a string, got {name!r}; e.g. 'cifar_resnet20'")
     if name.startswith(TORCHVISION_PREFIX):
         return torchvision_spec(name[len(TORCHVISION_PREFIX) :])
+    if is_user_model(name):
+        return user_model_spec(name)
     try:
         return _SPECS[name]
     except KeyError:
@@ -62,11 +66,13 @@ def get_model_spec(name: str) -> ModelSpec:
 
 
 def get_model(name: str, **kwargs: object) -> nn.Module:
-    """Build the model registered as ``name`` (or ``torchvision:<name>``) with keyword arguments."""
+    """Build the model registered as ``name`` (or ``torchvision:<name>``, ``package.module:factory``)."""
     if not isinstance(name, str):
         raise ConfigError(f"model name must be a string, got {name!r}; e.g. 'cifar_resnet20'")
     if name.startswith(TORCHVISION_PREFIX):
         return build_torchvision(name[len(TORCHVISION_PREFIX) :], **kwargs)
+    if is_user_model(name):
+        return build_user_model(name, **kwargs)
     try:
         builder = _BUILDERS[name]
     except KeyError:

@@ -10,8 +10,9 @@ from automtd.plan._apply import apply_plan, check_plan, plan_mismatches
 from automtd.plan._cache import FactorCache, weight_digest
 from automtd.plan._choice import KEEP_DENSE, LayerChoice
 from automtd.plan._file import PlanFile
+from automtd.plan._groups import method_param_groups
 from automtd.plan._layers import LayerInfo, decomposable_layers, layer_weight, model_fingerprint, scan_layers
-from automtd.plan._make import make_plan, model_totals
+from automtd.plan._make import make_plan, model_totals, plan_input_size
 from automtd.plan._report import describe_shape, layers_table, measure_text, plan_table, totals_text
 from automtd.plan._schema import PLAN_VERSION, RATIO_DEFINITIONS, LayerPlan, Plan, PlanTotals, SkippedLayer
 
@@ -35,8 +36,10 @@ __all__ = [
     "layers_table",
     "make_plan",
     "measure_text",
+    "method_param_groups",
     "model_fingerprint",
     "model_totals",
+    "plan_input_size",
     "plan_mismatches",
     "plan_table",
     "scan_layers",

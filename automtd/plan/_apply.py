@@ -8,7 +8,14 @@ from torch import nn
 from automtd._errors import PlanMismatchError
 from automtd.methods import LayerShape, Method, get_method
 from automtd.plan._cache import FactorCache, weight_digest
-from automtd.plan._layers import _NO_METHOD, _fingerprint_of, layer_weight, scan_layers, set_submodule
+from automtd.plan._layers import (
+    _NO_METHOD,
+    _fingerprint_of,
+    layer_progress,
+    layer_weight,
+    replace_layer,
+    scan_layers,
+)
 from automtd.plan._schema import LayerPlan, Plan
 
 __all__ = ["apply_plan", "plan_mismatches", "check_plan"]
@@ -64,7 +71,7 @@ def _decomposed(method: Method, layer: nn.Module, lp: LayerPlan, cache: FactorCa
     weight = layer_weight(layer)
     if cache is None:
         return method.build(layer, method.decompose(weight, lp.ranks, seed=seed))
-    key = cache.key(weight_digest(weight), lp.method, lp.ranks, seed)
+    key = cache.key(weight_digest(weight), lp.method, lp.ranks, seed, method.settings_tag)
     factors = cache.get(key)
     if factors is None:
         factors = method.decompose(weight, lp.ranks, seed=seed)
@@ -89,7 +96,8 @@ def apply_plan(
     """
     check_plan(model, plan)
     built: list[tuple[str, nn.Module]] = []
-    for lp in plan.layers:
+    layers = plan.layers if structure_only else layer_progress(plan.layers, "decomposing")
+    for lp in layers:
         method = get_method(lp.method)
         method.validate_ranks(lp.shape, lp.ranks, layer=lp.name)
         layer = model.get_submodule(lp.name)
@@ -100,5 +108,5 @@ def apply_plan(
         built.append((lp.name, new))
     # Swap only once every layer was built, so a failing decomposition leaves the model unchanged.
     for name, new in built:
-        set_submodule(model, name, new)
+        replace_layer(model, name, new)
     return model

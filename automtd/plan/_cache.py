@@ -1,8 +1,8 @@
 """An on-disk cache of decomposition factors, so that a repeated layer choice costs nothing.
 
 Entries are safetensors files keyed by the SHA-256 of the layer weight (bytes, dtype and shape),
-the method, the ranks and the seed.  Writes are atomic (temporary file + ``os.replace``), so
-several workers may share one directory.
+the method, the ranks, the seed and the method's ``settings_tag``.  Writes are atomic (temporary
+file + ``os.replace``), so several workers may share one directory.
 """
 
 from __future__ import annotations
@@ -47,8 +47,11 @@ class FactorCache:
         self.misses = 0
 
     @staticmethod
-    def key(digest: str, method: str, ranks: Sequence[int], seed: int = 0) -> str:
+    def key(digest: str, method: str, ranks: Sequence[int], seed: int = 0, settings: str = "") -> str:
+        """``settings``: the method's ``settings_tag`` (left out of the hash when empty)."""
         text = f"{digest}|{method}|{','.join(str(int(r)) for r in ranks)}|{int(seed)}"
+        if settings:
+            text += f"|{settings}"
         return hashlib.sha256(text.encode()).hexdigest()
 
     def path(self, key: str) -> Path:

@@ -1,23 +1,32 @@
 """Find the layers of a model that a plan can name, by one forward pass with hooks.
 
 A layer is *decomposable* when it is an ``nn.Conv2d`` or ``nn.Linear`` that runs exactly once in
-the forward pass on a 4-D (conv) or 2-D (linear) input, and at least one registered method accepts
-its shape.  Every other conv/linear layer is reported by :func:`scan_layers` with the reason it is
-skipped (grouped/depthwise convs, layers never called, shared layers, linear layers on sequences).
+the forward pass on a 4-D (conv) or any-rank ``(..., C)`` (linear) input, and at least one registered
+method accepts its shape.  The ``out_proj`` of an ``nn.MultiheadAttention`` counts as called when its
+attention is (the attention reads its weight without calling it); :func:`replace_layer` then replaces
+the whole attention by :class:`~automtd.methods.AttentionOutProj`.  Every other conv/linear layer is
+reported by :func:`scan_layers` with the reason it is skipped (grouped/depthwise convs, layers never
+called, shared layers).
+
+A linear layer's ``in_hw`` is ``(positions, 1)``: the number of vectors it maps per sample (tokens,
+pixels of a channels-last map; 1 for an ``(N, C)`` input), so its MACs are ``positions * in * out``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Sequence
+import math
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
+from typing import TypeVar
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from automtd._errors import ConfigError
-from automtd.methods import LayerShape, methods_for
+from automtd.methods import AttentionOutProj, LayerShape, attention_unsupported_reason, methods_for
 
 __all__ = [
     "LayerInfo",
@@ -27,17 +36,20 @@ __all__ = [
     "shape_to_dict",
     "layer_weight",
     "set_submodule",
+    "replace_layer",
+    "layer_progress",
 ]
 
 
 _NO_METHOD = "no registered method accepts this shape"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
 class LayerInfo:
     """A conv/linear layer seen in the forward pass.
 
-    ``in_hw`` is the spatial size of its input (``(1, 1)`` for linear layers); ``skip_reason`` is
+    ``in_hw`` is the spatial size of its input (``(positions, 1)`` for linear layers); ``skip_reason`` is
     ``None`` for decomposable layers and otherwise says why no method may replace the layer.
     """
 
@@ -82,7 +94,21 @@ def scan_layers(model: nn.Module, input_size: Sequence[int] = (3, 32, 32)) -> li
 
         return _record
 
+    def attention_hook(name: str) -> Callable[[nn.Module, tuple[object, ...], dict[str, object]], None]:
+        def _record(_module: nn.Module, args: tuple[object, ...], kwargs: dict[str, object]) -> None:
+            # The attention reads out_proj's weight: its input is the attention output, shaped like the query.
+            q = args[0] if args else kwargs.get("query")
+            calls[name].append(tuple(q.shape) if isinstance(q, torch.Tensor) else ())
+            if name not in order:
+                order.append(name)
+
+        return _record
+
     handles = [m.register_forward_pre_hook(hook(n)) for n, m in candidates.items()]
+    for name in candidates:
+        parent = _attention_parent(model, name)
+        if parent is not None:
+            handles.append(parent.register_forward_pre_hook(attention_hook(name), with_kwargs=True))
     was_training = model.training
     try:
         param = next(model.parameters(), None)
@@ -90,14 +116,35 @@ def scan_layers(model: nn.Module, input_size: Sequence[int] = (3, 32, 32)) -> li
         dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
         model.eval()
         with torch.no_grad():
-            model(torch.zeros((1, *size), device=device, dtype=dtype))
+            try:
+                model(torch.zeros((1, *size), device=device, dtype=dtype))
+            except (RuntimeError, ValueError, TypeError, IndexError) as exc:
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise ConfigError(f"the model does not run on an input of size {size} ({first}); give the input size "
+                                  "it expects, (channels, height, width)") from None
     finally:
         for h in handles:
             h.remove()
         model.train(was_training)
 
     names = order + [n for n in candidates if n not in order]
-    return [_describe(n, candidates[n], calls[n]) for n in names]
+    infos = []
+    for n in names:
+        parent = _attention_parent(model, n)
+        reason = attention_unsupported_reason(parent) if parent is not None else None
+        info = _describe(n, candidates[n], calls[n])
+        infos.append(info if reason is None or info.skip_reason is not None
+                     else LayerInfo(n, info.module, info.shape, info.in_hw, reason))
+    return infos
+
+
+def _attention_parent(model: nn.Module, name: str) -> nn.MultiheadAttention | None:
+    """The ``nn.MultiheadAttention`` whose ``out_proj`` is layer ``name``, or None."""
+    parent_name, _, child = name.rpartition(".")
+    if child != "out_proj":
+        return None
+    parent = model.get_submodule(parent_name) if parent_name else model
+    return parent if isinstance(parent, nn.MultiheadAttention) else None
 
 
 def _describe(name: str, module: nn.Module, calls: list[tuple[int, ...]]) -> LayerInfo:
@@ -112,9 +159,10 @@ def _describe(name: str, module: nn.Module, calls: list[tuple[int, ...]]) -> Lay
             return LayerInfo(name, module, shape, (0, 0), f"conv input has shape {in_shape}, not (N, C, H, W)")
         in_hw = (int(in_shape[2]), int(in_shape[3]))
     else:
-        if len(in_shape) != 2:
-            return LayerInfo(name, module, shape, (1, 1), f"linear input has shape {in_shape}, not (N, C)")
-        in_hw = (1, 1)
+        if len(in_shape) < 2:
+            return LayerInfo(name, module, shape, (1, 1), f"linear input has shape {in_shape}, not (N, ..., C)")
+        # The scan runs a batch of one, so every leading dimension counts positions of that one sample.
+        in_hw = (math.prod(int(d) for d in in_shape[:-1]), 1)
     if shape.groups != 1:
         kind = "depthwise" if shape.groups == shape.in_channels else "grouped"
         return LayerInfo(name, module, shape, in_hw, f"{kind} conv (groups={shape.groups}) is not decomposed")
@@ -160,3 +208,27 @@ def set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
     parent_name, _, child = name.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
     setattr(parent, child, module)
+
+
+def replace_layer(model: nn.Module, name: str, module: nn.Module) -> None:
+    """Put ``module`` in place of layer ``name``; for an attention's ``out_proj``, the attention itself is
+    replaced by an :class:`~automtd.methods.AttentionOutProj` that calls ``module`` (see the module docstring)."""
+    attention = _attention_parent(model, name)
+    if attention is None:
+        set_submodule(model, name, module)
+        return
+    new = AttentionOutProj(attention, module)
+    new.train(attention.training)
+    set_submodule(model, name.rpartition(".")[0], new)
+
+
+PROGRESS_MIN_LAYERS = 5
+"""Decompositions of fewer layers than this run without a progress bar."""
+
+
+def layer_progress(items: Sequence[T], desc: str) -> Iterator[T] | Iterable[T]:
+    """``items`` with a progress bar on stderr when there are ``PROGRESS_MIN_LAYERS`` or more and stderr is
+    a terminal (tqdm's ``disable=None``: off in tests, pipes and logs)."""
+    if len(items) < PROGRESS_MIN_LAYERS:
+        return items
+    return tqdm(items, desc=desc, unit="layer", disable=None, leave=False)

@@ -8,24 +8,35 @@ from torch import nn
 
 from automtd._errors import ConfigError
 from automtd.metrics import count_macs, count_params
+from automtd.models import get_model_spec, is_user_model
 from automtd.plan._choice import LayerChoice
 from automtd.plan._layers import _NO_METHOD, _fingerprint_of, scan_layers
 from automtd.plan._schema import LayerPlan, Plan, PlanTotals, SkippedLayer
 
-__all__ = ["make_plan", "model_totals"]
+__all__ = ["make_plan", "model_totals", "plan_input_size"]
 
 def model_totals(model: nn.Module, input_size: Sequence[int]) -> tuple[int, int]:
     """``(params, MACs)`` of the whole model for one sample of ``input_size`` (through automtd.metrics)."""
     return int(count_params(model)), int(count_macs(model, tuple(input_size)))
 
 
+def plan_input_size(architecture: str, input_size: Sequence[int] | None) -> tuple[int, ...]:
+    """``input_size`` as a tuple, or when None the registered ``architecture``'s own (an ad-hoc ``"custom"`` module or
+    a ``package.module:factory`` model has none to fall back on: a one-line :class:`ConfigError`)."""
+    if input_size is None:
+        if architecture == "custom" or is_user_model(architecture):
+            raise ConfigError(f"architecture {architecture!r} has no known input size; pass input_size=(C, H, W)")
+        input_size = get_model_spec(architecture).input_size
+    return tuple(int(v) for v in input_size)
+
+
 def make_plan(
     model: nn.Module,
     choices: Mapping[str, LayerChoice],
     *,
-    architecture: str,
+    architecture: str = "custom",
     arch_kwargs: Mapping[str, object] | None = None,
-    input_size: Sequence[int] = (3, 32, 32),
+    input_size: Sequence[int] | None = None,
     notes: Mapping[str, str] | None = None,
     totals: tuple[int, int] | None = None,
 ) -> Plan:
@@ -37,8 +48,11 @@ def make_plan(
     ``notes`` maps layers deliberately left dense to the reason, recorded in ``plan.skipped`` together
     with the layers no method can take.  ``totals`` is the ``(params, MACs)`` of the whole original
     model if already known (see :func:`model_totals`); otherwise it is measured.
+    ``architecture`` names the model for reloading (a registered name, ``torchvision:<name>`` or
+    ``package.module:factory``; ``"custom"`` for an ad-hoc module, which is planned but not rebuilt by name).
+    ``input_size`` defaults to the registered architecture's own; it is required for any other model.
     """
-    size = tuple(int(v) for v in input_size)
+    size = plan_input_size(architecture, input_size)
     infos = scan_layers(model, size)
     by_name = {info.name: info for info in infos}
     fingerprint = _fingerprint_of([i for i in infos if i.skip_reason in (None, _NO_METHOD)])

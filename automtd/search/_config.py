@@ -15,10 +15,18 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from automtd.config import ConfigPath, PretrainedModelSection, StrictModel, load_config, parse_config
+from automtd.config import (
+    CalibrationSection,
+    ConfigPath,
+    PretrainedModelSection,
+    StrictModel,
+    load_config,
+    parse_config,
+)
 from automtd.config import DataSection as SharedDataSection
 from automtd.config import FinetuneSection as SharedFinetuneSection
 from automtd.methods import list_methods
+from automtd.models import get_model_spec
 
 __all__ = [
     "ModelSection",
@@ -27,12 +35,14 @@ __all__ = [
     "ConstraintsSection",
     "FinetuneSection",
     "EarlyStopSection",
+    "FidelitySection",
     "SamplerSection",
     "SensitivitySection",
     "WarmstartSection",
     "StudySection",
     "SearchConfig",
     "OBJECTIVES",
+    "SCORE_SPLITS",
     "load_search_config",
     "search_config_from_dict",
 ]
@@ -41,16 +51,36 @@ OBJECTIVES = ("accuracy", "params_ratio", "macs_ratio", "latency")
 
 
 class ModelSection(PretrainedModelSection):
-    """The shared ``model:`` section with the search's defaults (the weights to compress are required)."""
+    """The shared ``model:`` section with the search's defaults (the weights to compress are required).
+
+    An unset ``input_size`` is the model's own (its registry entry or torchvision weights metadata); a model that
+    does not say it needs ``input_size`` given.  The value is stored with the study, so workers never guess it.
+    """
 
     name: str = "cifar_resnet20"
-    input_size: tuple[int, int, int] = (3, 32, 32)
+    input_size: tuple[int, int, int] = None  # type: ignore[assignment]  # filled in by the validator below
+
+    @model_validator(mode="after")
+    def _known_input_size(self) -> ModelSection:
+        if self.input_size is None:
+            self.input_size = get_model_spec(self.name).input_size
+        return self
+
+
+SCORE_SPLITS = ("test-select", "val")
 
 
 class DataSection(SharedDataSection):
-    """The shared ``data:`` section; the search scores trials on a carved validation split (5000 by default)."""
+    """The shared ``data:`` section plus the images trials are scored on.
+
+    ``score_split`` ``test-select`` (default) scores trials on a fixed class-balanced half of the test set, images
+    no base model trains on, and leaves the other half (``test-report``) for reporting the plan you pick;
+    ``val`` scores them on ``val_size`` images carved from the training set, honest only for a base trained
+    without them.  ``val_subset`` takes a class-balanced part of the score split.
+    """
 
     val_size: int = Field(5000, ge=1)
+    score_split: Literal["test-select", "val"] = "test-select"
 
 
 class SpaceSection(StrictModel):
@@ -59,8 +89,16 @@ class SpaceSection(StrictModel):
     conv: list[str] = Field(default_factory=lambda: ["tucker2", "cp", "ht2", "svd_channel", "none"])
     conv1x1: list[str] = Field(default_factory=lambda: ["svd_channel", "none"])
     linear: list[str] = Field(default_factory=lambda: ["svd_linear", "none"])
-    fraction_low: float = Field(0.05, gt=0.0, le=1.0)
+    fraction_low: float = Field(0.02, gt=0.0, le=1.0)
     fraction_high: float = Field(1.0, gt=0.0, le=1.0)
+    sampling: Literal["budget", "per_layer"] = Field(
+        "budget",
+        description="budget: a target params ratio first, then per-layer method and share, ranks scaled to meet"
+        " the target; per_layer: every layer's fraction sampled on its own",
+    )
+    target_ratio: tuple[float, float] = Field(
+        (1.5, 12.0), description="budget sampling: the searchable layers' params ratio, log-uniform in [lo, hi]"
+    )
     skip: list[str] = Field(default_factory=list, description="fnmatch patterns of layers never decomposed")
 
     @field_validator("conv", "conv1x1", "linear")
@@ -80,6 +118,9 @@ class SpaceSection(StrictModel):
     def _range(self) -> SpaceSection:
         if self.fraction_low > self.fraction_high:
             raise ValueError(f"fraction_low={self.fraction_low} > fraction_high={self.fraction_high}; swap them")
+        lo, hi = self.target_ratio
+        if not 1.0 <= lo <= hi:
+            raise ValueError(f"target_ratio={[lo, hi]} is not [lo, hi] with 1 <= lo <= hi; give e.g. [1.5, 12]")
         return self
 
 
@@ -87,6 +128,35 @@ class ConstraintsSection(StrictModel):
     max_drop: float | None = Field(None, ge=0.0, description="max accuracy drop in points vs the original")
     min_params_ratio: float | None = Field(None, ge=1.0)
     min_macs_ratio: float | None = Field(None, ge=1.0)
+
+    def values(self, *, drop: float, params_ratio: float, macs_ratio: float) -> dict[str, float]:
+        """One value per set constraint, feasible when <= 0 (Optuna's ``trial.set_constraint`` rule)."""
+        out: dict[str, float] = {}
+        if self.max_drop is not None:
+            out["max_drop"] = drop - self.max_drop
+        if self.min_params_ratio is not None:
+            out["min_params_ratio"] = self.min_params_ratio - params_ratio
+        if self.min_macs_ratio is not None:
+            out["min_macs_ratio"] = self.min_macs_ratio - macs_ratio
+        return out
+
+
+class FidelitySection(StrictModel):
+    """``fidelity:`` longer fine-tunes for the plans that earn them (see :mod:`automtd.search._fidelity`).
+
+    ``rungs`` are the fine-tune steps of the promoted rungs, ascending, each above ``finetune.steps`` (rung 0);
+    empty: one fidelity.  A rung's best ``1/eta`` trials by Pareto rank are promoted to the next rung.
+    """
+
+    rungs: list[int] = Field(default_factory=list)
+    eta: int = Field(3, ge=2)
+
+    @field_validator("rungs")
+    @classmethod
+    def _ascending(cls, value: list[int]) -> list[int]:
+        if any(b <= a for a, b in zip(value, value[1:], strict=False)) or any(v < 1 for v in value):
+            raise ValueError(f"rungs {value} must be positive fine-tune steps in ascending order, e.g. [240, 960]")
+        return value
 
 
 class EarlyStopSection(StrictModel):
@@ -137,13 +207,15 @@ class WarmstartSection(StrictModel):
         description="also enqueue, at the gentlest tolerance (else KL budget), plans decomposing only the k layers"
         " that save most",
     )
-    baselines: list[Literal["vbmf-tucker2", "ht2-energy", "uniform"]] = Field(
+    baselines: list[Literal["vbmf-tucker2", "ht2-energy", "uniform", "alds"]] = Field(
         default_factory=lambda: ["vbmf-tucker2", "ht2-energy", "uniform"],  # type: ignore[arg-type]
         description="registered baselines (`automtd plan --baseline`) enqueued as warm-start trials",
     )
     uniform_method: str = "tucker2"
     uniform_fraction: float = Field(0.25, gt=0, le=1)
     ht2_energy: float = Field(0.9, gt=0, le=1)
+    alds_method: str = "tucker2"
+    alds_ratio: float = Field(3.0, gt=1)
 
     @field_validator("baselines", mode="before")
     @classmethod
@@ -166,6 +238,8 @@ class StudySection(StrictModel):
     name: str = "automtd"
     storage: str = "sqlite:///studies/{name}.db"
     n_trials: int = Field(20, ge=1, description="total budget of finished trials for the study")
+    time_budget: float | None = Field(None, gt=0, description="wall seconds from the study's creation (sensitivity "
+                                      "pass included) after which no new trial starts; running trials finish")
     cache_dir: ConfigPath | None = None
 
 
@@ -178,6 +252,8 @@ class SearchConfig(StrictModel):
     )
     constraints: ConstraintsSection = Field(default_factory=ConstraintsSection)  # type: ignore[arg-type]
     finetune: FinetuneSection = Field(default_factory=FinetuneSection)  # type: ignore[arg-type]
+    calibration: CalibrationSection = Field(default_factory=CalibrationSection)  # type: ignore[arg-type]
+    fidelity: FidelitySection = Field(default_factory=FidelitySection)  # type: ignore[arg-type]
     sampler: SamplerSection = Field(default_factory=SamplerSection)  # type: ignore[arg-type]
     sensitivity: SensitivitySection = Field(default_factory=SensitivitySection)  # type: ignore[arg-type]
     warmstart: WarmstartSection = Field(default_factory=WarmstartSection)  # type: ignore[arg-type]
@@ -193,6 +269,16 @@ class SearchConfig(StrictModel):
         if len(value) < 2:
             raise ValueError("give at least one compression objective after 'accuracy', e.g. params_ratio")
         return value
+
+    @model_validator(mode="after")
+    def _rungs_above_the_trial_budget(self) -> SearchConfig:
+        rungs = self.fidelity.rungs
+        if rungs and self.finetune.epochs is not None:
+            raise ValueError("fidelity.rungs count fine-tune steps: give finetune.steps (not epochs) for rung 0")
+        if rungs and rungs[0] <= (self.finetune.steps or 0):
+            raise ValueError(f"fidelity.rungs[0]={rungs[0]} must exceed finetune.steps={self.finetune.steps} "
+                             "(rung 0); e.g. rungs: [4 * steps, 16 * steps]")
+        return self
 
     @field_validator("device")
     @classmethod

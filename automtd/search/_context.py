@@ -19,10 +19,11 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from automtd.calibration import CalibrationReport, calibrate_plan
 from automtd.checkpoints import load_checkpoint, resolve_checkpoint
 from automtd.data import get_dataset, make_loader, resolve_data
 from automtd.models import get_model_spec
-from automtd.plan import FactorCache, LayerInfo, decomposable_layers, model_totals
+from automtd.plan import FactorCache, LayerInfo, Plan, decomposable_layers, model_totals
 from automtd.search._config import SearchConfig, search_config_from_dict
 from automtd.search._space import SpaceLayer, build_space
 from automtd.train import Teacher, evaluate
@@ -81,6 +82,7 @@ class SearchContext:
     checkpoint_sha256: str
     totals: tuple[int, int]
     teacher: Teacher
+    calibration_images: torch.Tensor | None = None
     options: TrialOptions = field(default_factory=TrialOptions)
     _base_accuracy: float | None = None
 
@@ -102,6 +104,31 @@ class SearchContext:
     def cache(self) -> FactorCache:
         """The study's factor cache (shared on disk by every worker of the study directory)."""
         return FactorCache(self.study_dir / "factors")
+
+    def calibrate(self, model: nn.Module, plan: Plan, *, batchnorm: bool = True) -> CalibrationReport | None:
+        """Calibrate ``model`` (the original with ``plan`` applied) in place as the config says (None when off).
+
+        In ``parallel`` mode each calibrated chain is kept in the study directory (``calibrated/``), keyed by the
+        original weights, the calibration images and settings, so a layer choice is calibrated once per study.
+        """
+        c = self.config.calibration
+        if self.calibration_images is None or not plan.layers:
+            return None
+        store = FactorCache(self.study_dir / "calibrated") if c.mode == "parallel" else None
+        return calibrate_plan(
+            self.base_model, model, plan, [self.calibration_images], images=int(self.calibration_images.shape[0]),
+            mode=c.mode, ridge=c.ridge, sweeps=c.sweeps, distill_steps=c.distill_steps, recalibrate_bn=batchnorm,
+            seed=self.config.seed, store=store, store_tag=self._calibration_tag(),
+        )
+
+    def _calibration_tag(self) -> str:
+        # what a calibrated chain depends on besides its layer, method and ranks
+        d = self.config.data
+        model = self.config.model.model_dump(mode="json", exclude={"checkpoint"})
+        data = {"weights": self.checkpoint_sha256, "model": model,
+                "dataset": d.dataset, "val_size": d.val_size, "seed": self.config.seed,
+                "calibration": self.config.calibration.model_dump(mode="json")}
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
 _CACHE: dict[str, SearchContext] = {}
@@ -147,11 +174,17 @@ def build_context(config: SearchConfig, study_dir: Path, options: TrialOptions |
         "std": spec.std,
         "val_size": config.data.val_size,
         "seed": config.seed,
+        "image_size": int(config.model.input_size[-1]),  # image folders are cropped to the model's input
     }
     train = get_dataset(config.data.dataset, "train", train_transform=True, subset=config.data.train_subset, **common)
-    val = get_dataset(config.data.dataset, "val", subset=config.data.val_subset, **common)
-    sens_n = min(config.sensitivity.val_subset, config.data.val_subset or config.data.val_size)
-    sens = get_dataset(config.data.dataset, "val", subset=sens_n, **common)
+    score = config.data.score_split
+    val = get_dataset(config.data.dataset, score, subset=config.data.val_subset, **common)
+    sens = get_dataset(config.data.dataset, score, subset=min(config.sensitivity.val_subset, len(val)), **common)
+    calibration = None
+    if config.calibration.enabled:
+        pool = len(train)  # type: ignore[arg-type]
+        calib = get_dataset(config.data.dataset, "train", subset=min(config.calibration.images, pool), **common)
+        calibration = torch.cat([batch[0] for batch in make_loader(calib, batch_size=256, shuffle=False)]).to(device)
     bs, ebs = config.data.batch_size, config.data.eval_batch_size
     layers = decomposable_layers(model, config.model.input_size)
     return SearchContext(
@@ -168,6 +201,7 @@ def build_context(config: SearchConfig, study_dir: Path, options: TrialOptions |
         checkpoint_sha256=checkpoint_sha256(ckpt),
         totals=model_totals(model, config.model.input_size),
         teacher=Teacher(model, fuse=opts.teacher_fused, channels_last=opts.teacher_fused, cache=opts.teacher_cache),
+        calibration_images=calibration,
         options=opts,
     )
 

@@ -15,19 +15,25 @@ import optuna
 import automtd.search._keys as keys
 from automtd._errors import ConfigError, StudyError
 from automtd.plan import Plan
-from automtd.search._front import trials_dataframe
+from automtd.search._front import at_fidelity, trials_dataframe
 
 __all__ = ["select_trial", "plan_of_trial", "export_plan"]
 
 
 def select_trial(
-    study: optuna.Study, *, trial: int | None = None, max_drop: float | None = None, min_ratio: float | None = None
+    study: optuna.Study, *, trial: int | None = None, max_drop: float | None = None, min_ratio: float | None = None,
+    fidelity: int | None = None,
 ) -> int:
-    """The number of the trial chosen by exactly one of ``trial``, ``max_drop``, ``min_ratio``."""
+    """The number of the trial chosen by exactly one of ``trial``, ``max_drop``, ``min_ratio``.
+
+    ``max_drop``/``min_ratio`` choose among the trials of rung ``fidelity`` (default: the highest reached).
+    """
     given = [k for k, v in (("--trial", trial), ("--max-drop", max_drop), ("--min-ratio", min_ratio)) if v is not None]
     if len(given) != 1:
         raise ConfigError(f"give exactly one of --trial, --max-drop, --min-ratio (got {', '.join(given) or 'none'})")
     df = trials_dataframe(study)
+    if trial is None:
+        df = at_fidelity(df, fidelity)
     if not len(df):
         raise StudyError(
             f"study {study.study_name!r} has no complete trial yet; run `automtd search` or a worker first"
@@ -77,9 +83,10 @@ def export_plan(
     trial: int | None = None,
     max_drop: float | None = None,
     min_ratio: float | None = None,
+    fidelity: int | None = None,
 ) -> tuple[Plan, int]:
     """Select a trial (see :func:`select_trial`), write its plan to ``output``; returns ``(plan, trial)``."""
-    number = select_trial(study, trial=trial, max_drop=max_drop, min_ratio=min_ratio)
+    number = select_trial(study, trial=trial, max_drop=max_drop, min_ratio=min_ratio, fidelity=fidelity)
     plan = plan_of_trial(study, number)
     plan.save(output)
     return plan, number

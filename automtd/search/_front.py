@@ -18,6 +18,7 @@ import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
 import automtd.search._keys as keys
+from automtd._errors import ConfigError
 from automtd.search._storage import open_storage
 from automtd.search._study import budget_status
 
@@ -25,13 +26,14 @@ __all__ = [
     "COLUMNS",
     "trials_dataframe",
     "front_dataframe",
+    "at_fidelity",
     "plot_front",
     "base_accuracy",
     "studies_dataframe",
 ]
 
 COLUMNS = ["trial", "accuracy", "drop", "params_ratio", "macs_ratio", "params", "macs", "n_decomposed",
-           "feasible", "warmstart"]
+           "feasible", "fidelity", "warmstart"]
 _ATTRS = ("number", "state", "values", "user_attrs", "constraints")  # the columns read from Optuna's dataframe
 _DEFAULT_OBJECTIVES = ["accuracy", "params_ratio", "macs_ratio"]
 
@@ -94,6 +96,7 @@ def trials_dataframe(study: optuna.Study) -> pd.DataFrame:
         "macs": count(keys.TRIAL_MACS),
         "n_decomposed": count(keys.TRIAL_N_DECOMPOSED),
         "feasible": (constraints.isna() | (constraints <= 0.0)).all(axis=1).astype(bool),
+        "fidelity": attr(keys.TRIAL_FIDELITY, 0).fillna(0).astype(int),
         "warmstart": attr(keys.TRIAL_WARMSTART, "").fillna("").astype(str),
     })
     if "latency" in objective or ("user_attrs", keys.TRIAL_LATENCY_MS) in done.columns:
@@ -118,9 +121,21 @@ def _front_numbers(study: optuna.Study, numbers: set[int]) -> set[int]:
     return {trials[t.number].number for t in view.best_trials}
 
 
-def front_dataframe(study: optuna.Study, *, max_drop: float | None = None, feasible_only: bool = True) -> pd.DataFrame:
-    """The non-dominated trials (see the module docstring), most compressed first."""
-    df = trials_dataframe(study)
+def at_fidelity(df: pd.DataFrame, fidelity: int | None) -> pd.DataFrame:
+    """The rows of ``df`` at rung ``fidelity``; None: at the highest rung any trial has reached."""
+    if fidelity is not None and (isinstance(fidelity, bool) or int(fidelity) < 0):
+        raise ConfigError(f"fidelity {fidelity!r} is invalid; give a rung >= 0 (0: the first fine-tune) or omit it")
+    if not len(df):
+        return df
+    rung = int(df["fidelity"].max()) if fidelity is None else int(fidelity)
+    return df[df["fidelity"] == rung]
+
+
+def front_dataframe(study: optuna.Study, *, max_drop: float | None = None, feasible_only: bool = True,
+                    fidelity: int | None = None) -> pd.DataFrame:
+    """The non-dominated trials (see the module docstring) of rung ``fidelity`` (default: the highest reached; a
+    multi-fidelity study compares plans only at one fine-tune budget), most compressed first."""
+    df = at_fidelity(trials_dataframe(study), fidelity)
     keep = df["feasible"].astype(bool) if feasible_only else pd.Series(True, index=df.index)
     if max_drop is not None:
         keep &= df["drop"] <= max_drop

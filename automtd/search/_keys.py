@@ -12,6 +12,8 @@ __all__ = [
     "STUDY_SPEC",
     "STUDY_SPEC_HASH",
     "STUDY_BUDGET",
+    "STUDY_TIME_BUDGET",
+    "STUDY_CREATED_AT",
     "STUDY_OBJECTIVE",
     "STUDY_OBJECTIVE_ARGS",
     "STUDY_CONFIG",
@@ -35,6 +37,9 @@ __all__ = [
     "TRIAL_CPU_SECONDS",
     "TRIAL_CACHE_HITS",
     "TRIAL_CACHE_MISSES",
+    "TRIAL_CALIBRATION",
+    "TRIAL_FIDELITY",
+    "TRIAL_PROMOTED_FROM",
     "TRIAL_TIME_PREFIX",
     "TRIAL_TIME_STORAGE",
     "TRIAL_FAIL_REASON",
@@ -49,6 +54,8 @@ __all__ = [
 STUDY_SPEC = "automtd:spec"  # the canonical study spec (what every worker must agree on)
 STUDY_SPEC_HASH = "automtd:spec_hash"  # written last when a study is created: its presence means "complete"
 STUDY_BUDGET = "automtd:n_trials"  # the trial budget shared by all workers
+STUDY_TIME_BUDGET = "automtd:time_budget_s"  # wall seconds from creation after which no trial starts
+STUDY_CREATED_AT = "automtd:created_at"  # UTC epoch seconds at creation (before the sensitivity pass)
 STUDY_OBJECTIVE = "automtd:objective"  # the registered name of the objective the workers run
 STUDY_OBJECTIVE_ARGS = "automtd:objective_args"  # keyword arguments of that objective
 STUDY_CONFIG = "config"  # the search config (credentials removed)
@@ -74,6 +81,9 @@ TRIAL_LATENCY_MS = "latency_ms"
 TRIAL_CPU_SECONDS = "cpu_seconds"
 TRIAL_CACHE_HITS = "cache_hits"
 TRIAL_CACHE_MISSES = "cache_misses"
+TRIAL_FIDELITY = "fidelity"  # the rung of a trial: 0, or the rung it was promoted to
+TRIAL_PROMOTED_FROM = "promoted_from"  # the number of the trial whose plan a promoted trial trains longer
+TRIAL_CALIBRATION = "calibration"  # layers calibrated / loaded from the store, mean relative error before -> after
 TRIAL_TIME_PREFIX = "time_"  # time_sample, time_decompose, time_finetune, ... (seconds)
 TRIAL_TIME_STORAGE = "time_storage"
 TRIAL_FAIL_REASON = "fail_reason"  # why a trial FAILed (shown by the dashboard and `front`)

@@ -24,12 +24,15 @@ from torch import nn
 
 import automtd.search._keys as keys
 from automtd._errors import AutomtdError, DecompositionError, StudyError
+from automtd.calibration import CalibrationReport
 from automtd.checkpoints import resolve_checkpoint
 from automtd.deploy import deploy_model
 from automtd.metrics import measure_latency
-from automtd.plan import KEEP_DENSE, LayerChoice, Plan, apply_plan, make_plan
+from automtd.models import require_trusted
+from automtd.plan import KEEP_DENSE, LayerChoice, Plan, apply_plan, make_plan, method_param_groups
 from automtd.search._config import SearchConfig, search_config_from_dict
 from automtd.search._context import SearchContext, checkpoint_sha256, get_context
+from automtd.search._fidelity import promote, rung_steps, trial_fidelity
 from automtd.search._redact import redact_url
 from automtd.search._space import sample_choices
 from automtd.train import TrainConfig, fit, recalibrate_batchnorm
@@ -102,15 +105,7 @@ def _check_finite(model: nn.Module, when: str) -> None:
 
 def constraint_values(config: SearchConfig, *, drop: float, params_ratio: float, macs_ratio: float) -> dict[str, float]:
     """Constraint values for ``trial.set_constraint`` (feasible when <= 0)."""
-    c = config.constraints
-    out: dict[str, float] = {}
-    if c.max_drop is not None:
-        out["max_drop"] = drop - c.max_drop
-    if c.min_params_ratio is not None:
-        out["min_params_ratio"] = c.min_params_ratio - params_ratio
-    if c.min_macs_ratio is not None:
-        out["min_macs_ratio"] = c.min_macs_ratio - macs_ratio
-    return out
+    return config.constraints.values(drop=drop, params_ratio=params_ratio, macs_ratio=macs_ratio)
 
 
 @contextmanager
@@ -122,13 +117,17 @@ def _timed(times: dict[str, float], key: str) -> Iterator[None]:
         times[key] = round(times.get(key, 0.0) + time.perf_counter() - start, 3)
 
 
-def _train_config(config: SearchConfig) -> TrainConfig:
-    return TrainConfig.from_finetune(config.finetune, seed=config.seed)
+def _train_config(config: SearchConfig, fidelity: int = 0) -> TrainConfig:
+    section = config.finetune
+    if fidelity:
+        section = section.model_copy(update={"steps": rung_steps(config, fidelity)})
+    return TrainConfig.from_finetune(section, seed=config.seed)
 
 
-def _early_stop(ctx: SearchContext, trial: optuna.trial.Trial) -> Callable[[int, nn.Module], None] | None:
+def _early_stop(ctx: SearchContext, trial: optuna.trial.Trial, fidelity: int
+                ) -> Callable[[int, nn.Module], None] | None:
     cfg = ctx.config
-    es, steps = cfg.finetune.early_stop, cfg.finetune.steps
+    es, steps = cfg.finetune.early_stop, rung_steps(cfg, fidelity)
     if not es.enabled or cfg.finetune.epochs is not None or not steps or steps < 4:
         return None
     check_at = max(1, int(round(es.at * steps)))
@@ -177,6 +176,8 @@ def run_trial(ctx: SearchContext, trial: optuna.trial.Trial) -> list[float]:
         choices = _warm_choices(plan, choices)
     else:
         plan = build_plan(ctx, choices)
+    fidelity = trial_fidelity(trial)
+    put(keys.TRIAL_FIDELITY, fidelity)
     put(keys.TRIAL_PLAN, plan.to_dict())
     put(keys.TRIAL_CHOICES, {name: c.as_dict() for name, c in choices.items()})
     put(keys.TRIAL_N_DECOMPOSED, len(plan.layers))
@@ -185,7 +186,13 @@ def run_trial(ctx: SearchContext, trial: optuna.trial.Trial) -> list[float]:
         model, hits, misses = compress(ctx, plan)
     put(keys.TRIAL_CACHE_HITS, hits)
     put(keys.TRIAL_CACHE_MISSES, misses)
-    if cfg.finetune.bn_recalibration_images:
+    calibrated = None
+    if cfg.calibration.enabled and plan.layers:
+        with _timed(times, _time_key("calibrate")):  # includes the BatchNorm re-estimation on its images
+            calibrated = ctx.calibrate(model, plan)
+    if calibrated is not None:
+        put(keys.TRIAL_CALIBRATION, _calibration_record(calibrated))
+    elif cfg.finetune.bn_recalibration_images:
         with _timed(times, _time_key("bn_recalibration")):
             batches = max(1, cfg.finetune.bn_recalibration_images // cfg.data.batch_size)
             recalibrate_batchnorm(model, ctx.train_loader, max_batches=batches, device=ctx.device,
@@ -200,8 +207,9 @@ def run_trial(ctx: SearchContext, trial: optuna.trial.Trial) -> list[float]:
                 for p in model.parameters():  # the copy of the frozen teacher is trained
                     p.requires_grad_(True)
                 teacher = ctx.teacher if cfg.finetune.kd else None
-                fit(model, ctx.train_loader, _train_config(cfg), teacher=teacher, device=ctx.device,
-                    step_callback=_early_stop(ctx, trial), progress=False)
+                fit(model, ctx.train_loader, _train_config(cfg, fidelity), teacher=teacher, device=ctx.device,
+                    step_callback=_early_stop(ctx, trial, fidelity), progress=False,
+                    param_groups=method_param_groups(model, plan, cfg.finetune.lr))
     finally:
         for key, value in list(times.items()):
             put(key, value)
@@ -237,6 +245,17 @@ def run_trial(ctx: SearchContext, trial: optuna.trial.Trial) -> list[float]:
     return [float(values[name]) for name in cfg.objectives]
 
 
+def _calibration_record(report: CalibrationReport) -> dict[str, float | int]:
+    done = [lc for lc in report.layers if lc.skipped is None]
+    n = max(len(done), 1)
+    return {
+        "layers": len(done),
+        "loaded": sum(lc.stored for lc in done),
+        "error_before": round(sum(lc.error_before for lc in done) / n, 5),
+        "error_after": round(sum(lc.error_after for lc in done) / n, 5),
+    }
+
+
 def _latency(ctx: SearchContext, model: nn.Module) -> float:
     # median milliseconds per image at batch 1 of the inference form (noisy on a shared machine: an optional
     # objective)
@@ -255,6 +274,7 @@ def make_objective(config: SearchConfig, *, study_dir: Path) -> Callable[[optuna
 
     def objective(trial: optuna.trial.Trial) -> Sequence[float]:
         try:
+            promote(trial.study, config)  # results so far may entitle plans to a longer fine-tune (next trials)
             return run_trial(get_context(config, study_dir), trial)
         except optuna.TrialPruned:
             raise
@@ -282,6 +302,8 @@ def study_spec(config: SearchConfig) -> dict[str, object]:
         "objectives": list(config.objectives),
         "constraints": config.constraints.model_dump(mode="json"),
         "finetune": config.finetune.model_dump(mode="json"),
+        "calibration": config.calibration.model_dump(mode="json"),
+        "fidelity": config.fidelity.model_dump(mode="json"),
         "sensitivity": config.sensitivity.model_dump(mode="json"),
         "seed": config.seed,
     }
@@ -294,6 +316,10 @@ def config_from_study(study: optuna.Study) -> SearchConfig:
         raise StudyError(
             f"study {study.study_name!r} has no stored search config; it was not created by `automtd search`"
         )
+    model = data.get("model") if isinstance(data, dict) else None
+    name = model.get("name") if isinstance(model, dict) else None
+    if isinstance(name, str):  # user code named by a database is imported only when the user named it too
+        require_trusted(name, f"study {study.study_name!r}", verb="names")
     return search_config_from_dict(data, source=f"config stored in study {study.study_name!r}")
 
 

@@ -12,6 +12,7 @@ with the study; the warm-start trials are enqueued only when the study is new.
 from __future__ import annotations
 
 import logging
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,8 @@ from automtd.search._keys import (
     STUDY_BASE_ACCURACY,
     STUDY_CHECKPOINT_SHA256,
     STUDY_CONFIG,
+    STUDY_CREATED_AT,
+    STUDY_TIME_BUDGET,
     STUDY_WARMSTART_DONE,
     TRIAL_WORKER,
 )
@@ -82,6 +85,7 @@ def prepare_study(config: SearchConfig, *, progress: bool = True) -> tuple[optun
             user_attrs={
                 STUDY_CONFIG: stored_config(config),  # no password: workers are given the URL
                 STUDY_CHECKPOINT_SHA256: ctx.checkpoint_sha256,
+                STUDY_CREATED_AT: time.time(),
             },
             sampler=make_sampler(config),
         )
@@ -89,6 +93,8 @@ def prepare_study(config: SearchConfig, *, progress: bool = True) -> tuple[optun
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 study.set_metric_names(objective_names(config))
+        if study.user_attrs.get(STUDY_TIME_BUDGET) != config.study.time_budget:
+            study.set_user_attr(STUDY_TIME_BUDGET, config.study.time_budget)  # None: no time limit
         if study.user_attrs.get(STUDY_BASE_ACCURACY) is None:
             study.set_user_attr(STUDY_BASE_ACCURACY, ctx.base_accuracy)
         table = ensure_sensitivity(study, ctx, progress=progress) if config.sensitivity.enabled else None

@@ -1,8 +1,9 @@
 """The sensitivity pass (MTD step 1-2): every layer x method x fraction, alone, without fine-tuning.
 
 Each candidate replaces only one layer of the original model (through the factor cache, so the
-trials that later pick the same ranks get the factors for free) and is scored on a validation
-subset.  The table is stored in the study's user attrs as plain JSON, so every worker on every
+trials that later pick the same ranks get the factors for free), is calibrated as trials are (the
+calibrated chain is stored for them too) and is scored on a subset of the score split.  The table
+is stored in the study's user attrs as plain JSON, so every worker on every
 machine reads it instead of computing it again.
 """
 
@@ -116,6 +117,7 @@ def compute_sensitivity(ctx: SearchContext, *, progress: bool = True) -> Sensiti
         try:
             plan = build_plan(ctx, {layer.name: choice})
             model, _, _ = compress(ctx, plan)
+            ctx.calibrate(model, plan, batchnorm=False)  # as trials will (stored, so they reuse it)
             acc, kl, _ = _score(model, ctx.sens_loader, ctx.device, reference)
             lp = plan.layers[0]
             row["accuracy"], row["drop"], row["kl"] = acc, base - acc, kl

@@ -4,9 +4,17 @@ Encoding (chosen for NSGA-II and multivariate TPE alike): every layer has two pa
 *always* sampled, whatever the method,
 
 * ``m:<layer>`` categorical over the allowed methods of the layer's type plus ``none``;
-* ``f:<layer>`` the fraction of the layer's dense parameters kept, log-uniform in
-  ``[space.fraction_low, space.fraction_high]``, mapped to ranks by the method's
-  ``ranks_for_fraction``.
+* ``f:<layer>`` log-uniform in ``[space.fraction_low, space.fraction_high]``, mapped to ranks by the
+  method's ``ranks_for_fraction``.
+
+With ``space.sampling: per_layer`` ``f:<layer>`` is the fraction of the layer's dense parameters kept.
+With ``space.sampling: budget`` (the default) a trial first samples ``target_ratio`` (log-uniform in
+``space.target_ratio``: dense over kept parameters of the searchable layers) and ``f:<layer>`` is the
+layer's relative *share*: the kept fraction is ``scale * share`` clipped to the fraction bounds, with
+the one ``scale`` (found by bisection) that makes the whole plan meet the target; a layer whose
+``scale * share`` reaches 1 stays dense.  Independent per-layer fractions average out, so their plans
+bunch around 2x whatever the bounds; sampling the budget first spreads a front over the whole range.
+Warm-start trials (enqueued with their layers' own fractions) keep those fractions as given.
 
 So the space is not conditional: NSGA-II crossover and mutation act on every parameter, and the
 multivariate TPE models the joint density without falling back to independent sampling.  A
@@ -17,11 +25,13 @@ Tucker-2, HT-2 or SVD alike), so an offspring switching method keeps a comparabl
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import optuna
 
+import automtd.search._keys as keys
 from automtd._errors import ConfigError
 from automtd.methods import LayerShape, get_method, methods_for
 from automtd.plan import KEEP_DENSE, LayerChoice, LayerInfo
@@ -33,11 +43,16 @@ __all__ = [
     "build_space",
     "choice_for",
     "sample_choices",
+    "budget_choices",
     "params_for_choice",
+    "with_target_ratio",
+    "TARGET_RATIO_PARAM",
     "layer_type",
 ]
 
-TrialParams = dict[str, str | float]  # ``m:<layer>`` -> method, ``f:<layer>`` -> fraction
+TrialParams = dict[str, str | float]  # ``m:<layer>`` -> method, ``f:<layer>`` -> fraction (or share)
+TARGET_RATIO_PARAM = "target_ratio"  # budget sampling: the searchable layers' params ratio a trial aims at
+_BISECTION_STEPS = 40  # on log(scale): the bracket spans a few decades, so 40 halvings reach ~1e-11 relative
 
 
 @dataclass(frozen=True)
@@ -97,14 +112,79 @@ def choice_for(layer: SpaceLayer, method: str, fraction: float) -> LayerChoice:
 def sample_choices(
     trial: optuna.trial.Trial, space: Sequence[SpaceLayer], config: SearchConfig
 ) -> dict[str, LayerChoice]:
-    """Sample every layer's method and fraction (both always present) and map them to ranks."""
+    """Sample every layer's method and size (both always present) and map them to ranks.
+
+    ``space.sampling`` decides what the size means (see the module docstring).
+    """
     low, high = config.space.fraction_low, config.space.fraction_high
-    out: dict[str, LayerChoice] = {}
+    budget = config.space.sampling == "budget"
+    target = 1.0
+    if budget:
+        lo, hi = config.space.target_ratio
+        target = float(trial.suggest_float(TARGET_RATIO_PARAM, lo, hi, log=lo < hi))
+    methods: dict[str, str] = {}
+    sizes: dict[str, float] = {}
     for layer in space:
-        method = str(trial.suggest_categorical(layer.method_param, list(layer.methods)))
-        fraction = float(trial.suggest_float(layer.fraction_param, low, high, log=low < high))
-        out[layer.name] = choice_for(layer, method, fraction)
-    return out
+        methods[layer.name] = str(trial.suggest_categorical(layer.method_param, list(layer.methods)))
+        sizes[layer.name] = float(trial.suggest_float(layer.fraction_param, low, high, log=low < high))
+    if not budget or keys.TRIAL_WARMSTART in trial.user_attrs:  # warm start: the fractions are the plan's own
+        return {layer.name: choice_for(layer, methods[layer.name], sizes[layer.name]) for layer in space}
+    return budget_choices(space, methods, sizes, target, config)
+
+
+def _scaled(layer: SpaceLayer, method: str, share: float, scale: float, low: float, high: float) -> LayerChoice:
+    """The choice of ``layer`` at ``scale * share`` (clipped to ``[low, high]``); dense from 1 up."""
+    wanted = scale * share
+    if method == KEEP_DENSE or wanted >= 1.0:
+        return LayerChoice(KEEP_DENSE)
+    return choice_for(layer, method, min(max(wanted, low), high))
+
+
+def _kept(layer: SpaceLayer, choice: LayerChoice) -> int:
+    if choice.keeps_dense:
+        return layer.shape.dense_params
+    return get_method(choice.method).params(layer.shape, choice.ranks)
+
+
+def budget_choices(
+    space: Sequence[SpaceLayer],
+    methods: Mapping[str, str],
+    shares: Mapping[str, float],
+    target_ratio: float,
+    config: SearchConfig,
+) -> dict[str, LayerChoice]:
+    """Per layer ``methods[name]`` at fraction ``scale * shares[name]`` (clipped to the fraction bounds,
+    dense from 1 up), with the largest ``scale`` whose plan keeps at most ``1 / target_ratio`` of the
+    searchable layers' dense parameters.
+
+    Kept parameters never decrease with ``scale`` (``ranks_for_fraction`` is monotone and a dense layer
+    keeps at least its decomposition's parameters), so a bisection on ``log(scale)`` finds it.  A target
+    the split cannot reach (every decomposed layer at ``fraction_low`` still keeps too much) gives the
+    most compressed plan of the split.
+    """
+    low, high = config.space.fraction_low, config.space.fraction_high
+    dense = sum(layer.shape.dense_params for layer in space)
+    allowed = dense / max(float(target_ratio), 1.0)
+
+    def plan(scale: float) -> dict[str, LayerChoice]:
+        return {
+            layer.name: _scaled(layer, methods[layer.name], shares[layer.name], scale, low, high) for layer in space
+        }
+
+    def fits(scale: float) -> bool:
+        return sum(_kept(layer, c) for layer, c in zip(space, plan(scale).values(), strict=True)) <= allowed
+
+    share_values = [shares[layer.name] for layer in space]
+    # all at fraction_low .. all dense; the margin keeps rounding of exp(log(x)) from missing either end
+    lo, hi = math.log(low / max(share_values)) - 1e-9, math.log(1.0 / min(share_values)) + 1e-9
+    if fits(math.exp(hi)):
+        return plan(math.exp(hi))
+    if not fits(math.exp(lo)):
+        return plan(math.exp(lo))
+    for _ in range(_BISECTION_STEPS):  # invariant: fits(exp(lo)) and not fits(exp(hi))
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if fits(math.exp(mid)) else (lo, mid)
+    return plan(math.exp(lo))
 
 
 def params_for_choice(layer: SpaceLayer, choice: LayerChoice, config: SearchConfig) -> TrialParams:
@@ -123,3 +203,21 @@ def params_for_choice(layer: SpaceLayer, choice: LayerChoice, config: SearchConf
             fraction = get_method(method).params(layer.shape, choice.ranks) / layer.shape.dense_params
     fraction = min(max(float(fraction), low), high)
     return {layer.method_param: method, layer.fraction_param: fraction}
+
+
+def with_target_ratio(space: Sequence[SpaceLayer], params: TrialParams, config: SearchConfig) -> TrialParams:
+    """``params`` (``m:``/``f:`` of every layer, e.g. from :func:`params_for_choice`) plus, under budget
+    sampling, the ``target_ratio`` their plan reaches (within ``space.target_ratio``), so an enqueued trial
+    records the target it meets."""
+    if config.space.sampling != "budget":
+        return dict(params)
+    dense = sum(layer.shape.dense_params for layer in space)
+    kept = 0
+    for layer in space:
+        method = str(params[layer.method_param])
+        fraction = float(params[layer.fraction_param])
+        kept += _kept(layer, LayerChoice(KEEP_DENSE) if method == KEEP_DENSE else choice_for(layer, method, fraction))
+    low, high = config.space.target_ratio
+    # clipped into the sampled range (a gentle warm-start plan reaches less than its low end): the sampler learns
+    # from the nearest target it could have drawn
+    return {**params, TARGET_RATIO_PARAM: min(max(dense / max(kept, 1), low), high)}

@@ -31,7 +31,15 @@ from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from automtd._errors import StudyError
-from automtd.search._keys import OPTUNA_RETRY_HISTORY, STUDY_BUDGET, STUDY_SPEC, STUDY_SPEC_HASH, TRIAL_FAIL_REASON
+from automtd.search._keys import (
+    OPTUNA_RETRY_HISTORY,
+    STUDY_BUDGET,
+    STUDY_CREATED_AT,
+    STUDY_SPEC,
+    STUDY_SPEC_HASH,
+    STUDY_TIME_BUDGET,
+    TRIAL_FAIL_REASON,
+)
 
 __all__ = [
     "BudgetStatus",
@@ -43,6 +51,7 @@ __all__ = [
     "study_budget",
     "set_study_budget",
     "budget_status",
+    "time_left",
     "finished_trials",
     "fail_reason",
     "study_names",
@@ -230,13 +239,17 @@ class BudgetStatus:
     superseded: int
     complete: int
 
+    out_of_time: bool = False
+
     @property
     def reached(self) -> bool:
-        return self.budget is not None and self.finished >= self.budget
+        return self.out_of_time or (self.budget is not None and self.finished >= self.budget)
 
     @property
     def can_start(self) -> bool:
         """A worker may ask for a trial: one is waiting, or a new one still fits in the budget."""
+        if self.out_of_time:
+            return False
         if self.waiting > 0:
             return True
         return self.budget is None or self.finished + self.running + self.waiting < self.budget
@@ -264,7 +277,16 @@ def budget_status(study: optuna.Study, trials: Sequence[FrozenTrial] | None = No
         waiting=counts[TrialState.WAITING],
         superseded=superseded,
         complete=counts[TrialState.COMPLETE],
+        out_of_time=time_left(study) == 0.0,
     )
+
+
+def time_left(study: optuna.Study) -> float | None:
+    """Seconds left of the study's wall-time budget (counted from its creation), 0.0 when spent, None if unset."""
+    budget, created = study.user_attrs.get(STUDY_TIME_BUDGET), study.user_attrs.get(STUDY_CREATED_AT)
+    if not isinstance(budget, (int, float)) or not isinstance(created, (int, float)):
+        return None
+    return max(0.0, float(budget) - (time.time() - float(created)))
 
 
 def finished_trials(study: optuna.Study) -> list[FrozenTrial]:

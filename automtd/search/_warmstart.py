@@ -30,7 +30,7 @@ from automtd.search._config import SearchConfig
 from automtd.search._context import SearchContext
 from automtd.search._objective import build_plan
 from automtd.search._sensitivity import SensitivityRow, SensitivityTable
-from automtd.search._space import SpaceLayer, TrialParams, params_for_choice
+from automtd.search._space import SpaceLayer, TrialParams, params_for_choice, with_target_ratio
 
 __all__ = [
     "mtd_params",
@@ -50,6 +50,8 @@ def _baseline_options(name: str, config: SearchConfig) -> dict[str, object]:
         return {"method": ws.uniform_method, "fraction": ws.uniform_fraction}
     if name == "ht2-energy":
         return {"energy": ws.ht2_energy}
+    if name == "alds":
+        return {"method": ws.alds_method, "ratio": ws.alds_ratio}
     return {}
 
 
@@ -72,7 +74,7 @@ def _trial_params(space: Sequence[SpaceLayer], config: SearchConfig, chosen: Map
     params: TrialParams = {}
     for layer in space:
         params.update(params_for_choice(layer, chosen.get(layer.name, LayerChoice(KEEP_DENSE)), config))
-    return params
+    return with_target_ratio(space, params, config)  # the sampler learns the target this plan meets
 
 
 def _params_of_rows(

@@ -228,7 +228,8 @@ def _loop(
                 _log.warning("storage reachable again after %.1f s; study reloaded", _since(outage_since))
             status = budget_status(study)
             if status.reached:
-                return WorkerResult(0, f"budget reached ({status.finished}/{status.budget} finished)", ran)
+                spent = "time budget spent" if status.out_of_time else "budget reached"
+                return WorkerResult(0, f"{spent} ({status.finished}/{status.budget} finished)", ran)
             if opts.n_trials is not None and ran >= opts.n_trials:
                 return WorkerResult(0, f"ran --n-trials {opts.n_trials} trials", ran)
             if opts.max_trial_time is not None:

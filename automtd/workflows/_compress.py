@@ -17,7 +17,7 @@ from automtd.checkpoints import load_checkpoint, read_meta, save_checkpoint
 from automtd.config import DataSection, FinetuneSection
 from automtd.data import get_dataset, make_loader
 from automtd.deploy import compare_models
-from automtd.plan import FactorCache, Plan, apply_plan, check_plan
+from automtd.plan import FactorCache, Plan, apply_plan, check_plan, method_param_groups
 from automtd.train import NonFiniteLossError, TrainConfig, evaluate, fit, recalibrate_batchnorm
 from automtd.training_methods import deeptwist_from_plan
 from automtd.utils import atomic_output, check_output
@@ -58,6 +58,8 @@ def finetune(
     *,
     step_callback: Callable[[int, nn.Module], None] | None = None,
     keep_better: bool = True,
+    image_size: int = 224,
+    plan: Plan | None = None,
 ) -> dict[str, Any]:
     """Re-estimate BatchNorm, then fine-tune ``model`` in place (``automtd.train.fit`` with ``teacher``).
 
@@ -65,11 +67,13 @@ def finetune(
     fine-tune.  With ``keep_better``, a fine-tune that ends below where it started is undone: the model
     gets its pre-fine-tune weights back and the summary says ``kept: "before"``.  A section without a
     budget (``finetune.steps`` 0) only re-estimates BatchNorm and scores the result.  A fine-tune whose loss
-    turns non-finite counts as ending at 0% (``steps`` -1, the reason under ``diverged``).
+    turns non-finite counts as ending at 0% (``steps`` -1, the reason under ``diverged``).  With the applied
+    ``plan``, each factor chain trains at its method's learning rate (:func:`automtd.plan.method_param_groups`).
     """
     d, ft = opts.data, opts.finetune
     common: dict[str, Any] = {"root": d.root, "mean": normalization["mean"], "std": normalization["std"],
-                              "val_size": d.val_size, "seed": opts.seed, "download": d.download}
+                              "val_size": d.val_size, "seed": opts.seed, "download": d.download,
+                              "image_size": image_size}  # image folders are cropped to the model's input
     train = get_dataset(d.dataset, "train", train_transform=True, subset=d.train_subset, **common)
     val = get_dataset(d.dataset, "val", subset=d.val_subset, **common)
     val_loader = make_loader(val, batch_size=d.eval_batch_size, shuffle=False)
@@ -101,6 +105,9 @@ def finetune(
         model.to("cpu")
         return summary
     snapshot = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()} if keep_better else None
+    groups = method_param_groups(model, plan, ft.lr) if plan is not None else None
+    if groups is not None:
+        summary["lr_per_method"] = {str(g["name"]): g["lr"] for g in groups}
     try:
         result = fit(
             model,
@@ -110,6 +117,7 @@ def finetune(
             device=opts.device,
             progress=opts.progress,
             step_callback=step_callback,
+            param_groups=groups,
         )
     except NonFiniteLossError as exc:
         if snapshot is None:
@@ -171,7 +179,8 @@ def compress_checkpoint(
         no_recalibration = finetune_options.finetune.model_copy(update={"bn_recalibration_images": 0})
         opts = replace(finetune_options, finetune=no_recalibration)
         # the dense model's pre-fine-tune weights are not of the plan's ranks: nothing better to keep
-        summary = finetune(model, original, opts, meta["normalization"], step_callback=twist, keep_better=False)
+        summary = finetune(model, original, opts, meta["normalization"], step_callback=twist, keep_better=False,
+                           image_size=int(plan.input_size[-1]))
         twist.finalize(model)  # the weights are exactly of the plan's ranks from here on
         apply_plan(model, plan, seed=seed)
         summary["deeptwist"] = {"interval": finetune_options.deeptwist_interval, "projections": twist.count}
@@ -183,7 +192,8 @@ def compress_checkpoint(
             extra["calibration"] = _calibrate(original, model, plan, finetune_options, meta["normalization"],
                                               calibrate, seed)
         summary = (
-            finetune(model, original, finetune_options, meta["normalization"], keep_better=keep_better)
+            finetune(model, original, finetune_options, meta["normalization"], keep_better=keep_better,
+                     image_size=int(plan.input_size[-1]), plan=plan)
             if finetune_options
             else None
         )
@@ -223,8 +233,10 @@ def _calibrate(
     d = opts.data
     train = get_dataset(d.dataset, "train", train_transform=False, subset=d.train_subset, root=d.root,
                         mean=normalization["mean"], std=normalization["std"], val_size=d.val_size, seed=opts.seed,
-                        download=d.download)
+                        download=d.download, image_size=int(plan.input_size[-1]))
     loader = make_loader(train, batch_size=d.eval_batch_size, shuffle=True, seed=seed)
-    report = calibrate_plan(original, model, plan, loader, images=images, seed=seed)
+    # the fine-tune step re-estimates BatchNorm when asked to; calibrating must not do it behind its back
+    report = calibrate_plan(original, model, plan, loader, images=images, seed=seed,
+                            recalibrate_bn=bool(opts.finetune.bn_recalibration_images))
     return {"images": report.images, "mode": report.mode, "seconds": round(report.seconds, 2),
             "summary": report.summary()}
