@@ -84,6 +84,12 @@ CONFIG_CASES: dict[str, tuple[Callable[[dict[str, Any]], None], int, tuple[str, 
         ("/nonexistent/cifar",),
     ),
     "missing_checkpoint": (_set("model.checkpoint", "/nonexistent/missing-weights.th"), 5, ("missing-weights.th",)),
+    "rung_below_the_trial_budget": (_set("fidelity.rungs", [20, 160]), 2, ("fidelity.rungs[0]=20",
+                                                                           "must exceed finetune.steps=40")),
+    "rungs_not_ascending": (_set("fidelity.rungs", [320, 160]), 2, ("[320, 160]", "ascending")),
+    "negative_time_budget": (_set("study.time_budget", -5), 2, ("'study.time_budget'", "-5")),
+    "unknown_score_split": (_set("data.score_split", "test"), 2, ("'data.score_split'", "test-select", "val")),
+    "calibration_mode": (_set("calibration.mode", "both"), 2, ("'calibration.mode'", "parallel", "sequential")),
 }
 
 

@@ -170,3 +170,9 @@ def test_no_cuda_runtime_line_from_torch(tmp_path: Path) -> None:
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err.decode()
     assert b"cifar_resnet20" in out and b"No CUDA runtime" not in err, err.decode()
+
+
+def test_front_of_a_negative_rung_is_a_one_line_error(study: str, capsys: pytest.CaptureFixture[str]) -> None:
+    _fails(capsys, ["front", "--study", "s", "--storage", study, "--fidelity", "-1"], 2,
+           "fidelity -1 is invalid; give a rung >= 0")
+    assert main(["front", "--study", "s", "--storage", study, "--fidelity", "0"]) == 0

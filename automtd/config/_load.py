@@ -80,7 +80,11 @@ def _format_error(err: Mapping[str, Any], source: str) -> str:
     if kind == "missing":
         return f"{source}: missing required key {loc!r}; add it"
     value = err.get("input")
-    return f"{source}: key {loc!r} = {value!r} is invalid: {err.get('msg', 'invalid value')}"
+    msg = str(err.get("msg", "invalid value"))
+    if isinstance(value, Mapping):  # a check across the keys of a section (or of the whole file): they are named
+        where = "" if loc == "<root>" else f"section {loc!r}: "
+        return f"{source}: {where}{msg.removeprefix('Value error, ')}"
+    return f"{source}: key {loc!r} = {value!r} is invalid: {msg}"
 
 
 def parse_config(data: object, cls: type[C], *, source: str = "config") -> C:

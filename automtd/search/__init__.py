@@ -6,7 +6,7 @@ worker, heartbeat, janitor) live in private modules re-exported here; see ``docs
 ``docs/distributed.md``.
 """
 
-from automtd.search._config import SearchConfig, load_search_config
+from automtd.search._config import SearchConfig, load_search_config, search_config_from_dict
 from automtd.search._context import SearchContext, TrialOptions, build_context, get_context
 from automtd.search._export import export_plan, plan_of_trial, select_trial
 from automtd.search._front import front_dataframe, plot_front, studies_dataframe, trials_dataframe
@@ -30,7 +30,7 @@ from automtd.search._registry import (
     register_objective,
 )
 from automtd.search._run import SearchResult, delete_search_study, load_search_study, prepare_study, run_search
-from automtd.search._space import SpaceLayer, build_space, choice_for, params_for_choice
+from automtd.search._space import SpaceLayer, build_space, choice_for, params_for_choice, sample_choices
 from automtd.search._storage import StorageOptions, front_plot_path, open_storage, parse_storage_url, redact_url
 from automtd.search._study import budget_status, create_or_load_study, finished_trials, open_study, spec_hash
 from automtd.search._worker import WorkerOptions, WorkerResult, run_worker
@@ -51,6 +51,7 @@ __all__ = [
     "finished_trials",
     "front_dataframe",
     "load_search_config",
+    "search_config_from_dict",
     "load_search_study",
     "make_objective",
     "make_sampler",
@@ -83,6 +84,7 @@ __all__ = [
     "load_plugins",
     "SpaceLayer",
     "build_space",
+    "sample_choices",
     "choice_for",
     "params_for_choice",
     "front_plot_path",
