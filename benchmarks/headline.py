@@ -1,0 +1,102 @@
+"""Commit the headline compressed models: the best final plans of an equal-compute fronts run, re-checkable.
+
+For each model of ``--results`` (a fronts results folder whose final part used the ``apply`` recipe, so every plan
+has its compressed checkpoint under ``fronts/checkpoints``), the most compressed plan within each ``--drops`` of
+the original's test accuracy is copied to ``benchmarks/results/headline/<model>_<plan>/`` (the folder ``automtd
+apply`` wrote) and listed in ``benchmarks/results/headline/headline.json``, a list of::
+
+    {"model", "base_checkpoint", "compressed", "params_ratio", "macs_ratio", "test_top1", "base_test_top1",
+     "eval_images", "evaluate"}
+
+with paths relative to the repository root (a base from ``../shared/weights`` is named that way).  Each
+``test_top1`` is re-measured here from the copied checkpoint with ``automtd evaluate``'s own code path, on the
+images the plans were never selected on (``test-report``), and must equal the final part's number.
+
+    python benchmarks/headline.py --results benchmarks/results/compress
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from benchmarks._common import CHECKPOINTS, RESULTS, log, read_json  # noqa: E402
+
+HEADLINE = RESULTS / "headline"
+
+
+def _base_checkpoint(model: str) -> str:
+    if model in CHECKPOINTS:
+        return f"../shared/weights/cifar10_resnet_akamaster/{CHECKPOINTS[model]}"
+    raise SystemExit(f"no shared base checkpoint known for {model!r}")
+
+
+def _evaluate(directory: Path, split: str) -> tuple[float, int]:
+    from automtd.checkpoints import load_checkpoint
+    from automtd.data import get_dataset, make_loader
+    from automtd.train import evaluate
+
+    model, meta = load_checkpoint(directory)
+    norm = meta["normalization"]
+    ds = get_dataset("cifar10", split, mean=norm["mean"], std=norm["std"])
+    return float(evaluate(model, make_loader(ds, batch_size=500, shuffle=False), device="cpu")), len(ds)
+
+
+def pick(rows: list[dict[str, Any]], drops: list[float]) -> list[dict[str, Any]]:
+    """Per model and drop bound, the final row with the highest params ratio within it (each plan once)."""
+    chosen: dict[tuple[str, str], dict[str, Any]] = {}
+    for model in sorted({r["model"] for r in rows}):
+        for bound in drops:
+            ok = [r for r in rows if r["model"] == model and r["drop"] <= bound and r.get("checkpoint")]
+            if ok:
+                best = max(ok, key=lambda r: (r["params_ratio"], -r["drop"]))
+                chosen.setdefault((model, best["plan"]), {**best, "within": bound})
+    return list(chosen.values())
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--results", type=Path, required=True, help="fronts results folder (apply recipe)")
+    p.add_argument("--drops", default="0.5,1.0", help="test-drop bounds in points (default 0.5,1.0)")
+    args = p.parse_args(argv)
+    final = read_json(args.results / "fronts_final.json")
+    rows = [r for r in final["final"] if r.get("test_split") == "test-report"]
+    if not rows:
+        raise SystemExit(f"{args.results}/fronts_final.json has no rows scored on test-report (recipe apply)")
+    HEADLINE.mkdir(parents=True, exist_ok=True)
+    entries = []
+    for row in pick(rows, [float(d) for d in args.drops.split(",")]):
+        source = REPO / row["checkpoint"]
+        target = HEADLINE / f"{row['model']}_{row['plan']}"
+        if target.exists():
+            shutil.rmtree(target)
+        shutil.copytree(source, target)
+        top1, images = _evaluate(target, "test-report")
+        base_top1 = float(row["base_test_acc"])
+        if abs(top1 - float(row["test_acc"])) > 1e-6:
+            raise SystemExit(f"{target}: test-report top-1 {top1:.2f} differs from the final part's "
+                             f"{row['test_acc']:.2f}; re-run the final part")
+        rel = target.relative_to(REPO).as_posix()
+        entries.append({
+            "model": row["model"], "base_checkpoint": _base_checkpoint(row["model"]), "compressed": rel,
+            "plan": row["plan"], "source": row["source"], "within_drop": row["within"],
+            "params_ratio": row["params_ratio"], "macs_ratio": row["macs_ratio"], "test_top1": top1,
+            "base_test_top1": base_top1, "drop": base_top1 - top1,
+            "eval_images": f"cifar10 test-report: the {images} test images no search scored (the other half, "
+                           "test-select, chose the plans)",
+            "evaluate": f"automtd evaluate --checkpoint {rel} --data cifar10 --split test-report",
+        })
+        log(f"{rel}: params x{row['params_ratio']:.2f}, test-report top-1 {top1:.2f} (base {base_top1:.2f})")
+    (HEADLINE / "headline.json").write_text(json.dumps(entries, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
