@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +14,19 @@ from optuna.trial import TrialState
 from automtd._errors import ConfigError
 from automtd.search import front_dataframe, run_search, select_trial
 from automtd.search._config import search_config_from_dict
-from automtd.search._fidelity import pareto_ranks, promotion_candidates
+from automtd.search._fidelity import crowding_distances, pareto_ranks, promotion_candidates
 from tests.test_search import tiny_config
 
 MAX = StudyDirection.MAXIMIZE
+
+
+def test_crowding_distance_ranks_the_ends_of_a_front_first() -> None:
+    values = [[91.0, 1.5], [90.0, 2.0], [89.0, 3.0], [85.0, 4.0], [92.0, 1.2], [80.0, 3.0]]
+    ranks = pareto_ranks(values, [MAX, MAX])
+    spread = crowding_distances(values, ranks)
+    assert ranks == [0, 0, 0, 0, 0, 1]
+    assert spread[3] == spread[4] == spread[5] == math.inf  # the ends of each rank
+    assert spread[2] > spread[1] > spread[0]  # the middle point with the widest gap around it first
 
 
 def test_pareto_ranks_sort_fronts() -> None:
@@ -45,11 +55,12 @@ def test_a_rung_promotes_its_best_half_once() -> None:
     config = _config(eta=2)
     trials = [_trial(0, 91.0, 1.5), _trial(1, 90.0, 3.0), _trial(2, 80.0, 1.2), _trial(3, 85.0, 1.1),
               _trial(4, 86.0, 9.0), _trial(5, 91.5, 1.0)]
-    # 5 feasible results (trial 2: drop 12 > 10): two promotions, the front first, higher accuracy first
+    # 5 feasible results (trial 2: drop 12 > 10): two promotions from the front (5, 0, 1, 4), its two ends first
+    # (crowding distance), the more accurate end first
     picked = [t.number for t in promotion_candidates(trials, [MAX, MAX], config, rung=0)]
-    assert picked == [5, 0]
+    assert picked == [5, 4]
     trials.append(_trial(6, 0.0, 0.0, fidelity=1, promoted_from=5, state=TrialState.WAITING))
-    assert [t.number for t in promotion_candidates(trials, [MAX, MAX], config, rung=0)] == [0]
+    assert [t.number for t in promotion_candidates(trials, [MAX, MAX], config, rung=0)] == [4]
     assert promotion_candidates(trials[:1], [MAX, MAX], config, rung=0) == []  # 1 // 2 = 0 promotions
 
 

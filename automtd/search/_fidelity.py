@@ -2,7 +2,8 @@
 
 A trial's fidelity is its rung: rung 0 fine-tunes ``finetune.steps`` steps, rung ``r`` ``fidelity.rungs[r-1]``.
 Promotion is asynchronous successive halving (ASHA) on Pareto rank: whenever a rung holds ``n`` complete,
-feasible trials, its best ``n // eta`` by non-dominated sorting (ties: higher accuracy first) are promoted, each
+feasible trials, its best ``n // eta`` by non-dominated sorting are promoted (within a rank, NSGA-II's crowding
+distance first, so the ends and the spread of the front go up before its crowded middle), each
 as a new trial of the next rung with the same parameters (and the same exact plan for a warm-start trial),
 enqueued in the study so that any worker on any machine takes it.  Every trial runs :func:`promote` before its own
 work, so the study promotes as results arrive, with no coordinator.  Two workers promoting at the same moment may
@@ -11,6 +12,7 @@ both enqueue one plan; the copy costs one trial and changes no result.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import optuna
@@ -20,7 +22,7 @@ from optuna.trial import FrozenTrial, TrialState
 import automtd.search._keys as keys
 from automtd.search._config import SearchConfig
 
-__all__ = ["trial_fidelity", "rung_steps", "pareto_ranks", "promotion_candidates", "promote"]
+__all__ = ["trial_fidelity", "rung_steps", "pareto_ranks", "crowding_distances", "promotion_candidates", "promote"]
 
 
 def trial_fidelity(trial: optuna.trial.BaseTrial | FrozenTrial) -> int:
@@ -60,6 +62,22 @@ def pareto_ranks(values: Sequence[Sequence[float]], directions: Sequence[StudyDi
     return ranks
 
 
+def crowding_distances(values: Sequence[Sequence[float]], ranks: Sequence[int]) -> list[float]:
+    """NSGA-II's crowding distance of each point within its Pareto rank: the extremes of every objective get
+    infinity, the others the sum over objectives of the normalised gap between their neighbours."""
+    out = [0.0] * len(values)
+    for level in set(ranks):
+        members = [i for i, r in enumerate(ranks) if r == level]
+        for k in range(len(values[members[0]]) if members else 0):
+            ordered = sorted(members, key=lambda i: values[i][k])
+            span = values[ordered[-1]][k] - values[ordered[0]][k]
+            out[ordered[0]] = out[ordered[-1]] = math.inf
+            for left, mid, right in zip(ordered, ordered[1:], ordered[2:], strict=False):
+                if span > 0 and out[mid] != math.inf:
+                    out[mid] += (values[right][k] - values[left][k]) / span
+    return out
+
+
 def _feasible(trial: FrozenTrial, config: SearchConfig) -> bool:
     ua = trial.user_attrs
     try:
@@ -82,8 +100,10 @@ def promotion_candidates(trials: Sequence[FrozenTrial], directions: Sequence[Stu
         return []
     promoted = {int(t.user_attrs[keys.TRIAL_PROMOTED_FROM]) for t in trials
                 if trial_fidelity(t) == rung + 1 and keys.TRIAL_PROMOTED_FROM in t.user_attrs}
-    ranks = pareto_ranks([list(t.values) for t in done], directions)
-    order = sorted(range(len(done)), key=lambda i: (ranks[i], -done[i].values[0], done[i].number))
+    values = [list(t.values) for t in done]
+    ranks = pareto_ranks(values, directions)
+    spread = crowding_distances(values, ranks)
+    order = sorted(range(len(done)), key=lambda i: (ranks[i], -spread[i], -done[i].values[0], done[i].number))
     best = [done[i] for i in order[:allowed]]
     return [t for t in best if t.number not in promoted]
 
