@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import copy
 import os
-import platform
 import shlex
 import sys
 import time
@@ -34,22 +33,16 @@ from automtd.methods import LayerShape, cp_als, get_method
 from automtd.plan import LayerChoice, apply_plan, decomposable_layers, make_plan
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from benchmarks._common import cpu_model  # noqa: E402
+
 INPUT_SIZE = (3, 224, 224)
 VARIANTS = ("cp", "cp_float64", "tucker2")
 
 
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.double() - b.double()).norm() / b.double().norm())
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _run(variant: str, weight: torch.Tensor, shape: LayerShape, fraction: float) -> tuple[float, float, int | None]:
@@ -121,7 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "",
         f"Command: `{shlex.join([sys.executable.rsplit('/', 1)[-1], *sys.argv])}`  ",
         f"Date: {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}  ",
-        f"Machine: {_cpu()}, {os.cpu_count()} logical CPUs, torch {torch.__version__}, "
+        f"Machine: {cpu_model()}, {os.cpu_count()} logical CPUs, torch {torch.__version__}, "
         f"torch threads {args.threads}  ",
         f"Load average before/after: {load_before[0]:.2f} / {load_after[0]:.2f} "
         f"({'the CPU was shared with other jobs' if max(load_before[0], load_after[0]) > args.threads else 'idle'})  ",
