@@ -36,6 +36,7 @@ __all__ = [
     "FinetuneSection",
     "EarlyStopSection",
     "FidelitySection",
+    "LatencySection",
     "SamplerSection",
     "SensitivitySection",
     "WarmstartSection",
@@ -171,6 +172,23 @@ class FinetuneSection(SharedFinetuneSection):
     early_stop: EarlyStopSection = Field(default_factory=EarlyStopSection)  # type: ignore[arg-type]
 
 
+class LatencySection(StrictModel):
+    """``latency:`` how the ``latency`` objective is measured.
+
+    With ``table`` (a file written by ``automtd latency-table``) each trial's latency is predicted from the
+    table's target matching ``runtime``, ``batch``, ``threads`` (and ``machine`` when given): deterministic,
+    the same on every worker, no timing inside trials; the target is stored with the study at creation, so
+    workers elsewhere need no copy of the file.  Without a table each trial times its deployed model at batch 1
+    (noisy on a shared machine).  The objective is milliseconds per forward of one batch.
+    """
+
+    table: ConfigPath | None = None
+    runtime: Literal["torch", "onnxruntime"] = "onnxruntime"
+    batch: int = Field(1, ge=1)
+    threads: int = Field(1, ge=1)
+    machine: str | None = None
+
+
 class SamplerSection(StrictModel):
     name: Literal["tpe", "nsga2", "random"] = "tpe"
     n_startup_trials: int = Field(8, ge=0)
@@ -254,6 +272,7 @@ class SearchConfig(StrictModel):
     finetune: FinetuneSection = Field(default_factory=FinetuneSection)  # type: ignore[arg-type]
     calibration: CalibrationSection = Field(default_factory=CalibrationSection)  # type: ignore[arg-type]
     fidelity: FidelitySection = Field(default_factory=FidelitySection)  # type: ignore[arg-type]
+    latency: LatencySection = Field(default_factory=LatencySection)  # type: ignore[arg-type]
     sampler: SamplerSection = Field(default_factory=SamplerSection)  # type: ignore[arg-type]
     sensitivity: SensitivitySection = Field(default_factory=SensitivitySection)  # type: ignore[arg-type]
     warmstart: WarmstartSection = Field(default_factory=WarmstartSection)  # type: ignore[arg-type]

@@ -14,6 +14,7 @@ __all__ = [
     "STUDY_BUDGET",
     "STUDY_TIME_BUDGET",
     "STUDY_CREATED_AT",
+    "STUDY_LATENCY_TABLE",
     "STUDY_OBJECTIVE",
     "STUDY_OBJECTIVE_ARGS",
     "STUDY_CONFIG",
@@ -34,6 +35,7 @@ __all__ = [
     "TRIAL_PARAMS_RATIO",
     "TRIAL_MACS_RATIO",
     "TRIAL_LATENCY_MS",
+    "TRIAL_LATENCY_SOURCE",
     "TRIAL_CPU_SECONDS",
     "TRIAL_CACHE_HITS",
     "TRIAL_CACHE_MISSES",
@@ -55,6 +57,7 @@ STUDY_SPEC = "automtd:spec"  # the canonical study spec (what every worker must 
 STUDY_SPEC_HASH = "automtd:spec_hash"  # written last when a study is created: its presence means "complete"
 STUDY_BUDGET = "automtd:n_trials"  # the trial budget shared by all workers
 STUDY_TIME_BUDGET = "automtd:time_budget_s"  # wall seconds from creation after which no trial starts
+STUDY_LATENCY_TABLE = "automtd:latency_table"  # the latency table target the `latency` objective predicts from
 STUDY_CREATED_AT = "automtd:created_at"  # UTC epoch seconds at creation (before the sensitivity pass)
 STUDY_OBJECTIVE = "automtd:objective"  # the registered name of the objective the workers run
 STUDY_OBJECTIVE_ARGS = "automtd:objective_args"  # keyword arguments of that objective
@@ -78,6 +81,7 @@ TRIAL_MACS = "macs"
 TRIAL_PARAMS_RATIO = "params_ratio"
 TRIAL_MACS_RATIO = "macs_ratio"
 TRIAL_LATENCY_MS = "latency_ms"
+TRIAL_LATENCY_SOURCE = "latency_source"  # "table <target key>" (predicted) or "timed" (measured in the trial)
 TRIAL_CPU_SECONDS = "cpu_seconds"
 TRIAL_CACHE_HITS = "cache_hits"
 TRIAL_CACHE_MISSES = "cache_misses"

@@ -26,13 +26,12 @@ import automtd.search._keys as keys
 from automtd._errors import AutomtdError, DecompositionError, StudyError
 from automtd.calibration import CalibrationReport
 from automtd.checkpoints import resolve_checkpoint
-from automtd.deploy import deploy_model
-from automtd.metrics import measure_latency
 from automtd.models import require_trusted
 from automtd.plan import KEEP_DENSE, LayerChoice, Plan, apply_plan, make_plan, method_param_groups
 from automtd.search._config import SearchConfig, search_config_from_dict
 from automtd.search._context import SearchContext, checkpoint_sha256, get_context
 from automtd.search._fidelity import promote, rung_steps, trial_fidelity
+from automtd.search._latency import stored_table, trial_latency
 from automtd.search._redact import redact_url
 from automtd.search._space import sample_choices
 from automtd.train import TrainConfig, fit, recalibrate_batchnorm
@@ -216,7 +215,8 @@ def run_trial(ctx: SearchContext, trial: optuna.trial.Trial) -> list[float]:
     _check_finite(model, "after fine-tuning")
     with _timed(times, _time_key("evaluate")):
         acc = ctx.score(model.eval(), ctx.val_loader) if tuned else acc_before
-        latency = _latency(ctx, model) if "latency" in cfg.objectives else None
+        latency, source = (trial_latency(ctx, model, plan, stored_table(trial.study)) if "latency" in cfg.objectives
+                           else (None, None))
     drop = ctx.base_accuracy - acc
     record: dict[str, float | int] = {
         keys.TRIAL_ACCURACY: acc,
@@ -232,6 +232,8 @@ def run_trial(ctx: SearchContext, trial: optuna.trial.Trial) -> list[float]:
     record[keys.TRIAL_CPU_SECONDS] = round(time.process_time() - cpu_start, 2)
     for key, value in record.items():
         put(key, value)
+    if source is not None:
+        put(keys.TRIAL_LATENCY_SOURCE, source)
     # every write of this trial but this one
     trial.set_user_attr(keys.TRIAL_TIME_STORAGE, times[keys.TRIAL_TIME_STORAGE])
     if not math.isfinite(acc):
@@ -254,15 +256,6 @@ def _calibration_record(report: CalibrationReport) -> dict[str, float | int]:
         "error_before": round(sum(lc.error_before for lc in done) / n, 5),
         "error_after": round(sum(lc.error_after for lc in done) / n, 5),
     }
-
-
-def _latency(ctx: SearchContext, model: nn.Module) -> float:
-    # median milliseconds per image at batch 1 of the inference form (noisy on a shared machine: an optional
-    # objective)
-    size = tuple(ctx.config.model.input_size)
-    model = model.to(ctx.device)
-    timed = deploy_model(model, example_input=torch.randn(1, *size, device=ctx.device)).module
-    return 1000.0 * float(measure_latency(timed, size, min_run_time=0.3, device=ctx.device))
 
 
 def make_objective(config: SearchConfig, *, study_dir: Path) -> Callable[[optuna.trial.Trial], Sequence[float]]:
@@ -304,6 +297,8 @@ def study_spec(config: SearchConfig) -> dict[str, object]:
         "finetune": config.finetune.model_dump(mode="json"),
         "calibration": config.calibration.model_dump(mode="json"),
         "fidelity": config.fidelity.model_dump(mode="json"),
+        "latency": config.latency.model_dump(mode="json", exclude={"table"}) if "latency" in config.objectives
+        else None,
         "sensitivity": config.sensitivity.model_dump(mode="json"),
         "seed": config.seed,
     }

@@ -28,11 +28,13 @@ from automtd.search._keys import (
     STUDY_CHECKPOINT_SHA256,
     STUDY_CONFIG,
     STUDY_CREATED_AT,
+    STUDY_LATENCY_TABLE,
     STUDY_TIME_BUDGET,
     STUDY_WARMSTART_DONE,
     TRIAL_WORKER,
 )
-from automtd.search._objective import directions, make_sampler, objective_names, study_spec
+from automtd.search._latency import study_table
+from automtd.search._objective import build_plan, directions, make_sampler, objective_names, study_spec
 from automtd.search._redact import stored_config
 from automtd.search._runners import resolve_jobs, run_runners
 from automtd.search._sensitivity import ensure_sensitivity
@@ -74,6 +76,7 @@ def prepare_study(config: SearchConfig, *, progress: bool = True) -> tuple[optun
     url = config.storage_url()
     study_dir = study_dir_for(url, config.study.name, config)
     ctx = get_context(config, study_dir)
+    latency_table = study_table(config, build_plan(ctx, {}))  # checked before anything is written
     with RunnerLock(url):
         storage = open_storage(url, create_schema=True)
         study, created = create_or_load_study(
@@ -86,6 +89,7 @@ def prepare_study(config: SearchConfig, *, progress: bool = True) -> tuple[optun
                 STUDY_CONFIG: stored_config(config),  # no password: workers are given the URL
                 STUDY_CHECKPOINT_SHA256: ctx.checkpoint_sha256,
                 STUDY_CREATED_AT: time.time(),
+                **({STUDY_LATENCY_TABLE: latency_table} if latency_table is not None else {}),
             },
             sampler=make_sampler(config),
         )

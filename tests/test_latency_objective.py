@@ -1,0 +1,62 @@
+"""The search's ``latency`` objective predicted from a latency table stored with the study (no timing in trials)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from optuna.trial import TrialState
+
+from automtd import ConfigError
+from automtd.latency import LatencyTarget, build_latency_table, predict_latency
+from automtd.models import get_model
+from automtd.plan import Plan, decomposable_layers
+from automtd.search import build_space, run_search
+from automtd.search._keys import STUDY_LATENCY_TABLE
+from automtd.search._latency import stored_table
+from tests.test_latency_table import _fake_timing
+from tests.test_search import tiny_config
+
+SIZE = (3, 32, 32)
+
+
+def _table(path: Path, config, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001 - a SearchConfig
+    _fake_timing(monkeypatch, [])
+    model = get_model("cifar_resnet20")
+    layers = build_space(decomposable_layers(model, SIZE), config)
+    build_latency_table(path, model, architecture="cifar_resnet20", layers=layers,
+                        target=LatencyTarget("onnxruntime", 1, 1, SIZE, machine="test cpu"),
+                        fraction_low=config.space.fraction_low, fraction_high=config.space.fraction_high, points=4)
+
+
+def test_trials_predict_their_latency_from_the_table_stored_with_the_study(
+    tmp_path: Path, data_root: Path, resnet20_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    storage = f"sqlite:///{tmp_path / 'lat.db'}"
+    changes = {"study.name": "lat", "study.n_trials": 3, "objectives": ["accuracy", "latency"],
+               "latency": {"table": str(tmp_path / "table.json"), "runtime": "onnxruntime", "batch": 1, "threads": 1},
+               "sensitivity.enabled": False, "warmstart.enabled": False}
+    cfg = tiny_config(data_root, resnet20_checkpoint, storage, **changes)
+    _table(tmp_path / "table.json", cfg, monkeypatch)
+    study = run_search(cfg, progress=False).study
+    (tmp_path / "table.json").unlink()  # the study holds its own copy: workers need no file
+    table = stored_table(study)
+    assert table is not None and STUDY_LATENCY_TABLE in study.user_attrs
+    done = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert done
+    for t in done:
+        assert t.user_attrs["latency_source"].startswith("table onnxruntime")
+        expected = predict_latency(table, Plan.from_dict(t.user_attrs["plan"]))
+        assert t.values[1] == pytest.approx(expected) and t.user_attrs["latency_ms"] == pytest.approx(expected)
+
+
+def test_a_table_without_the_model_is_refused_before_the_study_exists(
+    tmp_path: Path, data_root: Path, resnet20_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    storage = f"sqlite:///{tmp_path / 'none.db'}"
+    cfg = tiny_config(data_root, resnet20_checkpoint, storage, **{
+        "objectives": ["accuracy", "latency"], "latency": {"table": str(tmp_path / "missing.json")},
+        "sensitivity.enabled": False, "warmstart.enabled": False})
+    with pytest.raises(ConfigError, match="does not exist; build it with `automtd latency-table"):
+        run_search(cfg, progress=False)
+    assert not (tmp_path / "none.db").exists()
