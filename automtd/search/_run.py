@@ -199,7 +199,8 @@ def _run_parallel(
         bar.n = min(current.finished, bar.total)
         bar.set_postfix({"running": current.running, "complete": current.complete})
 
-    before = {t.number for t in study.get_trials(deepcopy=False)}
+    # enqueued (WAITING) trials, e.g. the warm start, are still to be run: by these runners
+    before = {t.number for t in study.get_trials(deepcopy=False) if t.state != optuna.trial.TrialState.WAITING}
     log.info("running the trials in %d trial runner processes (--jobs 1: in this process)", jobs)
     try:
         result, codes = run_runners(url, config.study.name, jobs=jobs, options=options,
