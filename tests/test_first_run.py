@@ -33,8 +33,12 @@ def _error_line(capsys: pytest.CaptureFixture[str]) -> str:
 
 
 def _write_config(path: Path, data_root: Path, checkpoint: Path, **changes: Any) -> Path:
-    cfg = tiny_config(data_root, checkpoint, "sqlite:///s.db", **changes)
-    path.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+    name = changes.pop("model.name", None)
+    data = tiny_config(data_root, checkpoint, "sqlite:///s.db", **changes).model_dump(mode="json")
+    if name is not None:  # written as the user would, unchecked (a typo is the command's to refuse)
+        data["model"]["name"] = name
+        data["model"]["input_size"] = None
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
 
 

@@ -61,6 +61,13 @@ class ModelSection(PretrainedModelSection):
     name: str = "cifar_resnet20"
     input_size: tuple[int, int, int] = None  # type: ignore[assignment]  # filled in by the validator below
 
+    @model_validator(mode="before")
+    @classmethod
+    def _unset_input_size(cls, data: object) -> object:
+        if isinstance(data, dict) and "input_size" in data and data["input_size"] is None:  # `input_size: null`
+            return {k: v for k, v in data.items() if k != "input_size"}
+        return data
+
     @model_validator(mode="after")
     def _known_input_size(self) -> ModelSection:
         if self.input_size is None:
