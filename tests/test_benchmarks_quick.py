@@ -198,7 +198,7 @@ def test_quick_suites_write_results(tmp_path: Path, data_root: Path, weights_dir
     assert cost["cache_saving"] and cost["cache_saving"][0]["cold_s"] > 0
 
     md = (tmp_path / "BENCHMARKS.md").read_text()
-    for heading in ("## 1. Compression fronts", "## 2. Real speed", "## 3. Search cost", "## 5. GPU-scale"):
+    for heading in ("## 1. Compression fronts", "## 2. Real speed", "## 3. Search cost", "## 6. GPU-scale"):
         assert heading in md
     assert "**Not run.**" not in md.split("## 4.")[0] and "(report_speed.md)" in md and "(report_fronts.md)" in md
     speed_md = (tmp_path / "report_speed.md").read_text()
