@@ -55,12 +55,30 @@ PROTOTYPE = {  # the issue's prototype, ResNet-20, fraction 0.2, 2,000 test imag
 }
 
 
-def _key(row: dict[str, Any]) -> tuple[str, str, float, str]:
-    return (row["model"], row["method"], float(row["fraction"]), row["variant"])
+def _key(row: dict[str, Any]) -> tuple[str, str, float, str, int]:
+    return (row["model"], row["method"], float(row["fraction"]), row["variant"], int(row.get("finetune_steps", 0)))
+
+
+def _trial_finetune(model: Any, base: Any, plan: Any, train: Any, steps: int) -> float:
+    """The search trial's fine-tune: ``steps`` KD steps of batch 64, lr 0.001 times each method's scale, 8
+    warm-up steps, cosine; returns its seconds."""
+    from automtd.data import make_loader
+    from automtd.plan import method_param_groups
+    from automtd.train import TrainConfig, fit
+
+    start = time.perf_counter()
+    for param in model.parameters():
+        param.requires_grad_(True)
+    config = TrainConfig(steps=steps, lr=0.001, warmup_steps=8, schedule="cosine", kd_alpha=0.9,
+                         kd_temperature=4.0, seed=0)
+    fit(model, make_loader(train, batch_size=64, shuffle=True, seed=0), config, teacher=base, device="cpu",
+        param_groups=method_param_groups(model, plan, 0.001), progress=False)
+    model.eval()
+    return time.perf_counter() - start
 
 
 def _run_row(base: Any, model_name: str, method: str, fraction: float, variant: str, calib: Any, test: Any,
-             images: int) -> dict[str, Any]:
+             images: int, train: Any = None, finetune_steps: int = 0) -> dict[str, Any]:
     from automtd.baselines import uniform_plan
     from automtd.calibration import calibrate_plan
     from automtd.plan import apply_plan
@@ -83,9 +101,13 @@ def _run_row(base: Any, model_name: str, method: str, fraction: float, variant: 
                  "layers_calibrated": len(done)}
     calibrate_s = time.perf_counter() - t0
     top1 = float(evaluate(compressed, test, device="cpu"))
+    if finetune_steps:
+        extra["top1_no_finetune"] = top1
+        extra["finetune_s"] = _trial_finetune(compressed, base, plan, train, finetune_steps)
+        top1 = float(evaluate(compressed, test, device="cpu"))
     return {"model": model_name, "method": method, "fraction": fraction, "variant": variant,
-            "params_ratio": plan.params_ratio, "macs_ratio": plan.macs_ratio, "top1": top1,
-            "decompose_s": decompose_s, "calibrate_s": calibrate_s, **extra}
+            "finetune_steps": finetune_steps, "params_ratio": plan.params_ratio, "macs_ratio": plan.macs_ratio,
+            "top1": top1, "decompose_s": decompose_s, "calibrate_s": calibrate_s, **extra}
 
 
 def render(payload: dict[str, Any], md: Path) -> None:
@@ -110,14 +132,16 @@ def render(payload: dict[str, Any], md: Path) -> None:
                  "network calibrated so far", "`als-sequential` plus 2 alternating sweeps over the factor before "
                  "the last (Tucker-2 core, HT-2 1xk)", "`distill-sequential` plus 150 Adam steps of local "
                  "distillation per chain (512 images) and a final refit"]) + ".", ""]
-    for model in dict.fromkeys(r["model"] for r in rows):
+    for model, steps in dict.fromkeys((r["model"], int(r.get("finetune_steps", 0))) for r in rows):
         base = payload["base_top1"].get(model)
-        lines += [f"## {model} (original {base:.2f}% on these images)", "",
+        after = (f", after the search trial's fine-tune ({steps} KD steps of batch 64, lr 0.001 x the method's "
+                 "scale)") if steps else ", no fine-tune"
+        lines += [f"## {model}{after} (original {base:.2f}% on these images)", "",
                   "| method | fraction | params x | MACs x | " + " | ".join(variants) + " |",
                   "|---|---|---|---|" + "---|" * len(variants)]
         cells: dict[tuple[str, float], dict[str, dict[str, Any]]] = {}
         for r in rows:
-            if r["model"] == model:
+            if r["model"] == model and int(r.get("finetune_steps", 0)) == steps:
                 cells.setdefault((r["method"], float(r["fraction"])), {})[r["variant"]] = r
         for (method, fraction), by_variant in sorted(cells.items()):
             any_row = next(iter(by_variant.values()))
@@ -128,7 +152,7 @@ def render(payload: dict[str, Any], md: Path) -> None:
             lines.append(f"| {method} | {fraction:g} | {any_row['params_ratio']:.2f} | {any_row['macs_ratio']:.2f} | "
                          + " | ".join(out) + " |")
         lines.append("")
-        if model == "cifar_resnet20":
+        if model == "cifar_resnet20" and not steps:
             proto = [f"{m} {v} {PROTOTYPE[(m, v)]}" for m in ("tucker2", "ht2", "cp") for v in variants
                      if (m, v) in PROTOTYPE]
             lines += ["The issue's prototype at fraction 0.2 (its own 2,000 test images, original 92.65): "
@@ -145,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--images", type=int, default=512, help="calibration images from the training split")
     p.add_argument("--test-images", type=int, default=2000)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--finetune-steps", type=int, default=0,
+                   help="then the search trial's KD fine-tune of this many steps before scoring (0: none)")
     p.add_argument("--shared-cpu", action="store_true", help="record that other jobs shared the CPU")
     p.add_argument("--out", type=Path, default=RESULTS / "calibration.json")
     p.add_argument("--render", action="store_true", help="only rewrite the markdown from --out")
@@ -177,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
                             shuffle=False)
         test = make_loader(get_dataset("cifar10", "test", subset=args.test_images, **common), batch_size=500,
                            shuffle=False)
+        train = get_dataset("cifar10", "train", train_transform=True, **common) if args.finetune_steps else None
         base = load_pretrained(model_name)
         for param in base.parameters():
             param.requires_grad_(False)
@@ -185,9 +212,10 @@ def main(argv: list[str] | None = None) -> int:
         for fraction in (float(f) for f in args.fractions.split(",")):
             for method in args.methods.split(","):
                 for variant in args.variants.split(","):
-                    if (model_name, method, fraction, variant) in done:
+                    if (model_name, method, fraction, variant, args.finetune_steps) in done:
                         continue
-                    row = _run_row(base, model_name, method, fraction, variant, calib, test, args.images)
+                    row = _run_row(base, model_name, method, fraction, variant, calib, test, args.images, train,
+                                   args.finetune_steps)
                     payload["rows"].append(row)
                     payload["updated"] = envelope("calibration", quick=False, shared_cpu=args.shared_cpu)[
                         "machine"]["date_utc"]

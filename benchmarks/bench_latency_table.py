@@ -159,36 +159,32 @@ NOTES = """
 Notes
 - Plans are sampled with their fractions snapped to the table's fraction grid (`--points`, log-spaced over the
   space's range), so every block of a plan was measured exactly; `--no-snap` keeps the drawn fractions and
-  interpolates between grid points (`latency_table_nosnap_validation.json`, an earlier run: Spearman 0.75 /
-  0.77, median abs error 13.4% / 14.0% on ResNet-20 / ResNet-56). ONNX Runtime's speed is not smooth in the
-  rank (CP's merged depthwise conv runs 2-3x faster at some widths than at their neighbours), so interpolation
-  is the weaker mode: the search should snap (see the proposed wiring in the issue report).
+  interpolates between grid points (`latency_table_nosnap_validation.json`, an earlier run on a shared machine:
+  Spearman 0.75 / 0.77, median abs error 13.4% / 14.0% on ResNet-20 / ResNet-56). ONNX Runtime's speed is not
+  smooth in the rank (CP's merged depthwise conv runs 2-3x faster at some widths than at their neighbours), so
+  interpolation is the weaker mode and a search with a table snaps its fractions to the grid.
 - Blocks are timed between two 1x1 convs of their input/output widths (`build_block(context=True)`), so the
   NCHWc reorders a chain of odd widths causes are counted (two smoke runs on ResNet-20, 14 plans, a 3-point
   grid, not kept: Spearman 0.77 with blocks timed alone, 0.96 with the context).
-- Measured deltas are still larger than predicted ones (likely: in a whole network weights and activations are
-  no longer cache-resident; a regression of the residuals on "conv2 of a residual block replaced" found only
-  ~8 us per layer, so the lost Conv+Add+ReLU fusion is not the main part). The absolute error also carries
-  the drift of the shared
-  machine between the table build and the validation; the speed-up error (each side relative to its own
-  original) removes it.
 - A load meter (a fixed 32->32 3x3 conv at 16x16) is timed in every group and next to the whole model; each
-  group's deltas are scaled by meter(whole) / meter(group). Before it (same table otherwise, not kept):
-  ResNet-20 Spearman 0.86, speed-up error 11.7%; ResNet-56 0.70, 8.6%.
-- ResNet-56 does not validate on this machine at this load: its two measurement passes agree only to Spearman
-  0.60, and its plans ran 10-50% slower than predicted (its 3.4 MB of weights no longer stay in cache next to
-  the other sessions' jobs, while the blocks are timed cache-hot). Re-run on an idle machine before relying
-  on ResNet-56 numbers; ResNet-20 (1.1 MB) is the meaningful result here.
+  group's deltas are scaled by meter(whole) / meter(group), so groups measured at different loads of a shared
+  machine land on the whole model's scale.
+- The speed-up error (each side relative to its own original) removes a drift between the table build and the
+  validation; the absolute error keeps it.
 - "pass-to-pass": the validation timed every plan twice (forward order, then reverse order); the Spearman
-  between the two passes is the ceiling any prediction can reach on this machine at this load.
+  between the two passes is the ceiling any prediction can reach on this machine at its load. On a shared
+  machine (an earlier run, other sessions' jobs on both cores) ResNet-56's passes agreed only to 0.60 and its
+  prediction reached Spearman 0.69: its 3.4 MB of weights no longer stay in cache next to other jobs while the
+  blocks are timed cache-hot. Measure tables on the machine as the model will run there.
 """
 
 
 def _markdown(results: dict[str, dict[str, object]], meta: dict[str, object]) -> str:
     lines = ["# Latency tables: predicted vs measured whole-model latency", "",
              f"Command: `{meta['command']}`  ", f"Machine: {meta['machine']}  ", f"Date: {meta['date']}  ",
-             "The machine was shared with other sessions (2 cores); the plans and the original were timed in turn "
-             "(interleaved rounds, medians), and the table was measured before them in the same run.", "",
+             ("Other jobs shared the 2-core machine. " if meta.get("shared_cpu") else "No other job ran. ")
+             + "The plans and the original were timed in turn (interleaved rounds, medians), and the table was "
+             "measured before them in the same run.", "",
              "Prediction: the original model's measured time from the table plus, per replaced layer, its block's "
              "time minus the dense layer's (each block between two 1x1 convs, one ONNX Runtime session each, "
              "interleaved per layer shape). Speed-up error compares predicted whole/plan with measured "
@@ -232,6 +228,7 @@ def main() -> int:
                    help="keep sampled fractions as drawn (default: snapped to the table's fraction grid)")
     p.add_argument("--suffix", default="", help="appended to the result file names")
     p.add_argument("--report-only", action="store_true", help="rewrite the markdown from the stored results")
+    p.add_argument("--shared-cpu", action="store_true", help="say in the result that other jobs shared the CPU")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     table_path = RESULTS / f"latency_table{args.suffix}.json"
@@ -241,7 +238,7 @@ def main() -> int:
     meta = {"command": "OMP_NUM_THREADS=1 python " + " ".join(shlex.quote(a) for a in sys.argv),
             "machine": f"{platform.node()}: {LatencyTarget('torch', 1, 1, (3, 32, 32)).machine}, "
                        f"{torch.get_num_threads()} torch thread(s)",
-            "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+            "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "shared_cpu": args.shared_cpu}
     if args.report_only and stored_meta:
         meta = stored_meta
     for name in args.models if not args.report_only else ():

@@ -21,6 +21,7 @@ from automtd.deploy import (
     merge_separable_convs,
     tune_collapse,
 )
+from automtd.methods import LayerShape, get_method
 from automtd.models import get_model
 from automtd.plan import apply_plan, measure_text
 
@@ -186,3 +187,21 @@ def test_collapse_options() -> None:
     assert not any(type(m).__name__ == "FactorizedConv" for m in every.module.modules())
     with pytest.raises(ConfigError, match="collapse='yes' is not allowed"):
         deploy_model(compressed, collapse="yes")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("method", ["cp", "tucker2", "ht2"])
+def test_a_chain_that_is_the_whole_model_deploys_exactly(method: str) -> None:
+    """Rewrites replace a chain inside its parent: a chain deployed on its own (a latency-table block) must
+    not be rewritten into a second copy of itself."""
+    torch.manual_seed(0)
+    conv = nn.Conv2d(3, 16, 3, padding=1).eval()
+    impl = get_method(method)
+    ranks = impl.ranks_for_fraction(LayerShape.of(conv), 0.3)
+    chain = impl.build(conv, impl.decompose(conv.weight.detach(), ranks)).eval()
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        expected = chain(x)
+        for options in ({"collapse": True}, {"collapse": False, "pad_channels": 8},
+                        {"collapse": "auto", "example_input": x}):
+            got = deploy_model(chain, **options).module(x)  # type: ignore[arg-type]
+            torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)

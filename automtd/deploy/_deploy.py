@@ -136,7 +136,9 @@ def deploy_model(
     multiple to pad every chain to.  ``collapse``: ``'auto'`` (a factorized conv runs as its dense product
     only where that is measured faster on ``example_input``; without one, none does), ``True`` (every one:
     the dense model back) or ``False``."""
-    out = copy.deepcopy(model).eval()
+    # rewrites replace a chain inside its parent, so a chain that is the whole model gets one
+    source = nn.Sequential(model) if isinstance(model, FactorizedConv) else model
+    out = copy.deepcopy(source).eval()
     applied: list[str] = []
     skipped: dict[str, str] = {}
     if merge_separable:
@@ -147,7 +149,7 @@ def deploy_model(
     padded = _pad(out, pad_channels, example_input, skipped)
     if padded:
         applied.append("pad_channels")
-    collapsed = _collapse(out, collapse, model, example_input, skipped)
+    collapsed = _collapse(out, collapse, source, example_input, skipped)
     if collapsed:
         applied.append("collapse")
     if fold_bn:
