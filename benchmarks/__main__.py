@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="record that the CPU was shared with other jobs while measuring")
     p.add_argument("--models", nargs="+", default=None, help="models for fronts/speed (default per suite)")
     p.add_argument("--parts", nargs="+", default=None,
-                   help="fronts: searches baselines final; "
+                   help="fronts: searches sensitivity baselines final latency; "
                         "speed: layers kernels padding allocator models collapse (default all)")
     p.add_argument("--config", type=Path, default=None,
                    help="fronts only: suite config (default configs/bench_fronts.yaml or bench_fronts_quick.yaml)")

@@ -2,9 +2,12 @@
 
 Parts (``--parts``, default all, in this order; each writes its own file so they can run apart):
 ``searches`` and ``sensitivity`` (``benchmarks/_fronts_search.py``), ``baselines`` and ``final``
-(``benchmarks/_fronts_final.py``).  The summary (``fronts.json`` / ``fronts_summary.csv``) gives, per model
-and source, the best params and MAC ratios within each test-accuracy drop, next to the published points
-of the HT-2 and MTD papers (``benchmarks/_fronts_config.py``).
+(``benchmarks/_fronts_final.py``), ``latency`` (``benchmarks/_fronts_latency.py``: measured speed-ups of the
+final rows, only with a ``latency_measure`` section).  The summary (``fronts.json`` / ``fronts_summary.csv``)
+gives, per model and source, the best params and MAC ratios within each test-accuracy drop, next to the
+published points of the HT-2 and MTD papers (``benchmarks/_fronts_config.py``); when final rows carry measured
+speed-ups, also the fastest plan within each drop, the (accuracy, latency) hypervolumes and the latency targets
+(``fronts_latency_summary.csv``, ``fronts_latency_hypervolume.csv``).
 """
 
 from __future__ import annotations
@@ -17,13 +20,14 @@ from typing import Any
 import torch
 
 from benchmarks._common import REPO, envelope, read_json, write_csv, write_json
-from benchmarks._fronts_config import HT2_PAPER, MTD_PAPER, load_fronts_config
+from benchmarks._fronts_config import HT2_PAPER, MTD_PAPER, FrontsConfig, FrontsModel, load_fronts_config
 from benchmarks._fronts_final import run_baselines, run_final, save_final
-from benchmarks._fronts_search import hypervolume_rows, run_searches, run_sensitivity
+from benchmarks._fronts_latency import latency_hypervolumes, latency_target, run_latency, speed_key, summarize_latency
+from benchmarks._fronts_search import hypervolume_rows, run_searches, run_sensitivity, search_config
 
 __all__ = ["PARTS", "run_fronts", "summarize", "target"]
 
-PARTS = ("searches", "sensitivity", "baselines", "final")
+PARTS = ("searches", "sensitivity", "baselines", "final", "latency")
 
 
 def summarize(
@@ -90,13 +94,15 @@ def run_fronts(out_dir: Path, *, quick: bool, shared_cpu: bool, threads: int, mo
     if bad:
         raise SystemExit(f"unknown fronts part(s) {bad}; allowed: {', '.join(PARTS)}, summary (tables only)")
     runners = {"searches": run_searches, "sensitivity": run_sensitivity, "baselines": run_baselines,
-               "final": run_final}
+               "final": run_final, "latency": run_latency}
     for part in PARTS:
         if part in chosen:
             payload = envelope(f"fronts:{part}", quick=quick, shared_cpu=shared_cpu, argv=argv)
             payload["threads"] = threads
             payload["config"] = {"path": str(path), **cfg.model_dump(mode="json")}
             result = runners[part](cfg, out_dir)
+            if part == "latency":  # the timings are columns of the final rows, saved row by row
+                continue
             if part == "final":  # merged under the lock: another process may share the file
                 save_final(out_dir, result["final_budget"], [], header=payload)
             else:
@@ -108,12 +114,30 @@ def run_fronts(out_dir: Path, *, quick: bool, shared_cpu: bool, threads: int, mo
     summary = summarize(final_rows)
     searches_path = out_dir / "fronts_searches.json"
     trials_path = out_dir / "fronts_trials.csv"
+    trial_rows: list[dict[str, Any]] = []
+    studies: list[dict[str, Any]] = []
     if searches_path.is_file() and trials_path.is_file():
         with trials_path.open(newline="") as fh:
             trial_rows = list(csv.DictReader(fh))
-        hv = hypervolume_rows(trial_rows, read_json(searches_path)["studies"], cfg.hv_ref_drop)
+        studies = read_json(searches_path)["studies"]
+        hv = hypervolume_rows(trial_rows, studies, cfg.hv_ref_drop)
         write_csv(out_dir / "fronts_hypervolume.csv", hv)
         summary_payload["hv_ref_drop"] = cfg.hv_ref_drop
     summary_payload.update({"summary": summary, "target": target(summary), "ht2_paper": HT2_PAPER})
+    latency_summary = summarize_latency(final_rows)
+    if latency_summary:  # only suites whose final rows were timed (part latency)
+        lat_hv = latency_hypervolumes(trial_rows, studies, cfg.hv_ref_drop)
+        summary_payload.update({"latency_summary": latency_summary, "latency_hypervolume": lat_hv,
+                                "latency_target": [t for m in cfg.models for t in latency_target(
+                                    [r for r in latency_summary if r["model"] == m.name],
+                                    [h for h in lat_hv if h["model"] == m.name], _searched_key(cfg, m, out_dir))]})
+        write_csv(out_dir / "fronts_latency_summary.csv", latency_summary)
+        write_csv(out_dir / "fronts_latency_hypervolume.csv", lat_hv)
     write_csv(out_dir / "fronts_summary.csv", summary)
     return write_json(out_dir / "fronts.json", summary_payload)
+
+
+def _searched_key(cfg: FrontsConfig, model: FrontsModel, out_dir: Path) -> str:
+    """The speed-up key of the latency the model's searches optimised (runtime and batch of their ``latency:``)."""
+    lat = search_config(cfg, model, cfg.sampler_variant, "tpe", out_dir).latency
+    return speed_key(lat.runtime, lat.batch)

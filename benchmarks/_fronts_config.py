@@ -6,12 +6,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from automtd.config import StrictModel, load_config
 
 __all__ = ["HT2_PAPER", "MTD_PAPER", "PUBLISHED", "FrontsModel", "FinalSection", "BaselinesSection", "FrontsConfig",
-           "load_fronts_config"]
+           "LatencyMeasureSection", "load_fronts_config"]
 
 # methods.md section 4: (energy, params reduction x, top-1 change in points), read off the authors' plots.
 HT2_PAPER: dict[str, list[tuple[float, float, float]]] = {
@@ -92,6 +92,26 @@ class BaselinesSection(StrictModel):
     alds: list[AldsBaseline] = Field(default_factory=list, description="ALDS-style plans (method, params ratio)")
 
 
+class LatencyMeasureSection(StrictModel):
+    """Part ``latency``: every final row's compressed checkpoint and the original, timed in turn in one process."""
+
+    runtimes: list[Literal["onnxruntime", "torch"]] = Field(
+        default_factory=lambda: ["onnxruntime", "torch"],  # type: ignore[arg-type]
+        description="onnxruntime: the ONNX form in an ONNX Runtime session; torch: the deployed eager form",
+    )
+    batches: list[int] = Field(default_factory=lambda: [1, 64], min_length=1)
+    threads: int = Field(1, ge=1, description="intra-op threads of both runtimes")
+    rounds: int = Field(7, ge=1, description="interleaved rounds (original, compressed, ...); medians")
+    min_run_time: float = Field(0.2, gt=0, description="seconds each model runs per round")
+
+    @field_validator("batches")
+    @classmethod
+    def _positive(cls, value: list[int]) -> list[int]:
+        if any(b < 1 for b in value):
+            raise ValueError(f"batches {value} must all be >= 1")
+        return value
+
+
 class FrontsConfig(StrictModel):
     """The ``fronts`` suite (``configs/bench_fronts*.yaml``)."""
 
@@ -123,7 +143,9 @@ class FrontsConfig(StrictModel):
     )
     final: FinalSection = Field(default_factory=FinalSection)
     baselines: BaselinesSection = Field(default_factory=BaselinesSection)
-
+    latency_measure: LatencyMeasureSection | None = Field(
+        None, description="part latency: measured speed-ups of every final row (default off: the part does nothing)"
+    )
 
 
 def load_fronts_config(path: Path, overrides: Sequence[str] = ()) -> FrontsConfig:

@@ -45,7 +45,7 @@ from benchmarks._common import (
 from benchmarks._fronts_apply import apply_final
 from benchmarks._fronts_config import FinalSection, FrontsConfig
 
-__all__ = ["final_key", "row_key", "run_baselines", "run_final", "save_final"]
+__all__ = ["final_budget", "final_key", "final_rows", "row_key", "run_baselines", "run_final", "save_final"]
 
 
 def run_baselines(cfg: FrontsConfig, out: Path) -> dict[str, Any]:
@@ -104,7 +104,7 @@ def final_key(model: str, label: str, sha: str | None, params_ratio: float) -> t
     return model, label, sha if sha else f"ratio:{params_ratio:.6f}"
 
 
-def _budget(f: FinalSection) -> dict[str, Any]:
+def final_budget(f: FinalSection) -> dict[str, Any]:
     """What makes two final rows comparable: the fine-tune recipe, not which plans a process was given."""
     budget = f.model_dump(exclude={"only"})
     if budget["plans_from"] is None:
@@ -128,6 +128,11 @@ def _read_final(done_path: Path, budget: dict[str, Any]) -> tuple[dict[str, Any]
     """The file's payload and its rows measured with ``budget`` (rows of another budget are not comparable)."""
     previous = read_json(done_path) if done_path.is_file() else {}
     return previous, [r for r in previous.get("final", []) if previous.get("final_budget") == budget]
+
+
+def final_rows(out: Path, budget: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rows of ``out/fronts_final.json`` measured with ``budget``."""
+    return _read_final(out / "fronts_final.json", budget)[1]
 
 
 def row_key(r: dict[str, Any]) -> tuple[str, str, str]:
@@ -157,7 +162,7 @@ def save_final(out: Path, budget: dict[str, Any], new: Sequence[dict[str, Any]],
 def run_final(cfg: FrontsConfig, out: Path) -> dict[str, Any]:
     """The final fine-tune and test score of every selected plan not measured yet with this budget."""
     f = cfg.final
-    budget = _budget(f)
+    budget = final_budget(f)
     plan_root = REPO / f.plans_from if f.plans_from else out
     # rows already measured with this same final budget are kept, not re-run (parts may run at different times,
     # or in two processes on disjoint `only` patterns)

@@ -25,7 +25,9 @@ from typing import Any
 
 import optuna
 
+from automtd.latency import LatencyTable, model_key
 from automtd.search import (
+    STUDY_LATENCY_TABLE,
     SearchConfig,
     front_dataframe,
     load_search_config,
@@ -37,8 +39,8 @@ from automtd.search import (
 from benchmarks._common import REPO, log, write_csv
 from benchmarks._fronts_config import FrontsConfig, FrontsModel
 
-__all__ = ["hypervolume_2d", "hypervolume_rows", "run_searches", "run_sensitivity", "search_config",
-           "sensitivity_winners"]
+__all__ = ["base_latency_ms", "fastest_trial", "hypervolume_2d", "hypervolume_rows", "run_searches", "run_sensitivity",
+           "search_config", "sensitivity_winners"]
 
 
 def hypervolume_2d(points: Sequence[tuple[float, float]], ref: tuple[float, float]) -> float:
@@ -100,7 +102,8 @@ def search_config(cfg: FrontsConfig, model: FrontsModel, variant: str, sampler: 
 
 def _runs(cfg: FrontsConfig) -> list[tuple[str, str]]:
     runs = [(v, "tpe") for v in cfg.variants]
-    runs += [(cfg.sampler_variant, s) for s in cfg.samplers if s != "tpe" or cfg.sampler_variant not in cfg.variants]
+    if cfg.sampler_variant in cfg.variants:  # a run of some variants only (--set variants=...) compares no samplers
+        runs += [(cfg.sampler_variant, s) for s in cfg.samplers if s != "tpe"]
     return runs
 
 
@@ -119,6 +122,7 @@ def run_searches(cfg: FrontsConfig, out: Path) -> dict[str, Any]:
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 result = run_search(config, progress=False, jobs=cfg.jobs)
             study = result.study
+            by_latency = "latency" in config.objectives
             if result.exit_code:  # interrupted (SIGINT/SIGTERM): stop the suite too, the study resumes next time
                 raise SystemExit(result.exit_code)
             wall = time.perf_counter() - start
@@ -135,12 +139,16 @@ def run_searches(cfg: FrontsConfig, out: Path) -> dict[str, Any]:
                     "methods": "+".join(sorted({str(v) for k, v in t.params.items()
                                                 if k.startswith("m:") and v != "none"})),
                 })
+                if by_latency:  # the latency front is taken at the highest rung: the rung goes with the value
+                    trial_rows[-1].update({"latency_ms": ua.get("latency_ms"), "fidelity": ua.get("fidelity", 0)})
             selected = []
             if sampler == "tpe":
-                selected = _select_plans(study, cfg.select_drops, cfg.front_max_drop, plan_dir, variant, out)
+                selected = _select_plans(study, cfg.select_drops, cfg.front_max_drop, plan_dir, variant, out,
+                                         by_latency=by_latency)
             studies.append({"model": model.name, "variant": variant, "sampler": sampler, "study": config.study.name,
                             "storage": config.storage_url(), "base_val_accuracy": base,
-                            "wall_s": _study_wall_s(study, wall), "n_complete": len(df), "selected": selected})
+                            "wall_s": _study_wall_s(study, wall), "n_complete": len(df), "selected": selected,
+                            **({"base_latency_ms": base_latency_ms(study)} if by_latency else {})})
     write_csv(out / "fronts_trials.csv", trial_rows)
     return {"studies": studies}
 
@@ -156,12 +164,47 @@ def _study_wall_s(study: Any, this_run: float) -> float:
     return float(sens) + span.total_seconds()
 
 
+def base_latency_ms(study: Any) -> float | None:
+    """The original model's latency the study's trials were predicted against (the whole-model entry of the
+    latency table stored with the study), or None when the study has no table (trials timed themselves)."""
+    data = study.user_attrs.get(STUDY_LATENCY_TABLE)
+    if not isinstance(data, dict):
+        return None
+    table = LatencyTable.from_dict(data, source=f"study {study.study_name!r}")
+    trial = next((t for t in study.get_trials(deepcopy=False) if "plan" in t.user_attrs), None)
+    if trial is None:
+        return None
+    plan = plan_of_trial(study, trial.number)  # its architecture and fingerprint name the model's entry
+    entry = table.models.get(model_key(plan.architecture, plan.fingerprint))
+    return float(entry["whole_ms"]) if entry is not None else None  # type: ignore[arg-type]
+
+
+def fastest_trial(study: Any, max_drop: float) -> int | None:
+    """The trial of lowest predicted latency (then highest accuracy) within ``max_drop`` val points at the
+    highest rung reached, or None when no trial there is within the drop."""
+    df = trials_dataframe(study)
+    if not len(df) or "latency_ms" not in df.columns:
+        return None
+    df = df[(df["fidelity"] == df["fidelity"].max()) & (df["drop"] <= max_drop)]
+    if not len(df):
+        return None
+    return int(df.sort_values(["latency_ms", "accuracy"], ascending=[True, False]).iloc[0]["trial"])
+
+
 def _select_plans(study: Any, drops: Sequence[float], front_max_drop: float | None, plan_dir: Path, variant: str,
-                  out: Path) -> list[dict[str, Any]]:
-    """Save the plan of the most compressed trial within each val drop (if none qualifies, the most accurate
-    one) and, with ``front_max_drop``, of every Pareto-optimal trial within that drop."""
+                  out: Path, *, by_latency: bool = False) -> list[dict[str, Any]]:
+    """Save the plan of the most compressed trial (``by_latency``: the fastest) within each val drop at the
+    highest rung (if none qualifies, the most accurate one) and, with ``front_max_drop``, of every Pareto-optimal
+    trial within that drop."""
     picked: dict[int, str] = {}
     for drop in drops:
+        if by_latency:
+            number = fastest_trial(study, drop)
+            if number is None:
+                log(f"  no trial within {drop:g} val points at the highest rung")
+            else:
+                picked.setdefault(number, f"d{drop:g}")
+            continue
         try:
             picked.setdefault(select_trial(study, max_drop=drop), f"d{drop:g}")
         except Exception as exc:  # noqa: BLE001 - StudyError: no trial within this drop

@@ -15,7 +15,7 @@ from benchmarks._fronts_final import final_key, row_key
 from benchmarks._md import fmt, load, machine_line, md_table, not_run, read_csv, rel
 from benchmarks._plots import plot_fronts, plot_hypervolume
 
-__all__ = ["FRONTS_RUNS", "FrontsRun", "fronts_detail", "fronts_headline", "target1_rows"]
+__all__ = ["FRONTS_RUNS", "FrontsRun", "fronts_detail", "fronts_headline", "latency_lines", "target1_rows"]
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,8 @@ class FrontsRun:
     label: str
     config: str
     short: str | None = None
+    latency: bool = False  # searches of (accuracy, latency): their plans were picked by speed, not params
+
 
     @property
     def detail(self) -> str:
@@ -41,6 +43,12 @@ class FrontsRun:
         return f"python -m benchmarks fronts --config {self.config} --out benchmarks/results/{self.folder}{parts}"
 
 
+def _latency_run(model: str, label: str, batch: str) -> FrontsRun:
+    folder = f"latency_{model}{batch}"
+    return FrontsRun(folder, f"{label}, latency at batch {batch[2:] or 1}", f"configs/bench_fronts_{folder}.yaml",
+                     latency=True)
+
+
 FRONTS_RUNS: tuple[FrontsRun, ...] = (
     FrontsRun("", "ResNet-20", "configs/bench_fronts.yaml"),
     FrontsRun("fronts_resnet56", "ResNet-56", "configs/bench_fronts_resnet56_cpu.yaml"),
@@ -48,6 +56,8 @@ FRONTS_RUNS: tuple[FrontsRun, ...] = (
     FrontsRun("fronts_long", "ResNet-20", "configs/bench_fronts_long.yaml", short=""),
     FrontsRun("fronts_resnet56_long", "ResNet-56", "configs/bench_fronts_resnet56_long.yaml", short="fronts_resnet56"),
     FrontsRun("fronts_vgg11_long", "VGG-11-BN", "configs/bench_fronts_vgg11_long.yaml", short="fronts_vgg11"),
+    *(_latency_run(m, label, b) for m, label in (("resnet20", "ResNet-20"), ("resnet56", "ResNet-56"),
+                                                 ("vgg11", "VGG-11-BN")) for b in ("", "_b64")),
 )
 
 SUMMARY_COLUMNS = [
@@ -88,6 +98,47 @@ def _sensitivity_lines(sens: dict[str, Any]) -> list[str]:
             *((f"kl_{m}", f"{m} KL") for m in methods), ("winner_kl", "lowest KL"),
         ], cell=lambda v: f"{v:.3g}" if isinstance(v, float) and v == v else fmt(v)),
     ]
+
+
+def _speed_label(key: str) -> str:
+    """``speedup_onnxruntime_b1`` -> ``ORT b1``."""
+    runtime, batch = key.removeprefix("speedup_").rsplit("_", 1)
+    return f"{'ORT' if runtime == 'onnxruntime' else runtime} {batch}"
+
+
+def latency_lines(summary: dict[str, Any], final: dict[str, Any] | None) -> list[str]:
+    """The measured-speed tables of a suite whose final rows were timed (part ``latency``), else nothing."""
+    rows = summary.get("latency_summary") or []
+    if not rows:
+        return []
+    keys = sorted({k[5:].split("_drop<=")[0] for r in rows for k in r if k.startswith("best_speedup_")})
+    timed = [r for r in (final or {}).get("final", []) if any(k.startswith("speedup_") for k in r)]
+    cpus = sorted({str(r.get("latency_cpu") or "?") for r in timed})
+    lines = ["## Fastest measured plan within a test-accuracy drop\n",
+             f"Speed-up = original ms / compressed ms, both timed in turn in one process (interleaved rounds, "
+             f"medians; {timed[0].get('latency_threads', '?') if timed else '?'} thread(s), "
+             f"{timed[0].get('latency_rounds', '?') if timed else '?'} rounds) on {', '.join(cpus)}; ORT: the "
+             "ONNX form on ONNX Runtime, torch: the deployed eager form.\n",
+             md_table(rows, [("model", "model"), ("source", "source"), ("n_plans", "plans"),
+                             *((f"best_{k}_drop<={d:g}", f"{_speed_label(k)} x @ <={d:g}")
+                               for d in (0.5, 1.0, 2.0) for k in keys)])]
+    hv = summary.get("latency_hypervolume") or []
+    if hv:
+        lines.append(f"Hypervolume of each search's highest-rung front in (val accuracy, predicted speed-up over the "
+                     f"original); reference (original val accuracy - {summary.get('hv_ref_drop')} pts, speed-up 1):\n")
+        lines.append(md_table(hv, [("model", "model"), ("variant", "space"), ("sampler", "sampler"),
+                                   ("rung", "rung"), ("n_points", "trials"), ("base_latency_ms", "original ms"),
+                                   ("best_predicted_speedup", "best predicted x"), ("hypervolume", "hypervolume")]))
+    targets = [{**t, "speed_key": _speed_label(t["speed_key"])} for t in summary.get("latency_target") or []]
+    lines.append(md_table(targets, [
+        ("model", "model"), ("hv_mixed", "mixed HV"), ("hv_best_single", "best single HV"), ("hv_met", "HV met"),
+        ("speed_key", "speed-up"), ("mixed", "mixed x @ <=1"), ("best_single", "best single x @ <=1"),
+        ("ratio", "mixed / best single"), ("met", ">= 1.2"), ("best_ort_b1", "best ORT b1 x @ <=1"),
+        ("ort_b1_met", ">= 1.5")]))
+    if timed:
+        lines.append(md_table(timed, [("model", "model"), ("plan", "plan"), ("drop", "drop (pts)"),
+                                      *((k, f"{_speed_label(k)} x") for k in keys)]))
+    return lines
 
 
 def _final_lines(final: dict[str, Any], summary: dict[str, Any] | None, run_dir: Path, md: Path) -> list[str]:
@@ -165,6 +216,7 @@ def fronts_detail(run_dir: Path, md: Path, title: str, command: str) -> list[str
         lines.append("## Best compression within a test-accuracy drop\n")
         lines.append(md_table(summary["summary"], SUMMARY_COLUMNS))
         lines.append(md_table(summary.get("target", []), TARGET_COLUMNS))
+        lines += latency_lines(summary, final)
     if sens is not None and sens.get("rows"):
         lines += _sensitivity_lines(sens)
     if final is not None:
@@ -213,6 +265,8 @@ def target1_rows(out: Path) -> list[dict[str, Any]]:
     """Target 1 in every run present: mixed vs the best single-method search at <= 1.0 pt drop."""
     rows = []
     for run in FRONTS_RUNS:
+        if run.latency:  # its plans were picked by speed: target 1 (params) does not apply
+            continue
         summary = load(out / run.folder, "fronts.json")
         steps = _steps(load(out / run.folder, "fronts_final.json"))
         rows += [{**t, "config": f"`{run.config}`", "steps": steps} for t in (summary or {}).get("target", [])]
@@ -232,7 +286,8 @@ def fronts_headline(out: Path, md: Path) -> list[str]:
         head = f"- [{run.label}, {_steps(final)}-step final fine-tune]({detail}): "
         lines.append(head + machine_line(final).rstrip())
         summary = load(out / run.folder, "fronts.json") or {}
-        table += [{**r, "steps": _steps(final)} for r in summary.get("summary", [])]
+        if not run.latency:  # a latency run's best params ratios are of plans picked by speed
+            table += [{**r, "steps": _steps(final)} for r in summary.get("summary", [])]
     lines.append("")
     if table:
         lines.append(md_table(table, [SUMMARY_COLUMNS[0], ("steps", "FT steps"), *SUMMARY_COLUMNS[1:-1]]))

@@ -44,6 +44,15 @@ def _one_blas_thread() -> Iterator[None]:
         yield
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _own_runner_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    # The tests' trial runners register in a registry of their own: they must not count as runners of a real
+    # search on this host (nor a real search's runners change the tests' thread plans).
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AUTOMTD_RUNTIME_DIR", str(tmp_path_factory.mktemp("runtime")))
+        yield
+
+
 @pytest.fixture(scope="session")
 def data_root() -> Path:
     """Directory holding ``cifar-10-batches-py`` (AUTOMTD_DATA or ../shared/datasets)."""

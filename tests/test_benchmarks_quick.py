@@ -28,7 +28,7 @@ def _loader(path: Path) -> Callable[[Path], Any]:
         from automtd.workflows import load_funnel_config
 
         return load_funnel_config
-    if name.startswith(("mtd_", "bench_search_")):
+    if name.startswith(("mtd_", "latency_", "bench_search_")):
         from automtd.search import load_search_config
 
         return load_search_config
@@ -37,7 +37,8 @@ def _loader(path: Path) -> Callable[[Path], Any]:
         from benchmarks._fronts_config import load_fronts_config
 
         return load_fronts_config
-    raise AssertionError(f"no loader known for {path}; name it train_/funnel_/mtd_/bench_search_/bench_fronts*")
+    raise AssertionError(f"no loader known for {path}; name it train_/funnel_/mtd_/latency_/bench_search_/"
+                         "bench_fronts*")
 
 
 BENCH_CONFIGS = sorted(CONFIGS.glob("gpu/*.yaml")) + sorted(CONFIGS.glob("bench_*.yaml"))
@@ -46,7 +47,7 @@ BENCH_CONFIGS = sorted(CONFIGS.glob("gpu/*.yaml")) + sorted(CONFIGS.glob("bench_
 def test_gpu_configs_exist() -> None:
     names = {p.name for p in CONFIGS.glob("gpu/*.yaml")}
     assert {"train_vgg11_cifar10.yaml", "train_vgg16_cifar10.yaml", "mtd_vgg11_cifar10.yaml",
-            "mtd_vgg16_cifar10.yaml", "funnel_resnet18_imagenet.yaml"} <= names
+            "mtd_vgg16_cifar10.yaml", "funnel_resnet18_imagenet.yaml", "latency_resnet56_cuda.yaml"} <= names
 
 
 @pytest.mark.parametrize("path", BENCH_CONFIGS, ids=lambda p: str(p.relative_to(CONFIGS)))

@@ -36,13 +36,14 @@ def _loader(path: Path) -> Callable[[Path], object]:
         return load_train_config
     if name.startswith("funnel_"):
         return load_funnel_config
-    if name.startswith(("mtd_", "bench_search_", "quickstart", "samplers_")):
+    if name.startswith(("mtd_", "bench_search_", "quickstart", "samplers_", "latency_")):
         return load_search_config
     if name.startswith("deeptwist_"):
         return _deeptwist
     if name.startswith("bench_fronts"):
         return _fronts
-    raise AssertionError(f"no loader known for {path}; name it train_/funnel_/mtd_/bench_search_/deeptwist_/...")
+    raise AssertionError(f"no loader known for {path}; "
+                         "name it train_/funnel_/mtd_/bench_search_/latency_/deeptwist_/...")
 
 
 def test_the_config_folder_is_not_empty() -> None:

@@ -36,8 +36,12 @@ def test_pareto_ranks_sort_fronts() -> None:
 
 
 def _trial(number: int, acc: float, ratio: float, *, fidelity: int = 0, promoted_from: int | None = None,
-           state: TrialState = TrialState.COMPLETE) -> optuna.trial.FrozenTrial:
+           state: TrialState = TrialState.COMPLETE, plan: list[tuple[str, str, list[int]]] | None = None,
+           ) -> optuna.trial.FrozenTrial:
     attrs: dict[str, Any] = {"fidelity": fidelity, "drop": 92.0 - acc, "params_ratio": ratio, "macs_ratio": ratio}
+    if plan is not None:
+        attrs["plan"] = {"layers": [{"name": n, "method": m, "ranks": r} for n, m, r in plan]}
+        attrs["n_decomposed"] = len(plan)
     if promoted_from is not None:
         attrs["promoted_from"] = promoted_from
     t = optuna.trial.create_trial(state=state, values=[acc, ratio] if state == TrialState.COMPLETE else None,
@@ -62,6 +66,20 @@ def test_a_rung_promotes_its_best_half_once() -> None:
     trials.append(_trial(6, 0.0, 0.0, fidelity=1, promoted_from=5, state=TrialState.WAITING))
     assert [t.number for t in promotion_candidates(trials, [MAX, MAX], config, rung=0)] == [4]
     assert promotion_candidates(trials[:1], [MAX, MAX], config, rung=0) == []  # 1 // 2 = 0 promotions
+
+
+def test_a_plan_counts_once_and_a_plan_decomposing_nothing_is_never_promoted() -> None:
+    config = _config(eta=2)
+    a, b = [("conv1", "cp", [4])], [("conv1", "cp", [8])]
+    trials = [_trial(0, 92.0, 1.0, plan=[]), _trial(1, 92.1, 1.0, plan=[]),  # the original, twice: not promotable
+              _trial(2, 90.0, 3.0, plan=a), _trial(3, 90.4, 3.0, plan=a),  # one plan drawn twice
+              _trial(4, 91.0, 2.0, plan=b), _trial(5, 85.0, 1.5, plan=[("conv2", "cp", [2])])]
+    # distinct promotable plans: a (first trial 2), b (4), conv2 (5): one promotion, the more accurate end first
+    picked = [t.number for t in promotion_candidates(trials, [MAX, MAX], config, rung=0)]
+    assert picked == [4]
+    trials += [_trial(6, 90.9, 2.0, plan=b),  # plan b drawn again, then promoted under that trial's number
+               _trial(7, 0.0, 0.0, fidelity=1, promoted_from=6, state=TrialState.WAITING)]
+    assert promotion_candidates(trials, [MAX, MAX], config, rung=0) == []  # plan b is on its way already
 
 
 def test_rungs_must_exceed_the_first_budget() -> None:

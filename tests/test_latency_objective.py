@@ -8,7 +8,7 @@ import pytest
 from optuna.trial import TrialState
 
 from automtd import ConfigError
-from automtd.latency import LatencyTarget, build_latency_table, predict_latency
+from automtd.latency import LatencyTarget, build_latency_table, predict_latency, rank_grid
 from automtd.models import get_model
 from automtd.plan import Plan, decomposable_layers
 from automtd.search import build_space, run_search
@@ -46,8 +46,28 @@ def test_trials_predict_their_latency_from_the_table_stored_with_the_study(
     assert done
     for t in done:
         assert t.user_attrs["latency_source"].startswith("table onnxruntime")
-        expected = predict_latency(table, Plan.from_dict(t.user_attrs["plan"]))
+        plan = Plan.from_dict(t.user_attrs["plan"])
+        expected = predict_latency(table, plan)
         assert t.values[1] == pytest.approx(expected) and t.user_attrs["latency_ms"] == pytest.approx(expected)
+        if "warmstart" in t.user_attrs:
+            continue
+        for lp in plan.layers:  # sampled fractions snap to the table's grid: every block was measured
+            grid = rank_grid(lp.shape, lp.method, cfg.space.fraction_low, cfg.space.fraction_high, 4)
+            assert tuple(lp.ranks) in grid, (lp.name, lp.method, lp.ranks, grid)
+
+
+def test_a_table_measured_for_a_narrower_space_is_refused(
+    tmp_path: Path, data_root: Path, resnet20_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    storage = f"sqlite:///{tmp_path / 'narrow.db'}"
+    changes = {"objectives": ["accuracy", "latency"], "latency": {"table": str(tmp_path / "table.json")},
+               "sensitivity.enabled": False, "warmstart.enabled": False}
+    cfg = tiny_config(data_root, resnet20_checkpoint, storage, **changes)
+    narrow = cfg.model_copy(update={"space": cfg.space.model_copy(update={"fraction_low": 0.5})})
+    _table(tmp_path / "table.json", narrow, monkeypatch)
+    with pytest.raises(ConfigError, match="was measured for fractions 0.5-.* but space spans"):
+        run_search(cfg, progress=False)
+    assert not (tmp_path / "narrow.db").exists()
 
 
 def test_a_table_without_the_model_is_refused_before_the_study_exists(

@@ -6,10 +6,12 @@ import time
 from pathlib import Path
 
 import optuna
+import pytest
 
+from automtd import StudyError
 from automtd.search import run_search
-from automtd.search._keys import STUDY_CREATED_AT, STUDY_TIME_BUDGET
-from automtd.search._study import budget_status, time_left
+from automtd.search._keys import STUDY_CREATED_AT, STUDY_SPEC, STUDY_SPEC_HASH, STUDY_TIME_BUDGET
+from automtd.search._study import budget_status, check_spec, spec_differences, spec_hash, time_left
 from tests.test_search import tiny_config
 
 
@@ -37,3 +39,19 @@ def test_a_search_out_of_time_runs_no_more_trials(tmp_path: Path, data_root: Pat
     assert result.exit_code == 0
     assert len(result.study.trials) <= 2  # at most the trials that started within the half second
     assert result.study.user_attrs[STUDY_TIME_BUDGET] == 0.5
+
+
+def test_a_spec_key_added_later_at_its_neutral_value_keeps_older_studies_open() -> None:
+    stored = {"objectives": ["accuracy", "params_ratio"], "space": {"fraction_low": 0.02}}
+    assert spec_differences(stored, {**stored, "latency": None}) == []
+    assert spec_differences({**stored, "latency": None}, stored) == []
+    assert spec_differences(stored, {**stored, "latency": {"runtime": "onnxruntime"}}) == [
+        "latency.runtime: <absent> -> 'onnxruntime'"]
+    assert spec_differences(stored, {**stored, "space": {"fraction_low": 0.05}}) == [
+        "space.fraction_low: 0.02 -> 0.05"]
+    study = optuna.create_study()
+    study.set_user_attr(STUDY_SPEC, stored)
+    study.set_user_attr(STUDY_SPEC_HASH, spec_hash(stored))
+    check_spec(study, {**stored, "latency": None})  # opens
+    with pytest.raises(StudyError, match="latency.runtime: <absent> -> 'onnxruntime'"):
+        check_spec(study, {**stored, "latency": {"runtime": "onnxruntime"}})

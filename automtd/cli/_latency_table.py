@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from automtd.latency import RUNTIMES, LatencyTarget, build_latency_table
+from automtd.latency import DEVICES, RUNTIMES, LatencyTarget, build_latency_table
 from automtd.models import get_model
 from automtd.plan import decomposable_layers
 from automtd.search import build_space, load_search_config
@@ -21,14 +21,16 @@ def add_parser(subparsers: Any, help_text: str) -> None:
         "distinct layer shape: the dense layer and each allowed method at the rank tuples of --points fractions "
         "spread log-uniformly over space.fraction_low..fraction_high), blocks of one shape in turn over --rounds "
         "rounds, medians; then the whole original model. Stored in the JSON file -o under the target key "
-        "(runtime, threads, batch, input size, machine), other targets kept; the file is rewritten after each "
+        "(runtime, device, threads, batch, input size, machine), other targets kept; the file is rewritten after each "
         "layer shape, so a killed build run again continues where it stopped. onnxruntime times the ONNX form "
-        "(see `automtd export-onnx`), torch the deployed eager form.",
+        "(see `automtd export-onnx`), torch the deployed eager form. --device cuda measures on the GPU (torch on "
+        "CUDA, ONNX Runtime's CUDA provider from onnxruntime-gpu) and needs one.",
     )
     p.add_argument("config", help="search config YAML (its model, input size and space are used)")
     p.add_argument("--runtime", choices=RUNTIMES, default="onnxruntime")
+    p.add_argument("--device", choices=DEVICES, default="cpu", help="where the runtime runs (default cpu)")
     p.add_argument("--batch", type=int, default=1, help="batch size (default 1)")
-    p.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1)")
+    p.add_argument("--threads", type=int, default=1, help="intra-op CPU threads (default 1)")
     p.add_argument("-o", "--output", required=True, help="latency table JSON file (created or extended)")
     p.add_argument("--points", type=int, default=8, help="fractions per (layer shape, method) (default 8)")
     p.add_argument("--rounds", type=int, default=5, help="interleaved rounds per layer shape (default 5)")
@@ -44,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     size = tuple(int(v) for v in config.model.input_size)
     model = get_model(config.model.name, **dict(config.model.kwargs)).eval()  # timing needs shapes, not weights
     space = build_space(decomposable_layers(model, size), config)
-    target = LatencyTarget(args.runtime, args.threads, args.batch, (size[0], size[1], size[2]))
+    target = LatencyTarget(args.runtime, args.threads, args.batch, (size[0], size[1], size[2]), device=args.device)
     print(f"target: {target.key()}")
     table = build_latency_table(
         args.output, model, architecture=config.model.name, layers=space, target=target,

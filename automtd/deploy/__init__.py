@@ -18,6 +18,7 @@ from automtd.deploy._onnx import (
     onnx_bytes,
     onnx_form,
     onnxruntime_available,
+    ort_providers,
     ort_session,
 )
 from automtd.deploy._pad import pad_inner_channels
@@ -47,6 +48,7 @@ __all__ = [
     "onnx_bytes",
     "onnx_form",
     "onnxruntime_available",
+    "ort_providers",
     "ort_session",
     "pad_inner_channels",
     "tune_collapse",

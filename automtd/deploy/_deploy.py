@@ -164,4 +164,11 @@ def deploy_model(
     if channels_last:
         out = out.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         applied.append("channels_last")
+    if source is not model:  # report the chains by their names in the model given ("" for the model itself)
+        padded = {_unwrapped(k): v for k, v in padded.items()}
+        collapsed = {_unwrapped(k): v for k, v in collapsed.items()}
     return Deployed(out.eval(), tuple(applied), skipped, padded, collapsed)
+
+
+def _unwrapped(name: str) -> str:
+    return name.partition(".")[2]

@@ -21,12 +21,13 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from automtd._errors import AutomtdError
+from automtd._errors import AutomtdError, ConfigError
 from automtd.deploy._deploy import deploy_model
 from automtd.utils import atomic_output, check_output
 
@@ -34,7 +35,8 @@ if TYPE_CHECKING:  # onnxruntime is an optional extra
     import onnxruntime
 
 __all__ = [
-    "ONNX_OPSET", "OnnxCheck", "export_onnx", "onnx_bytes", "onnx_form", "onnxruntime_available", "ort_session",
+    "ONNX_OPSET", "OnnxCheck", "export_onnx", "onnx_bytes", "onnx_form", "onnxruntime_available", "ort_providers",
+    "ort_session",
 ]
 
 ONNX_OPSET = 17
@@ -93,13 +95,35 @@ def onnx_bytes(module: nn.Module, example: torch.Tensor, *, opset: int = ONNX_OP
     return buffer.getvalue()
 
 
-def ort_session(model: bytes | str | os.PathLike[str], *, threads: int | None = None) -> onnxruntime.InferenceSession:
-    """An ONNX Runtime CPU session on ``model`` (bytes or a path), all graph optimisations on, ``threads``
-    intra-op threads (``None``: ONNX Runtime's default) and one inter-op thread."""
+def _onnxruntime() -> ModuleType:
     try:
         import onnxruntime as ort
     except ImportError:
         raise AutomtdError(f"onnxruntime {_MISSING}") from None
+    return ort
+
+
+def ort_providers(device: str = "cpu") -> list[str]:
+    """ONNX Runtime's execution providers for ``device``: ``cpu`` the CPU provider; ``cuda`` the CUDA provider with
+    the CPU one for the operators it lacks, refused when this onnxruntime has no CUDA provider."""
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    if device != "cuda":
+        raise ConfigError(f"ONNX Runtime device {device!r} is not allowed; use cpu or cuda")
+    available = _onnxruntime().get_available_providers()
+    if "CUDAExecutionProvider" not in available:
+        raise ConfigError(f"ONNX Runtime device 'cuda' needs the CUDAExecutionProvider; this onnxruntime has only "
+                          f"{', '.join(available)}; pip install onnxruntime-gpu")
+    return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+
+def ort_session(
+    model: bytes | str | os.PathLike[str], *, threads: int | None = None, device: str = "cpu",
+) -> onnxruntime.InferenceSession:
+    """An ONNX Runtime session on ``model`` (bytes or a path) on ``device`` (:func:`ort_providers`), all graph
+    optimisations on, ``threads`` intra-op CPU threads (``None``: ONNX Runtime's default), one inter-op thread."""
+    ort = _onnxruntime()
+    providers = ort_providers(device)
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.inter_op_num_threads = 1
@@ -107,7 +131,7 @@ def ort_session(model: bytes | str | os.PathLike[str], *, threads: int | None = 
         options.intra_op_num_threads = int(threads)
     options.log_severity_level = 3
     source = model if isinstance(model, bytes) else str(model)
-    return ort.InferenceSession(source, sess_options=options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(source, sess_options=options, providers=providers)
 
 
 def _max_diff(session: onnxruntime.InferenceSession, module: nn.Module, batch: torch.Tensor) -> tuple[float, float]:

@@ -22,17 +22,20 @@ from automtd.latency._build import SpaceLayerLike, build_latency_table, table_bl
 from automtd.latency._measure import OrtModule, reference_module, runnable, time_modules
 from automtd.latency._predict import block_latency, model_key, predict_latency
 from automtd.latency._table import (
+    DEVICES,
     RUNTIMES,
     LatencyTable,
     LatencyTarget,
     load_latency_table,
     machine_name,
     read_table_file,
+    require_cuda,
     write_table_file,
 )
 
 __all__ = [
     "DENSE_BLOCK",
+    "DEVICES",
     "REFERENCE",
     "FixedInput",
     "RUNTIMES",
@@ -53,6 +56,7 @@ __all__ = [
     "rank_grid",
     "reference_module",
     "read_table_file",
+    "require_cuda",
     "runnable",
     "shape_key",
     "snap_fraction",

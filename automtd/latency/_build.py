@@ -21,10 +21,11 @@ from typing import Protocol
 import torch
 from torch import nn
 
+from automtd.deploy import ort_providers
 from automtd.latency._blocks import DENSE_BLOCK, Block, block_input, build_block, rank_grid
 from automtd.latency._measure import reference_module, runnable, time_modules
 from automtd.latency._predict import block_latency, model_key
-from automtd.latency._table import LatencyTable, LatencyTarget, read_table_file, write_table_file
+from automtd.latency._table import LatencyTable, LatencyTarget, read_table_file, require_cuda, write_table_file
 from automtd.methods import LayerShape
 from automtd.plan import KEEP_DENSE, model_fingerprint
 
@@ -64,9 +65,24 @@ def table_blocks(layers: Sequence[SpaceLayerLike], *, fraction_low: float, fract
 
 def _versions(target: LatencyTarget) -> dict[str, str]:
     out = {"torch": str(torch.__version__)}
+    if target.device == "cuda":
+        out["cuda"] = str(torch.version.cuda)
     if target.runtime == "onnxruntime":
-        out["onnxruntime"] = importlib.metadata.version("onnxruntime")
+        for dist in ("onnxruntime", "onnxruntime-gpu"):  # the CUDA build is its own distribution
+            try:
+                out["onnxruntime"] = importlib.metadata.version(dist)
+                break
+            except importlib.metadata.PackageNotFoundError:
+                continue
     return out
+
+
+def _check_target(target: LatencyTarget) -> None:
+    """Refuse a target this machine cannot measure before anything is written."""
+    if target.device == "cuda":
+        require_cuda()
+        if target.runtime == "onnxruntime":
+            ort_providers("cuda")
 
 
 def build_latency_table(
@@ -76,6 +92,7 @@ def build_latency_table(
 ) -> LatencyTable:
     """Measure what is missing of ``target``'s table in ``path`` for ``model``'s searchable ``layers`` and
     return the table; groups already stored are kept (resume).  ``progress`` receives one line per group."""
+    _check_target(target)
     say = progress or (lambda _line: None)
     table = read_table_file(path).get(target.key()) or LatencyTable(target, versions=_versions(target))
     groups = table_blocks(layers, fraction_low=fraction_low, fraction_high=fraction_high, points=points)

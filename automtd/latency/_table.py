@@ -1,6 +1,6 @@
 """The latency table file: per target, the median milliseconds of every measured block and whole model.
 
-One JSON file may hold several targets (runtime, threads, batch, input size, machine), each keyed by
+One JSON file may hold several targets (runtime, device, threads, batch, input size, machine), each keyed by
 :meth:`LatencyTarget.key`, so every worker of a study reads the same numbers whatever hardware it runs on.
 It is rewritten atomically after each group of blocks is measured, so a killed build resumes where it
 stopped.  Format::
@@ -27,17 +27,30 @@ import torch
 from automtd._errors import ConfigError
 from automtd.latency._blocks import snap_fraction
 
-__all__ = ["RUNTIMES", "LatencyTable", "LatencyTarget", "load_latency_table", "machine_name", "read_table_file",
-           "write_table_file"]
+__all__ = ["DEVICES", "RUNTIMES", "LatencyTable", "LatencyTarget", "load_latency_table", "machine_name",
+           "read_table_file", "require_cuda", "write_table_file"]
 
 FORMAT = "automtd-latency-table"
 VERSION = 1
 RUNTIMES = ("torch", "onnxruntime")
 Runtime = Literal["torch", "onnxruntime"]
+DEVICES = ("cpu", "cuda")
+Device = Literal["cpu", "cuda"]
 
 
-def machine_name() -> str:
-    """This CPU: its model name (``/proc/cpuinfo``, else ``platform.processor()``) and torch's SIMD level."""
+def require_cuda() -> None:
+    """Refuse measuring on ``cuda`` where torch sees no CUDA GPU (tables built elsewhere still load)."""
+    if not torch.cuda.is_available():
+        raise ConfigError("latency device 'cuda' needs a CUDA GPU; none is visible here; use device: cpu or run "
+                          "on a GPU machine")
+
+
+def machine_name(device: str = "cpu") -> str:
+    """The hardware measured: for ``cpu`` this CPU's model name (``/proc/cpuinfo``, else ``platform.processor()``)
+    and torch's SIMD level; for ``cuda`` the current GPU's name and CUDA version (refused without a GPU)."""
+    if device == "cuda":
+        require_cuda()
+        return f"{torch.cuda.get_device_name()} (CUDA {torch.version.cuda})"
     name = ""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -52,16 +65,22 @@ def machine_name() -> str:
 @dataclass(frozen=True)
 class LatencyTarget:
     """Where the latencies hold: ``runtime`` (``torch``: the deployed eager model; ``onnxruntime``: the ONNX
-    form on ONNX Runtime's CPU provider), intra-op ``threads``, ``batch`` size, model ``input_size`` and
-    ``machine`` (:func:`machine_name` of the machine that measured)."""
+    form on ONNX Runtime), intra-op CPU ``threads``, ``batch`` size, model ``input_size``, ``machine``
+    (:func:`machine_name` of the hardware that measured; empty: this one's) and ``device`` (``cpu``; ``cuda``:
+    torch on the GPU, ONNX Runtime's CUDA provider)."""
 
     runtime: Runtime
     threads: int
     batch: int
     input_size: tuple[int, int, int]
-    machine: str = field(default_factory=machine_name)
+    machine: str = ""
+    device: Device = "cpu"
 
     def __post_init__(self) -> None:
+        if self.device not in DEVICES:
+            raise ConfigError(f"latency device {self.device!r} is not allowed; use one of {', '.join(DEVICES)}")
+        if not self.machine:
+            object.__setattr__(self, "machine", machine_name(self.device))
         if self.runtime not in RUNTIMES:
             raise ConfigError(f"latency runtime {self.runtime!r} is not allowed; use one of {', '.join(RUNTIMES)}")
         for name in ("threads", "batch"):
@@ -71,7 +90,8 @@ class LatencyTarget:
 
     def key(self) -> str:
         size = "x".join(map(str, self.input_size))
-        return f"{self.runtime} threads={self.threads} batch={self.batch} input={size} on {self.machine}"
+        device = "" if self.device == "cpu" else f" device={self.device}"  # cpu keys as tables always had them
+        return f"{self.runtime}{device} threads={self.threads} batch={self.batch} input={size} on {self.machine}"
 
     def to_dict(self) -> dict[str, object]:
         out = asdict(self)
@@ -108,11 +128,13 @@ class LatencyTable:
             raw = dict(data["target"])  # type: ignore[call-overload]
             target = LatencyTarget(runtime=raw["runtime"], threads=int(raw["threads"]), batch=int(raw["batch"]),
                                    input_size=tuple(int(v) for v in raw["input_size"]),  # type: ignore[arg-type]
-                                   machine=str(raw["machine"]))
+                                   machine=str(raw["machine"]), device=raw.get("device", "cpu"))
             blocks = dict(data.get("blocks") or {})  # type: ignore[call-overload]
             models = dict(data.get("models") or {})  # type: ignore[call-overload]
             grid = {str(k): float(v) for k, v in dict(data.get("grid") or {}).items()}  # type: ignore[call-overload]
             return cls(target, blocks, models, dict(data.get("versions") or {}), grid)  # type: ignore[call-overload]
+        except ConfigError:
+            raise
         except (KeyError, TypeError, ValueError):
             raise ConfigError(f"{source}: a target entry is malformed; rebuild it with `automtd latency-table`"
                               ) from None
@@ -148,21 +170,22 @@ def write_table_file(path: str | os.PathLike[str], table: LatencyTable) -> None:
 
 def load_latency_table(
     path: str | os.PathLike[str], *, runtime: str, batch: int, threads: int,
-    input_size: tuple[int, int, int] | None = None, machine: str | None = None,
+    input_size: tuple[int, int, int] | None = None, machine: str | None = None, device: str = "cpu",
 ) -> LatencyTable:
-    """The target of ``path`` matching ``runtime``, ``batch``, ``threads`` and, when given, ``input_size`` and
-    ``machine`` (by default any machine: the table is meant to be measured on the deployment target, not on
-    the worker reading it); an error lists the targets the file has when none or several match."""
+    """The target of ``path`` matching ``runtime``, ``device``, ``batch``, ``threads`` and, when given,
+    ``input_size`` and ``machine`` (by default any machine: the table is meant to be measured on the deployment
+    target, not on the worker reading it); an error lists the targets the file has when none or several match."""
     if not Path(path).is_file():
         raise ConfigError(f"latency table {str(path)!r} does not exist; build it with `automtd latency-table CONFIG`")
     tables = read_table_file(path)
     found = [t for t in tables.values()
-             if t.target.runtime == runtime and t.target.batch == batch and t.target.threads == threads
+             if t.target.runtime == runtime and t.target.device == device and t.target.batch == batch
+             and t.target.threads == threads
              and (input_size is None or t.target.input_size == tuple(input_size))
              and (machine is None or t.target.machine == machine)]
     if len(found) != 1:
         what = "no target" if not found else f"{len(found)} targets"
-        raise ConfigError(f"latency table {str(path)!r} has {what} for runtime={runtime} batch={batch} "
+        raise ConfigError(f"latency table {str(path)!r} has {what} for runtime={runtime} device={device} batch={batch} "
                           f"threads={threads}; it has: {'; '.join(tables) or 'none'}; build the missing one or "
                           "name the machine")
     return found[0]

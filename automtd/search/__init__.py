@@ -12,7 +12,7 @@ from automtd.search._export import export_plan, plan_of_trial, select_trial
 from automtd.search._front import front_dataframe, plot_front, studies_dataframe, trials_dataframe
 from automtd.search._guard import Objective
 from automtd.search._janitor import fail_stuck_trials
-from automtd.search._keys import STUDY_OBJECTIVE, STUDY_OBJECTIVE_ARGS
+from automtd.search._keys import STUDY_LATENCY_TABLE, STUDY_OBJECTIVE, STUDY_OBJECTIVE_ARGS
 from automtd.search._notes import front_notes
 from automtd.search._objective import (
     config_from_study,
@@ -74,6 +74,7 @@ __all__ = [
     "build_context",
     "get_context",
     "run_trial",
+    "STUDY_LATENCY_TABLE",
     "STUDY_OBJECTIVE",
     "STUDY_OBJECTIVE_ARGS",
     "Objective",

@@ -183,7 +183,7 @@ class LatencySection(StrictModel):
     """``latency:`` how the ``latency`` objective is measured.
 
     With ``table`` (a file written by ``automtd latency-table``) each trial's latency is predicted from the
-    table's target matching ``runtime``, ``batch``, ``threads`` (and ``machine`` when given): deterministic,
+    table's target matching ``runtime``, ``device``, ``batch``, ``threads`` (and ``machine`` when given): deterministic,
     the same on every worker, no timing inside trials; the target is stored with the study at creation, so
     workers elsewhere need no copy of the file.  Without a table each trial times its deployed model at batch 1
     (noisy on a shared machine).  The objective is milliseconds per forward of one batch.
@@ -191,6 +191,7 @@ class LatencySection(StrictModel):
 
     table: ConfigPath | None = None
     runtime: Literal["torch", "onnxruntime"] = "onnxruntime"
+    device: Literal["cpu", "cuda"] = "cpu"
     batch: int = Field(1, ge=1)
     threads: int = Field(1, ge=1)
     machine: str | None = None

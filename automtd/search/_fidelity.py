@@ -12,8 +12,9 @@ both enqueue one plan; the copy costs one trial and changes no result.
 
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import optuna
 from optuna.study import StudyDirection
@@ -89,23 +90,47 @@ def _feasible(trial: FrozenTrial, config: SearchConfig) -> bool:
     return all(v <= 0.0 for v in values.values())
 
 
+def _plan_key(trial: FrozenTrial) -> str:
+    """What a trial trains: its plan's (layer, method, ranks), or its number when it records no plan."""
+    plan = trial.user_attrs.get(keys.TRIAL_PLAN)
+    if not isinstance(plan, Mapping):
+        return f"#{trial.number}"
+    return json.dumps([[lp.get("name"), lp.get("method"), lp.get("ranks")] for lp in plan.get("layers", [])])
+
+
+def _promotable(trial: FrozenTrial, config: SearchConfig, rung: int) -> bool:
+    # a plan that decomposes nothing is the original network: a longer fine-tune has nothing to recover
+    return (trial.state == TrialState.COMPLETE and trial_fidelity(trial) == rung and bool(trial.values)
+            and trial.user_attrs.get(keys.TRIAL_N_DECOMPOSED) != 0 and _feasible(trial, config))
+
+
 def promotion_candidates(trials: Sequence[FrozenTrial], directions: Sequence[StudyDirection], config: SearchConfig,
                          *, rung: int) -> list[FrozenTrial]:
-    """The trials of ``rung`` that its results entitle to the next rung and that were not promoted yet."""
+    """The trials of ``rung`` that its results entitle to the next rung and that were not promoted yet.
+
+    Each plan counts once (a sampler may draw the same plan again: its first trial stands for it), and plans
+    that decompose no layer are never promoted."""
     eta = config.fidelity.eta
-    done = [t for t in trials if t.state == TrialState.COMPLETE and trial_fidelity(t) == rung and t.values
-            and _feasible(t, config)]
+    by_plan: dict[str, FrozenTrial] = {}
+    for t in sorted(trials, key=lambda t: t.number):
+        if _promotable(t, config, rung):
+            by_plan.setdefault(_plan_key(t), t)
+    done = list(by_plan.values())
     allowed = len(done) // eta
     if not allowed:
         return []
-    promoted = {int(t.user_attrs[keys.TRIAL_PROMOTED_FROM]) for t in trials
-                if trial_fidelity(t) == rung + 1 and keys.TRIAL_PROMOTED_FROM in t.user_attrs}
+    number_of = {t.number: t for t in trials}
+    promoted: set[str] = set()
+    for t in trials:
+        if trial_fidelity(t) == rung + 1 and keys.TRIAL_PROMOTED_FROM in t.user_attrs:
+            source = number_of.get(int(t.user_attrs[keys.TRIAL_PROMOTED_FROM]))
+            promoted.add(_plan_key(source) if source is not None else f"#{t.user_attrs[keys.TRIAL_PROMOTED_FROM]}")
     values = [list(t.values) for t in done]
     ranks = pareto_ranks(values, directions)
     spread = crowding_distances(values, ranks)
     order = sorted(range(len(done)), key=lambda i: (ranks[i], -spread[i], -done[i].values[0], done[i].number))
     best = [done[i] for i in order[:allowed]]
-    return [t for t in best if t.number not in promoted]
+    return [t for t in best if _plan_key(t) not in promoted]
 
 
 def promote(study: optuna.Study, config: SearchConfig) -> list[int]:

@@ -16,8 +16,9 @@ import torch
 from torch import nn
 
 import automtd.search._keys as keys
+from automtd._errors import ConfigError
 from automtd.deploy import deploy_model
-from automtd.latency import LatencyTable, load_latency_table, predict_latency
+from automtd.latency import LatencyTable, load_latency_table, predict_latency, require_cuda
 from automtd.metrics import measure_latency
 from automtd.plan import Plan
 from automtd.search._config import SearchConfig
@@ -34,12 +35,23 @@ def study_table(config: SearchConfig, empty_plan: Plan) -> dict[str, object] | N
     ``empty_plan`` is the plan of no layer of the study's model: predicting it checks the table holds the model.
     """
     lat = config.latency
-    if "latency" not in config.objectives or lat.table is None:
+    if "latency" not in config.objectives:
+        return None
+    if lat.table is None:
+        if lat.device == "cuda":  # trials would time on a GPU; a table measured on one needs none here
+            require_cuda()
         return None
     table = load_latency_table(lat.table, runtime=lat.runtime, batch=lat.batch, threads=lat.threads,
                                input_size=tuple(config.model.input_size),  # type: ignore[arg-type]
-                               machine=lat.machine)
+                               machine=lat.machine, device=lat.device)
     predict_latency(table, empty_plan)  # a one-line ConfigError when the table lacks this model
+    grid, space = table.grid, config.space
+    if grid and (grid["fraction_low"] > space.fraction_low * 1.001
+                 or grid["fraction_high"] < space.fraction_high * 0.999):
+        raise ConfigError(
+            f"latency table {lat.table} was measured for fractions {grid['fraction_low']:g}-{grid['fraction_high']:g} "
+            f"but space spans {space.fraction_low:g}-{space.fraction_high:g} (trials snap to the table's grid); "
+            "rebuild it with this config: automtd latency-table CONFIG -o FILE")
     return table.to_dict()
 
 

@@ -168,7 +168,8 @@ def run_trial(ctx: SearchContext, trial: optuna.trial.Trial) -> list[float]:
             trial.set_user_attr(key, value)
 
     with _timed(times, _time_key("sample")):  # the sampler and the storage writes of the suggested params
-        choices = sample_choices(trial, ctx.space, cfg)
+        table = stored_table(trial.study) if "latency" in cfg.objectives else None
+        choices = sample_choices(trial, ctx.space, cfg, snap=table.snap if table is not None else None)
     warm = trial.user_attrs.get(keys.TRIAL_WARM_PLAN)
     if warm is not None:
         plan = Plan.from_dict(warm)
@@ -215,7 +216,7 @@ def run_trial(ctx: SearchContext, trial: optuna.trial.Trial) -> list[float]:
     _check_finite(model, "after fine-tuning")
     with _timed(times, _time_key("evaluate")):
         acc = ctx.score(model.eval(), ctx.val_loader) if tuned else acc_before
-        latency, source = (trial_latency(ctx, model, plan, stored_table(trial.study)) if "latency" in cfg.objectives
+        latency, source = (trial_latency(ctx, model, plan, table) if "latency" in cfg.objectives
                            else (None, None))
     drop = ctx.base_accuracy - acc
     record: dict[str, float | int] = {

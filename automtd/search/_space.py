@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import fnmatch
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import optuna
@@ -110,12 +110,27 @@ def choice_for(layer: SpaceLayer, method: str, fraction: float) -> LayerChoice:
 
 
 def sample_choices(
-    trial: optuna.trial.Trial, space: Sequence[SpaceLayer], config: SearchConfig
+    trial: optuna.trial.Trial, space: Sequence[SpaceLayer], config: SearchConfig,
+    *, snap: Callable[[float], float] | None = None,
 ) -> dict[str, LayerChoice]:
     """Sample every layer's method and size (both always present) and map them to ranks.
 
-    ``space.sampling`` decides what the size means (see the module docstring).
+    ``space.sampling`` decides what the size means (see the module docstring).  ``snap`` (a latency table's
+    :meth:`~automtd.latency.LatencyTable.snap`) moves each decomposed layer's fraction to the nearest one the
+    table measured, so a predicted latency is a sum of measured blocks, never an interpolation.
     """
+    choices = _sampled(trial, space, config)
+    if snap is None:
+        return choices
+    for layer in space:
+        choice = choices[layer.name]
+        if not choice.keeps_dense:
+            kept = _kept(layer, choice) / layer.shape.dense_params
+            choices[layer.name] = choice_for(layer, choice.method, snap(kept))
+    return choices
+
+
+def _sampled(trial: optuna.trial.Trial, space: Sequence[SpaceLayer], config: SearchConfig) -> dict[str, LayerChoice]:
     low, high = config.space.fraction_low, config.space.fraction_high
     budget = config.space.sampling == "budget"
     target = 1.0

@@ -84,12 +84,16 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def spec_differences(stored: Mapping[str, object], given: Mapping[str, object]) -> list[str]:
-    """Dotted keys whose values differ, as ``key: stored -> given`` strings."""
+    """Dotted keys whose values differ, as ``key: stored -> given`` strings.  A key absent on one side and
+    ``None`` on the other is no difference: a setting added to the spec after the study was created, at its
+    neutral value, must not lock out the studies made before."""
     a, b = _flatten(_canonical(stored)), _flatten(_canonical(given))
     missing = object()
     out = []
     for key in sorted(set(a) | set(b)):
         va, vb = a.get(key, missing), b.get(key, missing)
+        if va in (missing, None) and vb in (missing, None):
+            continue
         if va != vb:
             sa = "<absent>" if va is missing else repr(va)
             sb = "<absent>" if vb is missing else repr(vb)
@@ -124,7 +128,10 @@ def check_spec(study: optuna.Study, spec: Mapping[str, object], *, what: str = "
     attrs = _wait_for_spec(study)
     if attrs[STUDY_SPEC_HASH] == spec_hash(spec):
         return
-    diffs = spec_differences(attrs.get(STUDY_SPEC) or {}, spec) or ["(stored spec unreadable; hashes differ)"]
+    stored = attrs.get(STUDY_SPEC)
+    diffs = spec_differences(stored, spec) if isinstance(stored, Mapping) else ["(stored spec unreadable)"]
+    if not diffs:  # only settings added since the study was created, at their neutral value
+        return
     more = f" (+{len(diffs) - 4} more)" if len(diffs) > 4 else ""
     raise StudyError(
         f"study {study.study_name!r} was created with another spec than {what}: "
