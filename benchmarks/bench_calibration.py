@@ -121,7 +121,8 @@ def render(payload: dict[str, Any], md: Path) -> None:
              f"({payload['machine']['cpu_model']}), torch {payload['machine']['torch']}, "
              f"{payload['machine']['torch_threads']} thread; {payload['machine']['note'] or 'idle CPU'}  ",
              f"Date: {payload['machine']['date_utc']} (last rows: {payload.get('updated', '?')})", "",
-             f"Uniform plans (`uniform_plan`, first conv and classifier dense), no fine-tune. Top-1 on "
+             f"Uniform plans (`uniform_plan`, first conv and classifier dense), no fine-tune unless a table says so. "
+             f"Top-1 on "
              f"{payload['test_images']} class-balanced TEST images (a report: nothing is selected on them); "
              f"{payload['calib_images']} calibration images from the training split; BatchNorm re-estimated on "
              "them in every variant. Cell: top-1 % (seconds of calibration incl. BN re-estimation; the "
@@ -136,9 +137,11 @@ def render(payload: dict[str, Any], md: Path) -> None:
         base = payload["base_top1"].get(model)
         after = (f", after the search trial's fine-tune ({steps} KD steps of batch 64, lr 0.001 x the method's "
                  "scale)") if steps else ", no fine-tune"
+        here = [v for v in variants if any(r["model"] == model and int(r.get("finetune_steps", 0)) == steps
+                                           and r["variant"] == v for r in rows)]
         lines += [f"## {model}{after} (original {base:.2f}% on these images)", "",
-                  "| method | fraction | params x | MACs x | " + " | ".join(variants) + " |",
-                  "|---|---|---|---|" + "---|" * len(variants)]
+                  "| method | fraction | params x | MACs x | " + " | ".join(here) + " |",
+                  "|---|---|---|---|" + "---|" * len(here)]
         cells: dict[tuple[str, float], dict[str, dict[str, Any]]] = {}
         for r in rows:
             if r["model"] == model and int(r.get("finetune_steps", 0)) == steps:
@@ -146,7 +149,7 @@ def render(payload: dict[str, Any], md: Path) -> None:
         for (method, fraction), by_variant in sorted(cells.items()):
             any_row = next(iter(by_variant.values()))
             out = []
-            for v in variants:
+            for v in here:
                 r = by_variant.get(v)
                 out.append("–" if r is None else f"{r['top1']:.2f} ({r['calibrate_s']:.0f} s)")
             lines.append(f"| {method} | {fraction:g} | {any_row['params_ratio']:.2f} | {any_row['macs_ratio']:.2f} | "
