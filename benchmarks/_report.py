@@ -16,13 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks._common import REPO
+from benchmarks._fronts_compress import compress_lines
 from benchmarks._md import load, machine_line, md_table, not_run, rel
 from benchmarks._report_fronts import FRONTS_RUNS, fronts_headline, run_detail, target1_rows
 from benchmarks._report_speed import speed_detail, speed_headline, target2_rows
 
 __all__ = ["BLOCKS", "fill_blocks", "run_report"]
 
-BLOCKS = ("targets", "fronts", "speed", "search_cost", "others")
+BLOCKS = ("targets", "fronts", "speed", "search_cost", "compress", "others")
 _BLOCK = re.compile(r"(<!-- generated: (?P<name>[a-z0-9_]+) -->\n)(?P<body>.*?)(<!-- end generated -->)", re.S)
 
 
@@ -110,6 +111,7 @@ def run_report(out_dir: Path, markdown: Path) -> Path:
         "fronts": fronts_headline(out, md),
         "speed": speed_lines,
         "search_cost": _search_cost(out),
+        "compress": compress_lines(out),
         "others": _others(out, md),
     }
     md.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,71 @@
+"""The equal-compute compression table: the issue's targets from final rows, published points kept apart."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from benchmarks._fronts_compress import compress_lines, compress_targets, published_rows  # noqa: E402
+
+
+def _row(model: str, source: str, plan: str, params: float, macs: float, drop: float) -> dict[str, Any]:
+    return {"model": model, "source": source, "plan": plan, "params_ratio": params, "macs_ratio": macs,
+            "drop": drop, "base_test_acc": 91.5, "test_split": "test-report", "test_images": 5000}
+
+
+ROWS = [
+    _row("cifar_resnet20", "search mixed", "mixed_d1", 3.6, 2.6, 1.3),       # too far
+    _row("cifar_resnet20", "search mixed", "mixed_d0.5", 3.1, 2.4, 0.7),     # params enough, MACs not
+    _row("cifar_resnet20", "search cp", "cp_d1", 1.7, 1.2, 0.9),
+    _row("cifar_resnet20", "ALDS cp", "baseline_alds_cp_r3", 2.0, 1.9, 0.95),
+    _row("cifar_resnet20", "HT-2 energy", "baseline_ht2_e0.6", 5.9, 6.2, 4.0),  # outside every bound
+]
+
+
+def _by_target(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {t["target"].split(" ")[0] + ("/" if "baseline" in t["target"] else ""): t for t in rows}
+
+
+def test_the_ratio_target_needs_params_and_macs_in_one_plan() -> None:
+    t = _by_target(compress_targets(ROWS))
+    assert not t["a"]["met"] and t["a"]["plan"] == "mixed_d0.5"  # the closest searched plan is named
+    met = compress_targets([*ROWS, _row("cifar_resnet20", "search ht2", "ht2_d1", 3.0, 2.5, 1.0)])
+    assert _by_target(met)["a"]["met"] and _by_target(met)["a"]["plan"] == "ht2_d1"
+
+
+def test_search_over_baseline_counts_only_plans_within_one_point() -> None:
+    t = _by_target(compress_targets(ROWS))["best/"]
+    assert t["measured"] == "3.10 / 2.00 = 1.55" and t["met"]  # the 5.9x baseline at 4 points is not counted
+    weak = _by_target(compress_targets([r for r in ROWS if r["plan"] != "mixed_d0.5"]))["best/"]
+    assert weak["measured"] == "1.70 / 2.00 = 0.85" and not weak["met"]
+    none = _by_target(compress_targets([r for r in ROWS if r["source"].startswith("search")]))["best/"]
+    assert none["measured"] is None and not none["met"]  # no baseline measured: not met, not a division by zero
+
+
+def test_resnet56_target_is_within_half_a_point() -> None:
+    rows = [_row("cifar_resnet56", "search mixed", "mixed_d0.5", 3.2, 2.0, 0.6)]
+    t = _by_target(compress_targets(rows))["a"]
+    assert "0.5 pt" in t["target"] and not t["met"]
+    assert _by_target(compress_targets([{**rows[0], "drop": 0.5}]))["a"]["met"]
+
+
+def test_published_points_count_only_within_their_cited_change() -> None:
+    rows = {r["source"].split(" ")[0]: r for r in published_rows(["cifar_resnet20", "cifar_vgg11_bn"])}
+    assert set(rows) == {"ALDS", "HALOC", "HT-2"}  # nothing published is listed for a model without points
+    assert rows["ALDS"]["best_params_ratio_drop<=0.5"] == 4.0 and rows["ALDS"]["best_macs_ratio_drop<=1"] == 3.1
+    assert rows["HALOC"]["best_params_ratio_drop<=1"] is None and rows["HALOC"]["best_macs_ratio_drop<=0.5"] == 3.6
+
+
+def test_the_table_lists_measured_rows_then_published_and_names_runs_not_made(tmp_path: Path) -> None:
+    (tmp_path / "compress").mkdir()
+    payload = {"final": ROWS, "final_budget": {"epochs": 10}, "command": "python -m benchmarks fronts", "machine": {}}
+    (tmp_path / "compress" / "fronts_final.json").write_text(json.dumps(payload))
+    text = "\n".join(compress_lines(tmp_path))
+    assert "10-epoch final fine-tune" in text and "| search mixed | 2 |" in text
+    assert text.index("| ALDS cp |") < text.index("ALDS (arXiv 2107.11442")
+    assert "compress_resnet56.yaml`: **Not run.**" in text
