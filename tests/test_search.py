@@ -165,6 +165,19 @@ def test_trials_are_scored_on_the_test_select_half(searched: dict[str, Any]) -> 
     assert ctx.val_loader.dataset.images.shape[0] == 10000  # type: ignore[attr-defined]  # test images
 
 
+def test_alds_warm_starts_skip_a_method_outside_the_space(searched: dict[str, Any]) -> None:
+    from automtd.search import get_context
+    from automtd.search._warmstart import baseline_plans
+
+    config: SearchConfig = searched["config"]
+    warm = config.warmstart.model_copy(update={"baselines": ["alds"], "alds_method": ["tucker2", "cp"],
+                                               "alds_ratio": [1.5]})
+    ctx = get_context(config.model_copy(update={"warmstart": warm}), searched["folder"] / "tiny.cache")
+    plans = baseline_plans(ctx)
+    assert list(plans) == ["alds_tucker2_r1.5"]  # the space has no cp: that plan would decompose nothing
+    assert {lp.method for lp in plans["alds_tucker2_r1.5"].layers} == {"tucker2"}
+
+
 def test_nan_trial_fails_with_reason_and_study_goes_on(searched: dict[str, Any]) -> None:
     study = searched["result"].study
     bad = study.trials[NAN_TRIAL]

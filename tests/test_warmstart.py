@@ -125,3 +125,21 @@ def test_configured_baselines_name_registered_baselines(tmp_path: Path) -> None:
     assert set(default) <= set(list_baselines())
     with pytest.raises(ConfigError, match="baselines"):
         search_config_from_dict({**base, "warmstart": {"baselines": ["nope"]}})
+
+
+def test_alds_warm_starts_one_plan_per_method_and_ratio(tmp_path: Path) -> None:
+    from automtd.search._warmstart import _baseline_runs
+
+    base = {"model": {"name": "cifar_resnet20", "checkpoint": str(tmp_path / "ck.th")}}
+    # a single method and ratio (the older scalar spelling) keeps the plain label
+    one = search_config_from_dict({**base, "warmstart": {"baselines": ["alds"], "alds_method": "cp",
+                                                         "alds_ratio": 4.0}})
+    assert _baseline_runs(one) == [("alds", "alds", {"method": "cp", "ratio": 4.0})]
+    many = search_config_from_dict({**base, "warmstart": {"baselines": ["uniform", "alds"],
+                                                          "alds_method": ["cp", "ht2"], "alds_ratio": [3, 4]}})
+    assert [(label, opts) for label, _, opts in _baseline_runs(many)] == [
+        ("uniform", {"method": "tucker2", "fraction": 0.25}),
+        ("alds_cp_r3", {"method": "cp", "ratio": 3.0}), ("alds_cp_r4", {"method": "cp", "ratio": 4.0}),
+        ("alds_ht2_r3", {"method": "ht2", "ratio": 3.0}), ("alds_ht2_r4", {"method": "ht2", "ratio": 4.0})]
+    with pytest.raises(ConfigError, match="alds ratio 1.0 must be > 1"):
+        search_config_from_dict({**base, "warmstart": {"alds_ratio": [3.0, 1.0]}})

@@ -240,8 +240,26 @@ class WarmstartSection(StrictModel):
     uniform_method: str = "tucker2"
     uniform_fraction: float = Field(0.25, gt=0, le=1)
     ht2_energy: float = Field(0.9, gt=0, le=1)
-    alds_method: str = "tucker2"
-    alds_ratio: float = Field(3.0, gt=1)
+    alds_method: list[str] = Field(
+        default_factory=lambda: ["tucker2"],
+        description="methods of the ALDS warm-start plans: one plan per method and ratio (a single name is accepted)",
+    )
+    alds_ratio: list[float] = Field(
+        default_factory=lambda: [3.0], description="params ratios of the ALDS warm-start plans (each > 1)"
+    )
+
+    @field_validator("alds_method", "alds_ratio", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: object) -> object:
+        return value if isinstance(value, list) else [value]
+
+    @field_validator("alds_ratio")
+    @classmethod
+    def _ratios(cls, value: list[float]) -> list[float]:
+        for r in value:
+            if not r > 1.0:
+                raise ValueError(f"alds ratio {r} must be > 1 (original / compressed params), e.g. [3.0, 4.0]")
+        return value
 
     @field_validator("baselines", mode="before")
     @classmethod

@@ -6,9 +6,9 @@
 * For each KL budget ``b``: the plan keeping the fewest parameters whose layers' output KLs (from the
   original network, see :mod:`automtd.search._sensitivity`) sum to at most ``b``.  Unlike the accuracy
   drop, the KL still ranks candidates on a validation split the original has memorised (every drop 0).
-* The baselines of :mod:`automtd.baselines` (VBMF Tucker-2, HT-2 energy, uniform), run through the
-  baseline registry, stored as exact plans in the enqueued trial's user attrs and reproduced as
-  closely as the space allows in its params.
+* The baselines of :mod:`automtd.baselines` (VBMF Tucker-2, HT-2 energy, uniform, ALDS for each configured
+  method and params ratio), run through the baseline registry, stored as exact plans in the enqueued
+  trial's user attrs and reproduced as closely as the space allows in its params.
 
 Enqueued only when the study is new (the caller checks); a study attribute guards against repeats.
 """
@@ -43,16 +43,24 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-def _baseline_options(name: str, config: SearchConfig) -> dict[str, object]:
-    """The options of registered baseline ``name`` taken from the ``warmstart`` section."""
+def _baseline_runs(config: SearchConfig) -> list[tuple[str, str, dict[str, object]]]:
+    """``(label, registered baseline, options)`` of every warm-start baseline plan the ``warmstart`` section asks
+    for: one per baseline, and for ALDS one per method and ratio (labelled ``alds_<method>_r<ratio>`` when there
+    are several)."""
     ws = config.warmstart
-    if name == "uniform":
-        return {"method": ws.uniform_method, "fraction": ws.uniform_fraction}
-    if name == "ht2-energy":
-        return {"energy": ws.ht2_energy}
-    if name == "alds":
-        return {"method": ws.alds_method, "ratio": ws.alds_ratio}
-    return {}
+    runs: list[tuple[str, str, dict[str, object]]] = []
+    for name in ws.baselines:  # registered names (the config validates them)
+        if name == "alds":
+            combos = [(m, r) for m in ws.alds_method for r in ws.alds_ratio]
+            runs += [("alds" if len(combos) == 1 else f"alds_{m}_r{r:g}", name, {"method": m, "ratio": r})
+                     for m, r in combos]
+        elif name == "uniform":
+            runs.append((name, name, {"method": ws.uniform_method, "fraction": ws.uniform_fraction}))
+        elif name == "ht2-energy":
+            runs.append((name, name, {"energy": ws.ht2_energy}))
+        else:
+            runs.append((name, name, {}))
+    return runs
 
 
 def _kept_params(shapes: Mapping[str, LayerShape], row: SensitivityRow) -> int:
@@ -170,20 +178,21 @@ def kl_budget_params(
 
 
 def baseline_plans(ctx: SearchContext) -> dict[str, Plan]:
-    """The configured baseline plans, keyed by name; a baseline that cannot be built is logged and skipped.
+    """The configured baseline plans, keyed by label (``_baseline_runs``); one that cannot be built is logged
+    and skipped.
 
     Each plan keeps only the searchable layers with an allowed method (``space.skip`` and the
-    ``space`` method lists still apply).
+    ``space`` method lists still apply); a plan left with no layer is skipped.
     """
     model_cfg = ctx.config.model
     methods = {layer.name: layer.methods for layer in ctx.space}
     out: dict[str, Plan] = {}
-    for name in ctx.config.warmstart.baselines:  # registered names (the config validates them)
+    for label, name, options in _baseline_runs(ctx.config):
         try:
             plan = baselines.run_baseline(
                 name,
                 ctx.base_model,
-                _baseline_options(name, ctx.config),
+                options,
                 architecture=model_cfg.name,
                 arch_kwargs=model_cfg.kwargs,
                 input_size=model_cfg.input_size,
@@ -193,9 +202,12 @@ def baseline_plans(ctx: SearchContext) -> dict[str, Plan]:
                 for lp in plan.layers
                 if lp.method in methods.get(lp.name, ())
             }
-            out[name] = build_plan(ctx, kept)
+            if not kept:  # e.g. ALDS Tucker-2 in a CP-only space: the original network, not a warm start
+                log.info("warm start: baseline %s skipped (no layer of it is in the search space)", label)
+                continue
+            out[label] = build_plan(ctx, kept)
         except AutomtdError as exc:
-            log.warning("warm start: baseline %s skipped (%s)", name, exc)
+            log.warning("warm start: baseline %s skipped (%s)", label, exc)
     return out
 
 
