@@ -18,11 +18,12 @@ from typing import Any
 
 from benchmarks._fronts import summarize
 from benchmarks._fronts_config import PUBLISHED
-from benchmarks._md import load, machine_line, md_table, not_run
+from benchmarks._md import load, machine_line, md_table, not_run, rel
 
-__all__ = ["COMPRESS_RUNS", "compress_lines", "compress_targets", "published_rows"]
+__all__ = ["COMPRESS_RUNS", "DETAIL", "compress_detail", "compress_lines", "compress_targets", "published_rows"]
 
 DROPS = (0.5, 1.0, 2.0)
+DETAIL = "report_compress.md"  # the per-plan table, written into each run's results folder
 
 # (results folder under benchmarks/results, suite config): the runs the table reads, in this order.
 COMPRESS_RUNS: tuple[tuple[str, str], ...] = (
@@ -94,7 +95,22 @@ _COLUMNS = [("source", "source"), ("n_plans", "plans")] + [
                                (f"best_macs_ratio_drop<={d:g}", f"MACs x @ <={d:g}"))]
 
 
-def compress_lines(results: Path) -> list[str]:
+def _rows(final: dict[str, Any]) -> list[dict[str, Any]]:
+    return [r for r in final["final"] if r.get("test_split") == "test-report"]
+
+
+def compress_detail(final: dict[str, Any], config: str) -> list[str]:
+    """Every final row of one run: plan, source, ratios, test top-1 and drop, the fine-tune's seconds."""
+    rows = sorted(_rows(final), key=lambda r: (r["model"], -r["params_ratio"]))
+    table = [{**r, "finetune_min": r.get("finetune_s", 0.0) / 60.0} for r in rows]
+    return [f"# Compression at equal compute: every final (`{config}`)\n", machine_line(final),
+            md_table(table, [("model", "model"), ("plan", "plan"), ("source", "source"), ("methods", "methods"),
+                             ("params_ratio", "params x"), ("macs_ratio", "MACs x"), ("test_acc", "test top-1"),
+                             ("base_test_acc", "original"), ("drop", "drop (pts)"),
+                             ("finetune_min", "fine-tune min"), ("same_as", "same plan as")])]
+
+
+def compress_lines(results: Path, md: Path) -> list[str]:
     """The markdown of every compression run in ``results``: per model its table, then the targets."""
     lines: list[str] = []
     for folder, config in COMPRESS_RUNS:
@@ -103,7 +119,7 @@ def compress_lines(results: Path) -> list[str]:
         if final is None:
             lines.append(f"`{config}`: " + not_run(command))
             continue
-        rows = [r for r in final["final"] if r.get("test_split") == "test-report"]
+        rows = _rows(final)
         budget = final.get("final_budget", {})
         epochs = budget.get("epochs")
         lines.append(f"`{config}`, {'?' if epochs is None else f'{epochs:g}'}-epoch final fine-tune, scored on "
@@ -115,7 +131,7 @@ def compress_lines(results: Path) -> list[str]:
                      if r["model"] == model and not r["source"].startswith(("HT-2 paper", "MTD paper"))]
             lines.append(f"**{model}** (original {rows[0]['base_test_acc']:.2f}% on test-report):\n")
             lines.append(md_table(table + published_rows([model]), _COLUMNS))
-        lines.append("Targets:\n")
+        lines.append(f"Every plan's row: [{DETAIL}]({rel(results / folder / DETAIL, md)}). Targets:\n")
         lines.append(md_table(compress_targets(rows), [("model", "model"), ("target", "target"), ("plan", "plan"),
                                                        ("measured", "measured (params / MACs, drop)"),
                                                        ("met", "met")]))

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks._common import REPO
-from benchmarks._fronts_compress import compress_lines
+from benchmarks._fronts_compress import COMPRESS_RUNS, DETAIL, compress_detail, compress_lines
 from benchmarks._md import load, machine_line, md_table, not_run, rel
 from benchmarks._report_fronts import FRONTS_RUNS, fronts_headline, run_detail, target1_rows
 from benchmarks._report_speed import speed_detail, speed_headline, target2_rows
@@ -101,6 +101,10 @@ def run_report(out_dir: Path, markdown: Path) -> Path:
     for run in FRONTS_RUNS:
         if (out / run.folder / "fronts_final.json").is_file() or (out / run.folder / "fronts_searches.json").is_file():
             _detail(out / run.detail, md, run_detail(out, out / run.detail, run))
+    for folder, config in COMPRESS_RUNS:
+        final = load(out / folder, "fronts_final.json")
+        if final is not None:
+            _detail(out / folder / DETAIL, md, compress_detail(final, config))
     speed_lines = [not_run("python -m benchmarks speed")]
     if speed is not None:
         detail = _detail(out / "report_speed.md", md, speed_detail(speed, out, out / "report_speed.md"))
@@ -111,7 +115,7 @@ def run_report(out_dir: Path, markdown: Path) -> Path:
         "fronts": fronts_headline(out, md),
         "speed": speed_lines,
         "search_cost": _search_cost(out),
-        "compress": compress_lines(out),
+        "compress": compress_lines(out, md),
         "others": _others(out, md),
     }
     md.parent.mkdir(parents=True, exist_ok=True)

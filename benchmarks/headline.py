@@ -2,8 +2,9 @@
 
 For each model of ``--results`` (a fronts results folder whose final part used the ``apply`` recipe, so every plan
 has its compressed checkpoint under ``fronts/checkpoints``), the most compressed plan within each ``--drops`` of
-the original's test accuracy is copied to ``benchmarks/results/headline/<model>_<plan>/`` (the folder ``automtd
-apply`` wrote) and listed in ``benchmarks/results/headline/headline.json``, a list of::
+the original's test accuracy (and the most compressed searched plan, when a baseline is the former) is copied
+to ``benchmarks/results/headline/<model>_<plan>/`` (the folder ``automtd apply`` wrote) and listed in
+``benchmarks/results/headline/headline.json``, a list of::
 
     {"model", "base_checkpoint", "compressed", "params_ratio", "macs_ratio", "test_top1", "base_test_top1",
      "eval_images", "evaluate"}
@@ -50,14 +51,16 @@ def _evaluate(directory: Path, split: str) -> tuple[float, int]:
 
 
 def pick(rows: list[dict[str, Any]], drops: list[float]) -> list[dict[str, Any]]:
-    """Per model and drop bound, the final row with the highest params ratio within it (each plan once)."""
+    """Per model and drop bound, the final row with the highest params ratio within it, and the searched row with
+    the highest (when a baseline is the best); each plan once."""
     chosen: dict[tuple[str, str], dict[str, Any]] = {}
     for model in sorted({r["model"] for r in rows}):
         for bound in drops:
             ok = [r for r in rows if r["model"] == model and r["drop"] <= bound and r.get("checkpoint")]
-            if ok:
-                best = max(ok, key=lambda r: (r["params_ratio"], -r["drop"]))
-                chosen.setdefault((model, best["plan"]), {**best, "within": bound})
+            for pool in (ok, [r for r in ok if str(r["source"]).startswith("search ")]):
+                if pool:
+                    best = max(pool, key=lambda r: (r["params_ratio"], -r["drop"]))
+                    chosen.setdefault((model, best["plan"]), {**best, "within": bound})
     return list(chosen.values())
 
 

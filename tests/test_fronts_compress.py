@@ -10,7 +10,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks._fronts_compress import compress_lines, compress_targets, published_rows  # noqa: E402
+from benchmarks._fronts_compress import compress_detail, compress_lines, compress_targets, published_rows  # noqa: E402
 
 
 def _row(model: str, source: str, plan: str, params: float, macs: float, drop: float) -> dict[str, Any]:
@@ -65,7 +65,21 @@ def test_the_table_lists_measured_rows_then_published_and_names_runs_not_made(tm
     (tmp_path / "compress").mkdir()
     payload = {"final": ROWS, "final_budget": {"epochs": 10}, "command": "python -m benchmarks fronts", "machine": {}}
     (tmp_path / "compress" / "fronts_final.json").write_text(json.dumps(payload))
-    text = "\n".join(compress_lines(tmp_path))
+    text = "\n".join(compress_lines(tmp_path, tmp_path / "BENCHMARKS.md"))
     assert "10-epoch final fine-tune" in text and "| search mixed | 2 |" in text
     assert text.index("| ALDS cp |") < text.index("ALDS (arXiv 2107.11442")
-    assert "compress_resnet56.yaml`: **Not run.**" in text
+    assert "compress_resnet56.yaml`: **Not run.**" in text and "(compress/report_compress.md)" in text
+    detail = "\n".join(compress_detail(payload, "configs/x.yaml"))
+    assert detail.index("| mixed_d1 |") < detail.index("| baseline_alds_cp_r3 |")  # most compressed first
+
+
+def test_headline_keeps_the_best_plan_and_the_best_searched_one_per_bound() -> None:
+    from benchmarks.headline import pick
+
+    rows = [{**r, "checkpoint": f"ck/{r['plan']}"} for r in ROWS]
+    picked = {(r["plan"], r["within"]) for r in pick(rows, [0.5, 1.0, 2.0])}
+    # within 1: ALDS CP (2.0x) is beaten by the searched 3.1x; within 2: the searched 3.6x; nothing within 0.5
+    assert picked == {("mixed_d0.5", 1.0), ("mixed_d1", 2.0)}
+    baseline_best = [r for r in rows if r["plan"] != "mixed_d0.5"]
+    picked = {(r["plan"], r["within"]) for r in pick(baseline_best, [1.0])}
+    assert picked == {("baseline_alds_cp_r3", 1.0), ("cp_d1", 1.0)}  # the baseline, and the best searched plan
