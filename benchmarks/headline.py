@@ -11,7 +11,8 @@ to ``benchmarks/results/headline/<model>_<plan>/`` (the folder ``automtd apply``
 
 with paths relative to the repository root (a base from ``../shared/weights`` is named that way).  Each
 ``test_top1`` is re-measured here from the copied checkpoint with ``automtd evaluate``'s own code path, on the
-images the plans were never selected on (``test-report``), and must equal the final part's number.
+images the plans were never selected on (``test-report``), and must equal the final part's number.  Folders of
+the run's models that are no longer headline plans are removed.
 
     python benchmarks/headline.py --results benchmarks/results/compress
 """
@@ -98,6 +99,11 @@ def main(argv: list[str] | None = None) -> int:
         })
         log(f"{rel}: params x{row['params_ratio']:.2f}, test-report top-1 {top1:.2f} (base {base_top1:.2f})")
     (HEADLINE / "headline.json").write_text(json.dumps(entries, indent=2) + "\n")
+    kept = {REPO / e["compressed"] for e in entries}
+    for model in {r["model"] for r in rows}:  # a folder of this run's models no longer listed is a stale headline
+        for stale in sorted(p for p in HEADLINE.glob(f"{model}_*") if p.is_dir() and p not in kept):
+            shutil.rmtree(stale)
+            log(f"{stale.relative_to(REPO).as_posix()}: no longer a headline plan, removed")
     return 0
 
 
