@@ -20,7 +20,8 @@ from benchmarks._fronts import summarize
 from benchmarks._fronts_config import PUBLISHED
 from benchmarks._md import load, machine_line, md_table, not_run, rel
 
-__all__ = ["COMPRESS_RUNS", "DETAIL", "compress_detail", "compress_lines", "compress_targets", "published_rows"]
+__all__ = ["COMPRESS_RUNS", "DETAIL", "best_within", "compress_detail", "compress_lines", "compress_targets",
+           "published_rows"]
 
 DROPS = (0.5, 1.0, 2.0)
 DETAIL = "report_compress.md"  # the per-plan table, written into each run's results folder
@@ -31,11 +32,11 @@ COMPRESS_RUNS: tuple[tuple[str, str], ...] = (
     ("compress_resnet56", "configs/bench_fronts_compress_resnet56.yaml"),
 )
 
-# (model, required params x, required MACs x or None, drop bound in points)
-_RATIO_TARGETS: tuple[tuple[str, float, float | None, float], ...] = (
-    ("cifar_resnet20", 3.0, 2.5, 1.0),
-    ("cifar_resnet56", 3.0, None, 0.5),
-)
+# model -> (required params x, required MACs x or None, drop bound in points)
+_RATIO_TARGETS: dict[str, tuple[float, float | None, float]] = {
+    "cifar_resnet20": (3.0, 2.5, 1.0),
+    "cifar_resnet56": (3.0, None, 0.5),
+}
 _OVER_BASELINE = 1.3  # best searched params x / best baseline params x, within 1.0 point
 
 
@@ -57,7 +58,8 @@ def published_rows(models: Sequence[str]) -> list[dict[str, Any]]:
     return rows
 
 
-def _best(rows: Sequence[dict[str, Any]], bound: float) -> dict[str, Any] | None:
+def best_within(rows: Sequence[dict[str, Any]], bound: float) -> dict[str, Any] | None:
+    """The row with the highest params ratio among those within ``bound`` points of drop (ties: smaller drop)."""
     ok = [r for r in rows if r["drop"] <= bound]
     return max(ok, key=lambda r: (r["params_ratio"], -r["drop"])) if ok else None
 
@@ -68,17 +70,16 @@ def compress_targets(final_rows: Sequence[dict[str, Any]]) -> list[dict[str, Any
     for model in sorted({r["model"] for r in final_rows}):
         rows = [r for r in final_rows if r["model"] == model]
         searched = [r for r in rows if _is_search(r)]
-        for m, params, macs, bound in _RATIO_TARGETS:
-            if m != model:
-                continue
+        if model in _RATIO_TARGETS:
+            params, macs, bound = _RATIO_TARGETS[model]
             ok = [r for r in searched if r["drop"] <= bound and r["params_ratio"] >= params
                   and (macs is None or r["macs_ratio"] >= macs)]
-            best = max(ok, key=lambda r: r["params_ratio"]) if ok else _best(searched, bound)
+            best = max(ok, key=lambda r: r["params_ratio"]) if ok else best_within(searched, bound)
             need = f">= {params:g}x params" + (f" and >= {macs:g}x MACs" if macs else "") + f" within {bound:g} pt"
             out.append({"model": model, "target": f"a searched plan {need}", "plan": best and best["plan"],
                         "measured": best and f"{best['params_ratio']:.2f}x / {best['macs_ratio']:.2f}x at "
                                              f"{best['drop']:.2f} pt", "met": bool(ok)})
-        search, base = _best(searched, 1.0), _best([r for r in rows if not _is_search(r)], 1.0)
+        search, base = best_within(searched, 1.0), best_within([r for r in rows if not _is_search(r)], 1.0)
         row: dict[str, Any] = {"model": model, "target": f"best searched / best baseline params x within 1 pt "
                                                          f">= {_OVER_BASELINE:g}", "plan": None, "measured": None,
                                "met": False}

@@ -30,6 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks._common import CHECKPOINTS, RESULTS, log, read_json  # noqa: E402
+from benchmarks._fronts_compress import best_within  # noqa: E402
 
 HEADLINE = RESULTS / "headline"
 
@@ -59,8 +60,8 @@ def pick(rows: list[dict[str, Any]], drops: list[float]) -> list[dict[str, Any]]
         for bound in drops:
             ok = [r for r in rows if r["model"] == model and r["drop"] <= bound and r.get("checkpoint")]
             for pool in (ok, [r for r in ok if str(r["source"]).startswith("search ")]):
-                if pool:
-                    best = max(pool, key=lambda r: (r["params_ratio"], -r["drop"]))
+                best = best_within(pool, bound)
+                if best is not None:
                     chosen.setdefault((model, best["plan"]), {**best, "within": bound})
     return list(chosen.values())
 
