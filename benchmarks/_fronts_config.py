@@ -141,6 +141,10 @@ class FrontsConfig(StrictModel):
     search_overrides: list[str] = Field(
         default_factory=list, description="`--set`-style overrides applied to every search config of the suite"
     )
+    variant_overrides: dict[str, list[str]] = Field(
+        default_factory=dict, description="per variant name, `--set`-style overrides of its search config on top of"
+        " search_overrides (e.g. mixed_error: [space.sampling=error]); a variant not run ignores its entry"
+    )
     final: FinalSection = Field(default_factory=FinalSection)
     baselines: BaselinesSection = Field(default_factory=BaselinesSection)
     latency_measure: LatencyMeasureSection | None = Field(

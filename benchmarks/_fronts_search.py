@@ -87,6 +87,7 @@ def search_config(cfg: FrontsConfig, model: FrontsModel, variant: str, sampler: 
     db = (out / "fronts" / "studies" / f"{name}.db").resolve()
     overrides = [
         *cfg.search_overrides,
+        *cfg.variant_overrides.get(variant, []),
         f"space.conv={methods}",
         f"sampler.name={sampler}",
         f"study.name={name}",

@@ -56,6 +56,19 @@ def test_config_validates(path: Path) -> None:
     assert cfg is not None
 
 
+def test_a_variant_gets_its_own_search_overrides(tmp_path: Path) -> None:
+    sys.path.insert(0, str(REPO))
+    from benchmarks._fronts_config import load_fronts_config
+    from benchmarks._fronts_search import search_config
+
+    cfg = load_fronts_config(CONFIGS / "bench_fronts_compress_resnet20.yaml")
+    model = cfg.models[0]
+    error = search_config(cfg, model, "mixed_error", "tpe", tmp_path)
+    plain = search_config(cfg, model, "mixed", "tpe", tmp_path)
+    assert (error.space.sampling, plain.space.sampling) == ("error", "budget")
+    assert error.space.conv == plain.space.conv and error.study.name != plain.study.name
+
+
 def test_hypervolume_2d() -> None:
     sys.path.insert(0, str(REPO))
     from benchmarks._fronts_search import hypervolume_2d

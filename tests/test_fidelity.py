@@ -101,7 +101,9 @@ def test_a_search_promotes_and_the_front_shows_the_highest_rung(tmp_path: Path, 
     assert promoted, [t.user_attrs.get("fidelity") for t in study.trials]
     for t in promoted:
         source = study.trials[t.user_attrs["promoted_from"]]
-        assert t.params == source.params and source.user_attrs["fidelity"] == 0
+        assert source.user_attrs["fidelity"] == 0, t.state
+        if t.state != TrialState.WAITING:  # a promotion the trial budget left in the queue has drawn no params yet
+            assert t.params == source.params
         if t.state == TrialState.COMPLETE:
             assert t.user_attrs["plan"] == source.user_attrs["plan"]
     assert len({t.user_attrs["promoted_from"] for t in promoted}) == len(promoted)  # each plan promoted once

@@ -99,13 +99,18 @@ class SpaceSection(StrictModel):
     linear: list[str] = Field(default_factory=lambda: ["svd_linear", "none"])
     fraction_low: float = Field(0.02, gt=0.0, le=1.0)
     fraction_high: float = Field(1.0, gt=0.0, le=1.0)
-    sampling: Literal["budget", "per_layer"] = Field(
+    sampling: Literal["budget", "error", "per_layer"] = Field(
         "budget",
         description="budget: a target params ratio first, then per-layer method and share, ranks scaled to meet"
-        " the target; per_layer: every layer's fraction sampled on its own",
+        " the target; error: a target params ratio, then per-layer method and error weight, ranks balancing the"
+        " layers' weighted relative errors (ALDS at weight 1); per_layer: every layer's fraction sampled on its own",
     )
     target_ratio: tuple[float, float] = Field(
-        (1.5, 12.0), description="budget sampling: the searchable layers' params ratio, log-uniform in [lo, hi]"
+        (1.5, 12.0), description="budget and error sampling: the searchable layers' params ratio, log-uniform in"
+        " [lo, hi]"
+    )
+    error_weight: tuple[float, float] = Field(
+        (0.5, 2.0), description="error sampling: each layer's error weight, log-uniform in [lo, hi] (> 0)"
     )
     skip: list[str] = Field(default_factory=list, description="fnmatch patterns of layers never decomposed")
 
@@ -129,6 +134,9 @@ class SpaceSection(StrictModel):
         lo, hi = self.target_ratio
         if not 1.0 <= lo <= hi:
             raise ValueError(f"target_ratio={[lo, hi]} is not [lo, hi] with 1 <= lo <= hi; give e.g. [1.5, 12]")
+        lo, hi = self.error_weight
+        if not 0.0 < lo <= hi:
+            raise ValueError(f"error_weight={[lo, hi]} is not [lo, hi] with 0 < lo <= hi; give e.g. [0.5, 2]")
         return self
 
 

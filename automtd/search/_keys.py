@@ -15,6 +15,7 @@ __all__ = [
     "STUDY_TIME_BUDGET",
     "STUDY_CREATED_AT",
     "STUDY_LATENCY_TABLE",
+    "STUDY_ERROR_TABLE",
     "STUDY_OBJECTIVE",
     "STUDY_OBJECTIVE_ARGS",
     "STUDY_CONFIG",
@@ -58,6 +59,7 @@ STUDY_SPEC_HASH = "automtd:spec_hash"  # written last when a study is created: i
 STUDY_BUDGET = "automtd:n_trials"  # the trial budget shared by all workers
 STUDY_TIME_BUDGET = "automtd:time_budget_s"  # wall seconds from creation after which no trial starts
 STUDY_LATENCY_TABLE = "automtd:latency_table"  # the latency table target the `latency` objective predicts from
+STUDY_ERROR_TABLE = "automtd:error_table"  # per layer and method the ranks, params and weight errors (sampling: error)
 STUDY_CREATED_AT = "automtd:created_at"  # UTC epoch seconds at creation (before the sensitivity pass)
 STUDY_OBJECTIVE = "automtd:objective"  # the registered name of the objective the workers run
 STUDY_OBJECTIVE_ARGS = "automtd:objective_args"  # keyword arguments of that objective

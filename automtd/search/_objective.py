@@ -30,6 +30,7 @@ from automtd.models import require_trusted
 from automtd.plan import KEEP_DENSE, LayerChoice, Plan, apply_plan, make_plan, method_param_groups
 from automtd.search._config import SearchConfig, search_config_from_dict
 from automtd.search._context import SearchContext, checkpoint_sha256, get_context
+from automtd.search._error_space import study_error_table
 from automtd.search._fidelity import promote, rung_steps, trial_fidelity
 from automtd.search._latency import stored_table, trial_latency
 from automtd.search._redact import redact_url
@@ -169,7 +170,8 @@ def run_trial(ctx: SearchContext, trial: optuna.trial.Trial) -> list[float]:
 
     with _timed(times, _time_key("sample")):  # the sampler and the storage writes of the suggested params
         table = stored_table(trial.study) if "latency" in cfg.objectives else None
-        choices = sample_choices(trial, ctx.space, cfg, snap=table.snap if table is not None else None)
+        errors = study_error_table(trial.study) if cfg.space.sampling == "error" else None
+        choices = sample_choices(trial, ctx.space, cfg, snap=table.snap if table is not None else None, errors=errors)
     warm = trial.user_attrs.get(keys.TRIAL_WARM_PLAN)
     if warm is not None:
         plan = Plan.from_dict(warm)

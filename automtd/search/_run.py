@@ -23,6 +23,7 @@ import optuna
 from automtd._errors import StorageError
 from automtd.search._config import SearchConfig, search_config_from_dict
 from automtd.search._context import get_context
+from automtd.search._error_space import study_error_table
 from automtd.search._keys import (
     STUDY_BASE_ACCURACY,
     STUDY_CHECKPOINT_SHA256,
@@ -102,6 +103,8 @@ def prepare_study(config: SearchConfig, *, progress: bool = True) -> tuple[optun
         if study.user_attrs.get(STUDY_BASE_ACCURACY) is None:
             study.set_user_attr(STUDY_BASE_ACCURACY, ctx.base_accuracy)
         table = ensure_sensitivity(study, ctx, progress=progress) if config.sensitivity.enabled else None
+        if config.space.sampling == "error":  # before any trial: every worker maps its params through it
+            study_error_table(study, ctx.base_model, ctx.space, (config.space.fraction_low, config.space.fraction_high))
         # a study is new until it has trials or its warm start was enqueued (creation may have been interrupted)
         if created or (not study.user_attrs.get(STUDY_WARMSTART_DONE) and not study.get_trials(deepcopy=False)):
             n = enqueue_warmstart(study, ctx, table)

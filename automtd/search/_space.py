@@ -14,6 +14,9 @@ layer's relative *share*: the kept fraction is ``scale * share`` clipped to the 
 the one ``scale`` (found by bisection) that makes the whole plan meet the target; a layer whose
 ``scale * share`` reaches 1 stays dense.  Independent per-layer fractions average out, so their plans
 bunch around 2x whatever the bounds; sampling the budget first spreads a front over the whole range.
+With ``space.sampling: error`` a trial samples ``target_ratio``, the methods and per layer an error weight
+``w:<layer>`` instead of ``f:<layer>``: ranks balance the layers' weighted relative errors
+(:mod:`automtd.search._error_space`, ALDS at weight 1).
 Warm-start trials (enqueued with their layers' own fractions) keep those fractions as given.
 
 So the space is not conditional: NSGA-II crossover and mutation act on every parameter, and the
@@ -36,6 +39,7 @@ from automtd._errors import ConfigError
 from automtd.methods import LayerShape, get_method, methods_for
 from automtd.plan import KEEP_DENSE, LayerChoice, LayerInfo
 from automtd.search._config import SearchConfig
+from automtd.search._error_space import ErrorTable, error_choices
 
 __all__ = [
     "SpaceLayer",
@@ -71,6 +75,10 @@ class SpaceLayer:
     @property
     def fraction_param(self) -> str:
         return f"f:{self.name}"
+
+    @property
+    def weight_param(self) -> str:
+        return f"w:{self.name}"
 
 
 def layer_type(shape: LayerShape) -> str:
@@ -111,15 +119,16 @@ def choice_for(layer: SpaceLayer, method: str, fraction: float) -> LayerChoice:
 
 def sample_choices(
     trial: optuna.trial.Trial, space: Sequence[SpaceLayer], config: SearchConfig,
-    *, snap: Callable[[float], float] | None = None,
+    *, snap: Callable[[float], float] | None = None, errors: ErrorTable | None = None,
 ) -> dict[str, LayerChoice]:
     """Sample every layer's method and size (both always present) and map them to ranks.
 
-    ``space.sampling`` decides what the size means (see the module docstring).  ``snap`` (a latency table's
+    ``space.sampling`` decides what the size means (see the module docstring); ``errors`` is the study's error
+    table, which ``error`` sampling needs.  ``snap`` (a latency table's
     :meth:`~automtd.latency.LatencyTable.snap`) moves each decomposed layer's fraction to the nearest one the
     table measured, so a predicted latency is a sum of measured blocks, never an interpolation.
     """
-    choices = _sampled(trial, space, config)
+    choices = _sampled(trial, space, config, errors)
     if snap is None:
         return choices
     for layer in space:
@@ -130,19 +139,25 @@ def sample_choices(
     return choices
 
 
-def _sampled(trial: optuna.trial.Trial, space: Sequence[SpaceLayer], config: SearchConfig) -> dict[str, LayerChoice]:
+def _sampled(trial: optuna.trial.Trial, space: Sequence[SpaceLayer], config: SearchConfig,
+             errors: ErrorTable | None) -> dict[str, LayerChoice]:
     low, high = config.space.fraction_low, config.space.fraction_high
-    budget = config.space.sampling == "budget"
+    mode = config.space.sampling
+    warm = keys.TRIAL_WARMSTART in trial.user_attrs  # warm start: the fractions are the plan's own
     target = 1.0
-    if budget:
+    if mode != "per_layer":
         lo, hi = config.space.target_ratio
         target = float(trial.suggest_float(TARGET_RATIO_PARAM, lo, hi, log=lo < hi))
-    methods: dict[str, str] = {}
-    sizes: dict[str, float] = {}
-    for layer in space:
-        methods[layer.name] = str(trial.suggest_categorical(layer.method_param, list(layer.methods)))
-        sizes[layer.name] = float(trial.suggest_float(layer.fraction_param, low, high, log=low < high))
-    if not budget or keys.TRIAL_WARMSTART in trial.user_attrs:  # warm start: the fractions are the plan's own
+    methods = {layer.name: str(trial.suggest_categorical(layer.method_param, list(layer.methods))) for layer in space}
+    if mode == "error":
+        lo, hi = config.space.error_weight
+        weights = {layer.name: float(trial.suggest_float(layer.weight_param, lo, hi, log=lo < hi)) for layer in space}
+        if not warm:
+            if errors is None:
+                raise ConfigError("space.sampling 'error' needs the study's error table; none was given")
+            return error_choices(errors, methods, weights, target)
+    sizes = {layer.name: float(trial.suggest_float(layer.fraction_param, low, high, log=low < high)) for layer in space}
+    if mode == "per_layer" or warm:
         return {layer.name: choice_for(layer, methods[layer.name], sizes[layer.name]) for layer in space}
     return budget_choices(space, methods, sizes, target, config)
 
@@ -221,11 +236,15 @@ def params_for_choice(layer: SpaceLayer, choice: LayerChoice, config: SearchConf
 
 
 def with_target_ratio(space: Sequence[SpaceLayer], params: TrialParams, config: SearchConfig) -> TrialParams:
-    """``params`` (``m:``/``f:`` of every layer, e.g. from :func:`params_for_choice`) plus, under budget
-    sampling, the ``target_ratio`` their plan reaches (within ``space.target_ratio``), so an enqueued trial
-    records the target it meets."""
-    if config.space.sampling != "budget":
+    """``params`` (``m:``/``f:`` of every layer, e.g. from :func:`params_for_choice`) plus, under budget or
+    error sampling, the ``target_ratio`` their plan reaches (within ``space.target_ratio``), so an enqueued trial
+    records the target it meets; under error sampling also every layer's error weight at 1 (clipped into
+    ``space.error_weight``), where an ALDS plan of the same methods lies."""
+    if config.space.sampling == "per_layer":
         return dict(params)
+    if config.space.sampling == "error":
+        lo, hi = config.space.error_weight
+        params = {**params, **{layer.weight_param: min(max(1.0, lo), hi) for layer in space}}
     dense = sum(layer.shape.dense_params for layer in space)
     kept = 0
     for layer in space:
