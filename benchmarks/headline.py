@@ -14,7 +14,9 @@ with paths relative to the repository root (a base from ``../shared/weights`` is
 images the plans were never selected on (``test-report``), and must equal the final part's number.  Folders of
 the run's models that are no longer headline plans are removed.
 
-    python benchmarks/headline.py --results benchmarks/results/compress
+    python benchmarks/headline.py --results benchmarks/results/compress benchmarks/results/compress_resnet56
+
+Entries of models no ``--results`` folder holds are kept as they are, so runs can be added one at a time.
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from automtd.checkpoints import load_checkpoint  # noqa: E402
+from automtd.data import get_dataset, make_loader  # noqa: E402
+from automtd.train import evaluate  # noqa: E402
 from benchmarks._common import CHECKPOINTS, RESULTS, log, read_json  # noqa: E402
 from benchmarks._fronts_compress import best_within  # noqa: E402
 
@@ -42,10 +47,6 @@ def _base_checkpoint(model: str) -> str:
 
 
 def _evaluate(directory: Path, split: str) -> tuple[float, int]:
-    from automtd.checkpoints import load_checkpoint
-    from automtd.data import get_dataset, make_loader
-    from automtd.train import evaluate
-
     model, meta = load_checkpoint(directory)
     norm = meta["normalization"]
     ds = get_dataset("cifar10", split, mean=norm["mean"], std=norm["std"])
@@ -68,15 +69,21 @@ def pick(rows: list[dict[str, Any]], drops: list[float]) -> list[dict[str, Any]]
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--results", type=Path, required=True, help="fronts results folder (apply recipe)")
+    p.add_argument("--results", type=Path, nargs="+", required=True,
+                   help="fronts results folder(s) (apply recipe)")
     p.add_argument("--drops", default="0.5,1.0", help="test-drop bounds in points (default 0.5,1.0)")
     args = p.parse_args(argv)
-    final = read_json(args.results / "fronts_final.json")
-    rows = [r for r in final["final"] if r.get("test_split") == "test-report"]
-    if not rows:
-        raise SystemExit(f"{args.results}/fronts_final.json has no rows scored on test-report (recipe apply)")
+    rows: list[dict[str, Any]] = []
+    for folder in args.results:
+        final = read_json(folder / "fronts_final.json")
+        found = [r for r in final["final"] if r.get("test_split") == "test-report"]
+        if not found:
+            raise SystemExit(f"{folder}/fronts_final.json has no rows scored on test-report (recipe apply)")
+        rows += found
     HEADLINE.mkdir(parents=True, exist_ok=True)
-    entries = []
+    models = {r["model"] for r in rows}
+    listed = HEADLINE / "headline.json"
+    entries = [e for e in (json.loads(listed.read_text()) if listed.exists() else []) if e["model"] not in models]
     for row in pick(rows, [float(d) for d in args.drops.split(",")]):
         source = REPO / row["checkpoint"]
         target = HEADLINE / f"{row['model']}_{row['plan']}"
@@ -99,9 +106,10 @@ def main(argv: list[str] | None = None) -> int:
             "evaluate": f"automtd evaluate --checkpoint {rel} --data cifar10 --split test-report",
         })
         log(f"{rel}: params x{row['params_ratio']:.2f}, test-report top-1 {top1:.2f} (base {base_top1:.2f})")
-    (HEADLINE / "headline.json").write_text(json.dumps(entries, indent=2) + "\n")
+    entries.sort(key=lambda e: (e["model"], e["within_drop"], e["plan"]))
+    listed.write_text(json.dumps(entries, indent=2) + "\n")
     kept = {REPO / e["compressed"] for e in entries}
-    for model in {r["model"] for r in rows}:  # a folder of this run's models no longer listed is a stale headline
+    for model in models:  # a folder of this run's models no longer listed is a stale headline
         for stale in sorted(p for p in HEADLINE.glob(f"{model}_*") if p.is_dir() and p not in kept):
             shutil.rmtree(stale)
             log(f"{stale.relative_to(REPO).as_posix()}: no longer a headline plan, removed")
