@@ -149,9 +149,10 @@ def summarize_latency(rows: Sequence[dict[str, Any]], drops: Sequence[float] = D
 
 def latency_target(summary: Sequence[dict[str, Any]], hypervolumes: Sequence[dict[str, Any]], key: str,
                    *, drop: float = 1.0) -> list[dict[str, Any]]:
-    """Per model: the mixed TPE search's hypervolume >= every single-method one's; the mixed search's fastest
-    plan within ``drop`` test points >= 1.2x the best single-method search's (on ``key``, the speed-up the
-    searches optimised); some plan within ``drop`` >= 1.5x faster than the original on ONNX Runtime at batch 1."""
+    """Per model and mixed variant (``mixed``, ``mixed_error``, ...; each judged alone, never the best of them):
+    its TPE search's hypervolume >= every single-method one's; its fastest plan within ``drop`` test points
+    >= 1.2x the best single-method search's (on ``key``, the speed-up the searches optimised); some plan within
+    ``drop`` >= 1.5x faster than the original on ONNX Runtime at batch 1."""
     col = f"best_{key}_drop<={drop:g}"
     b1 = f"best_{speed_key('onnxruntime', 1)}_drop<={drop:g}"
     out = []
@@ -159,16 +160,20 @@ def latency_target(summary: Sequence[dict[str, Any]], hypervolumes: Sequence[dic
         hv = {h["variant"]: h["hypervolume"] for h in hypervolumes if h["model"] == model and h["sampler"] == "tpe"}
         single_hv = {v: hv[v] for v in SINGLES if v in hv}
         rows = {r["source"]: r for r in summary if r["model"] == model}
-        mixed = (rows.get("search mixed") or {}).get(col)
         singles = [v for s, r in rows.items() if s in {f"search {v}" for v in SINGLES} and (v := r.get(col))]
         best_single = max(singles, default=None)
-        ratio = mixed / best_single if mixed and best_single else None
         any_b1 = [r[b1] for r in rows.values() if r.get(b1)]
-        out.append({
-            "model": model, "hv_mixed": hv.get("mixed"), "hv_best_single": max(single_hv.values(), default=None),
-            "hv_met": bool("mixed" in hv and single_hv and all(hv["mixed"] >= v for v in single_hv.values())),
-            "speed_key": key, "mixed": mixed, "best_single": best_single, "ratio": ratio, "target": 1.2,
-            "met": bool(ratio is not None and ratio >= 1.2),
-            "best_ort_b1": max(any_b1, default=None), "ort_b1_met": bool(any_b1 and max(any_b1) >= 1.5),
-        })
+        variants = sorted({v for v in hv if v.startswith("mixed")}
+                          | {s.removeprefix("search ") for s in rows if s.startswith("search mixed")}) or ["mixed"]
+        for variant in variants:
+            mixed = (rows.get(f"search {variant}") or {}).get(col)
+            ratio = mixed / best_single if mixed and best_single else None
+            out.append({
+                "model": model, "mixed_variant": variant, "hv_mixed": hv.get(variant),
+                "hv_best_single": max(single_hv.values(), default=None),
+                "hv_met": bool(variant in hv and single_hv and all(hv[variant] >= v for v in single_hv.values())),
+                "speed_key": key, "mixed": mixed, "best_single": best_single, "ratio": ratio, "target": 1.2,
+                "met": bool(ratio is not None and ratio >= 1.2),
+                "best_ort_b1": max(any_b1, default=None), "ort_b1_met": bool(any_b1 and max(any_b1) >= 1.5),
+            })
     return out

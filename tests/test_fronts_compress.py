@@ -83,3 +83,14 @@ def test_headline_keeps_the_best_plan_and_the_best_searched_one_per_bound() -> N
     baseline_best = [r for r in rows if r["plan"] != "mixed_d0.5"]
     picked = {(r["plan"], r["within"]) for r in pick(baseline_best, [1.0])}
     assert picked == {("baseline_alds_cp_r3", 1.0), ("cp_d1", 1.0)}  # the baseline, and the best searched plan
+
+
+def test_latency_headline_picks_the_fastest_measured_plan_and_skips_untimed_ones() -> None:
+    from benchmarks.headline import B1, pick
+
+    rows = [{**r, "checkpoint": f"ck/{r['plan']}"} for r in ROWS]
+    speeds = {"baseline_alds_cp_r3": 1.7, "cp_d1": 1.2}  # the most compressed plans are not timed
+    timed = [{**r, B1: speeds[r["plan"]]} if r["plan"] in speeds else r for r in rows]
+    picked = {(r["plan"], r["within"]) for r in pick(timed, [1.0], B1)}
+    assert picked == {("baseline_alds_cp_r3", 1.0), ("cp_d1", 1.0)}
+    assert pick(rows, [1.0], B1) == []

@@ -128,13 +128,19 @@ def test_summary_hypervolume_and_targets_on_synthetic_rows() -> None:
     assert hv["ht2"]["hypervolume"] == 0.0
 
     (t,) = latency_target(summary, list(hv.values()), "speedup_onnxruntime_b1")
-    assert t["hv_met"] and t["hv_mixed"] > t["hv_best_single"]
+    assert t["mixed_variant"] == "mixed" and t["hv_met"] and t["hv_mixed"] > t["hv_best_single"]
     assert (t["mixed"], t["best_single"]) == (2.0, 1.6) and t["ratio"] == pytest.approx(1.25) and t["met"]
     assert t["best_ort_b1"] == 2.0 and t["ort_b1_met"]
     (t64,) = latency_target(summary, list(hv.values()), "speedup_torch_b64")
     assert t64["ratio"] == pytest.approx(1.1 / 1.3) and not t64["met"]
     worse = [{**h, "hypervolume": 100.0} if h["variant"] == "cp" else h for h in hv.values()]
     assert not latency_target(summary, worse, "speedup_onnxruntime_b1")[0]["hv_met"]
+
+    # a second mixed space is judged alone, never as the best of the two
+    err = {"model": "m", "variant": "mixed_error", "sampler": "tpe", "rung": 1, "hypervolume": 1.0}
+    by_variant = {t["mixed_variant"]: t for t in latency_target(summary, [*hv.values(), err], "speedup_onnxruntime_b1")}
+    assert set(by_variant) == {"mixed", "mixed_error"} and by_variant["mixed"]["met"]
+    assert not by_variant["mixed_error"]["hv_met"] and by_variant["mixed_error"]["mixed"] is None
 
     payload = {"latency_summary": summary, "latency_hypervolume": list(hv.values()), "hv_ref_drop": 10.0,
                "latency_target": [t]}
