@@ -12,11 +12,22 @@
   params ratio; per layer the ranks minimising the largest relative reconstruction error of any layer
   within the budget (a fallback method where the method does not apply, first conv and classifier as
   in ``uniform``).
+* ``alds-latency``: the same min-max error allocation across several methods under a latency budget (the
+  original's predicted latency over ``speedup``) on a per-layer latency table (``automtd latency-table``): per
+  layer the method and ranks its runtime runs fastest at the allowed error.
 
 Every rule generator leaves a layer dense, with the reason in ``plan.skipped``, when its decomposition would
 not have fewer parameters than the dense layer (``allow_growth=True`` keeps such layers decomposed).
 """
-from automtd.baselines._alds import AldsAllocation, LayerOption, alds_allocation, alds_plan, layer_options
+from automtd.baselines._alds import (
+    AldsAllocation,
+    LayerOption,
+    alds_allocation,
+    alds_plan,
+    layer_options,
+    min_max_error,
+)
+from automtd.baselines._alds_latency import alds_latency_plan, latency_options
 from automtd.baselines._registry import Baseline, get_baseline, list_baselines, register_baseline, run_baseline
 from automtd.baselines._rules import ht2_energy_plan, uniform_plan, vbmf_tucker2_plan
 
@@ -25,11 +36,14 @@ __all__ = [
     "Baseline",
     "LayerOption",
     "alds_allocation",
+    "alds_latency_plan",
     "alds_plan",
     "get_baseline",
     "ht2_energy_plan",
+    "latency_options",
     "layer_options",
     "list_baselines",
+    "min_max_error",
     "register_baseline",
     "run_baseline",
     "uniform_plan",
@@ -69,5 +83,15 @@ register_baseline(
         "ranks minimising the largest per-layer relative error under a global params ratio (Liebenwein et al. 2021)",
         required=("method", "ratio"),
         optional=("fallback", "include_first", "include_classifier"),
+    )
+)
+register_baseline(
+    Baseline(
+        "alds-latency",
+        alds_latency_plan,
+        "per layer the method and ranks minimising the largest relative error under a predicted latency budget "
+        "(original / speedup) from a latency table",
+        required=("methods", "speedup", "table"),
+        optional=("runtime", "batch", "threads", "include_first", "include_classifier"),
     )
 )

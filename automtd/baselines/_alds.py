@@ -13,7 +13,7 @@ combinations, and the budget is met within one rank step of the layer at that er
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -35,7 +35,7 @@ from automtd.plan import (
     weight_digest,
 )
 
-__all__ = ["AldsAllocation", "LayerOption", "alds_allocation", "alds_plan", "layer_options"]
+__all__ = ["AldsAllocation", "LayerOption", "alds_allocation", "alds_plan", "layer_options", "min_max_error"]
 
 _EVALUATED = {"cp": 24}  # CP-ALS costs ~0.25 s per rank on a 64-channel 3x3 conv: a subset of its family
 _CACHE_LIMIT = 50_000
@@ -116,8 +116,35 @@ def layer_options(method: str, shape: LayerShape, weight: torch.Tensor) -> list[
     return [*out, dense]
 
 
-def _cheapest(options: Sequence[LayerOption], eps: float) -> LayerOption:
-    return min((o for o in options if o.error <= eps), key=lambda o: (o.params, o.error))
+Cost = Callable[[str, LayerOption], float]  # (layer name, option) -> what the budget counts
+
+
+def _cheapest(name: str, options: Sequence[LayerOption], eps: float, cost: Cost) -> LayerOption:
+    return min((o for o in options if o.error <= eps), key=lambda o: (cost(name, o), o.params, o.error))
+
+
+def min_max_error(options: Mapping[str, Sequence[LayerOption]], cost: Cost,
+                  budget: float) -> tuple[float, dict[str, LayerOption]] | None:
+    """The smallest threshold ``eps`` such that every layer taking its cheapest option (by ``cost``) with error
+    at most ``eps`` keeps the summed cost within ``budget``, and those options; ``None`` when even the cheapest
+    options exceed it.  The summed cost does not increase with ``eps``, so a bisection over the sorted option
+    errors finds it.  Each layer's options must include one with error 0 (the dense layer)."""
+    def total(eps: float) -> float:
+        return sum(cost(name, _cheapest(name, opts, eps, cost)) for name, opts in options.items())
+
+    thresholds = sorted({o.error for opts in options.values() for o in opts} | {0.0})
+    if total(thresholds[-1]) > budget:
+        return None
+    lo, hi = -1, len(thresholds) - 1  # invariant: total(thresholds[hi]) <= budget, and lo's is not (or lo = -1)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if total(thresholds[mid]) <= budget else (mid, hi)
+    eps = thresholds[hi]
+    return eps, {name: _cheapest(name, opts, eps, cost) for name, opts in options.items()}
+
+
+def _params(_name: str, option: LayerOption) -> float:
+    return float(option.params)
 
 
 def alds_allocation(
@@ -162,25 +189,15 @@ def alds_allocation(
     counted = totals if totals is not None else model_totals(model, input_size)
     total = int(counted[0])
     fixed = total - sum(opts[-1].params for opts in options.values())  # the dense option is last
-
-    def kept(eps: float) -> int:
-        return fixed + sum(_cheapest(opts, eps).params for opts in options.values())
-
-    thresholds = sorted({o.error for opts in options.values() for o in opts} | {0.0})
-    smallest = kept(thresholds[-1])  # every layer at its cheapest candidate
-    max_ratio = total / smallest
+    max_ratio = total / (fixed + sum(min(o.params for o in opts) for opts in options.values()))
     budget = int(total / target)
-    if smallest > budget:
+    found = min_max_error(options, _params, budget - fixed)
+    if found is None:
         raise ConfigError(
             f"ratio {ratio!r} is beyond what the smallest ranks reach with {method} ({max_ratio:.2f}x); "
             f"give a ratio in [1, {max_ratio:.2f}] or include more layers"
         )
-    lo, hi = -1, len(thresholds) - 1  # invariant: kept(thresholds[hi]) <= budget, and lo's does not (or lo = -1)
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        lo, hi = (lo, mid) if kept(thresholds[mid]) <= budget else (mid, hi)
-    eps = thresholds[hi]
-    chosen = {name: _cheapest(opts, eps) for name, opts in options.items()}
+    _eps, chosen = found
     after = fixed + sum(o.params for o in chosen.values())
     worst = max((o.error for o in chosen.values()), default=0.0)
     return AldsAllocation(chosen, worst, after, budget, max_ratio, (total, int(counted[1])), notes)

@@ -1,4 +1,4 @@
-"""``automtd plan``: write a baseline compression plan (uniform, vbmf-tucker2, ht2-energy) for a model."""
+"""``automtd plan``: write a baseline compression plan (a registered baseline generator) for a model."""
 
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ __all__ = ["add_parser", "run", "add_model_arguments", "load_model_from_args", "
 
 # CLI flag (dest) -> baseline option name; the baseline registry says which ones each baseline takes.
 _BASELINE_OPTIONS = (
-    "method", "fraction", "energy", "ratio", "fallback", "include_first", "include_classifier", "allow_growth"
+    "method", "fraction", "energy", "ratio", "fallback", "include_first", "include_classifier", "allow_growth",
+    "methods", "speedup", "table", "runtime", "batch", "threads",
 )
 MODEL_HELP = ("architecture: a registered name (cifar_resnet20), torchvision:NAME (classification or segmentation) "
               "or your own package.module:factory (on PYTHONPATH, returning an nn.Module)")
@@ -124,8 +125,9 @@ def add_parser(subparsers: Any, help_text: str) -> None:
         "plan",
         help=help_text,
         description="Write a compression plan made by a baseline generator (no search): uniform (one method at "
-        "one parameter fraction), vbmf-tucker2 (Kim et al. 2016), ht2-energy (Gabor & Zdunek 2023) or alds "
-        "(ranks minimising the largest per-layer error under a params ratio, Liebenwein et al. 2021), "
+        "one parameter fraction), vbmf-tucker2 (Kim et al. 2016), ht2-energy (Gabor & Zdunek 2023), alds "
+        "(ranks minimising the largest per-layer error under a params ratio, Liebenwein et al. 2021) or "
+        "alds-latency (the same across several methods under a predicted latency budget), "
         "as registered in automtd.baselines.",
     )
     add_model_arguments(p)
@@ -137,6 +139,14 @@ def add_parser(subparsers: Any, help_text: str) -> None:
     p.add_argument(
         "--fallback", help="uniform, alds: method for layers --method cannot take: svd (default), none, or a name"
     )
+    p.add_argument("--methods", help="alds-latency: the methods a layer may take, e.g. cp,tucker2,ht2,svd_channel")
+    p.add_argument("--speedup", type=float,
+                   help="alds-latency: predicted original / compressed latency to reach (> 1), e.g. 1.5")
+    p.add_argument("--table", help="alds-latency: the latency table file (automtd latency-table -o FILE)")
+    p.add_argument("--runtime", choices=("onnxruntime", "torch"),
+                   help="alds-latency: the table's runtime (default onnxruntime)")
+    p.add_argument("--batch", type=int, help="alds-latency: the table's batch size (default 1)")
+    p.add_argument("--threads", type=int, help="alds-latency: the table's thread count (default 1)")
     p.add_argument(
         "--include-first", action=argparse.BooleanOptionalAction, default=None, help="decompose the first conv"
     )

@@ -20,7 +20,7 @@ from automtd.latency._blocks import (
 )
 from automtd.latency._build import SpaceLayerLike, build_latency_table, table_blocks
 from automtd.latency._measure import OrtModule, reference_module, runnable, time_modules
-from automtd.latency._predict import block_latency, model_key, predict_latency
+from automtd.latency._predict import block_latency, model_entry, model_key, predict_latency, replacement_ms
 from automtd.latency._table import (
     DEVICES,
     RUNTIMES,
@@ -51,10 +51,12 @@ __all__ = [
     "fraction_grid",
     "load_latency_table",
     "machine_name",
+    "model_entry",
     "model_key",
     "predict_latency",
     "rank_grid",
     "reference_module",
+    "replacement_ms",
     "read_table_file",
     "require_cuda",
     "runnable",

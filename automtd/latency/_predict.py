@@ -17,7 +17,7 @@ from automtd.latency._blocks import DENSE_BLOCK, Block
 from automtd.latency._table import LatencyTable
 from automtd.plan import LayerPlan, Plan
 
-__all__ = ["block_latency", "model_key", "predict_latency"]
+__all__ = ["block_latency", "model_entry", "model_key", "predict_latency", "replacement_ms"]
 
 
 def model_key(architecture: str, fingerprint: str) -> str:
@@ -52,24 +52,37 @@ def block_latency(table: LatencyTable, block: Block) -> float:
     return y0 + (y1 - y0) * (f - x0) / (x1 - x0) if x1 > x0 else y0
 
 
-def _delta(table: LatencyTable, lp: LayerPlan, whole_ref: float | None) -> float:
-    dense_block = Block(lp.shape, lp.in_hw, DENSE_BLOCK, ())
+def replacement_ms(table: LatencyTable, block: Block, whole_ref: float | None) -> float:
+    """Milliseconds the whole model gains (negative: saves) when its dense layer of ``block``'s shape becomes
+    ``block``, on the whole model's load scale (``whole_ref``: the load meter's time next to the whole model)."""
+    dense_block = Block(block.shape, block.in_hw, DENSE_BLOCK, ())
     dense = block_latency(table, dense_block)
-    delta = block_latency(table, Block(lp.shape, lp.in_hw, lp.method, tuple(lp.ranks))) - dense
+    delta = (dense if block.method == DENSE_BLOCK else block_latency(table, block)) - dense
     group_ref = table.blocks[dense_block.key].get("ref_ms")
     if whole_ref is None or group_ref is None:
         return delta
-    return delta * whole_ref / float(group_ref)  # type: ignore[arg-type]  # on the whole model's load scale
+    return delta * whole_ref / float(group_ref)  # type: ignore[arg-type]
+
+
+def model_entry(table: LatencyTable, architecture: str, fingerprint: str,
+                input_size: tuple[int, ...]) -> tuple[float, float | None]:
+    """``(whole_ms, whole_ref)`` of the original model: its measured time and the load meter's next to it."""
+    entry = table.models.get(model_key(architecture, fingerprint))
+    if entry is None:
+        raise _missing(f"whole-model entry for {architecture!r} (fingerprint {fingerprint})", table)
+    if tuple(input_size) != tuple(table.target.input_size):
+        raise ConfigError(f"the plan's input size {tuple(input_size)} differs from the latency table's "
+                          f"{tuple(table.target.input_size)}; build a table for this input size")
+    whole_ref = float(entry["ref_ms"]) if entry.get("ref_ms") is not None else None  # type: ignore[arg-type]
+    return float(entry["whole_ms"]), whole_ref  # type: ignore[arg-type]
 
 
 def predict_latency(table: LatencyTable, plan: Plan) -> float:
     """Predicted milliseconds per forward (at the table's batch size) of ``plan`` applied to its model: the
     original model's measured ``whole_ms`` plus each replaced layer's block time minus its dense time."""
-    entry = table.models.get(model_key(plan.architecture, plan.fingerprint))
-    if entry is None:
-        raise _missing(f"whole-model entry for {plan.architecture!r} (fingerprint {plan.fingerprint})", table)
-    if tuple(plan.input_size) != tuple(table.target.input_size):
-        raise ConfigError(f"the plan's input size {tuple(plan.input_size)} differs from the latency table's "
-                          f"{tuple(table.target.input_size)}; build a table for this input size")
-    whole_ref = float(entry["ref_ms"]) if entry.get("ref_ms") is not None else None  # type: ignore[arg-type]
-    return float(entry["whole_ms"]) + sum(_delta(table, lp, whole_ref) for lp in plan.layers)  # type: ignore[arg-type]
+    whole_ms, whole_ref = model_entry(table, plan.architecture, plan.fingerprint, tuple(plan.input_size))
+    return whole_ms + sum(replacement_ms(table, _block(lp), whole_ref) for lp in plan.layers)
+
+
+def _block(lp: LayerPlan) -> Block:
+    return Block(lp.shape, lp.in_hw, lp.method, tuple(lp.ranks))
