@@ -84,12 +84,20 @@ class UniformBaseline(StrictModel):
     fraction: float = Field(gt=0.0, le=1.0)
 
 
+class AldsLatencyBaseline(StrictModel):
+    methods: list[str] = Field(min_length=1)
+    speedup: float = Field(gt=1.0)
+
+
 class BaselinesSection(StrictModel):
     vbmf_tucker2: bool = True
     ht2_energies: list[float] = Field(default_factory=lambda: [0.9, 0.8, 0.7, 0.6, 0.5])
     uniform_cp_fractions: list[float] = Field(default_factory=lambda: [0.25, 0.1])
     uniform: list[UniformBaseline] = Field(default_factory=list, description="uniform plans of any method")
     alds: list[AldsBaseline] = Field(default_factory=list, description="ALDS-style plans (method, params ratio)")
+    alds_latency: list[AldsLatencyBaseline] = Field(
+        default_factory=list, description="ALDS-latency plans (methods, predicted speed-up) on the latency table of "
+        "the model's search config (its latency.table, runtime, batch, threads)")
 
 
 class LatencyMeasureSection(StrictModel):

@@ -29,6 +29,7 @@ from automtd import baselines
 from automtd.data import get_dataset, make_loader
 from automtd.models import get_model_spec
 from automtd.plan import FactorCache, Plan, apply_plan
+from automtd.search import load_search_config
 from automtd.train import evaluate
 from benchmarks._common import (
     REPO,
@@ -65,6 +66,16 @@ def run_baselines(cfg: FrontsConfig, out: Path) -> dict[str, Any]:
         for u in cfg.baselines.uniform:
             plans.append((f"baseline_uniform_{u.method}_f{u.fraction:g}",
                           baselines.uniform_plan(base, u.method, u.fraction, architecture=model.name)))
+        if cfg.baselines.alds_latency:
+            lat = load_search_config(REPO / model.search_config).latency
+            if lat.table is None:
+                raise SystemExit(f"baselines.alds_latency needs latency.table in {model.search_config}")
+            for al in cfg.baselines.alds_latency:
+                plans.append((f"baseline_alds_latency_{'_'.join(al.methods)}_s{al.speedup:g}",
+                              baselines.run_baseline("alds-latency", base, {
+                                  "methods": al.methods, "speedup": al.speedup, "table": str(lat.table),
+                                  "runtime": lat.runtime, "batch": lat.batch, "threads": lat.threads},
+                                  architecture=model.name)))
         for a in cfg.baselines.alds:
             plans.append((f"baseline_alds_{a.method}_r{a.ratio:g}",
                           baselines.run_baseline("alds", base, {"method": a.method, "ratio": a.ratio},

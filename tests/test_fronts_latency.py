@@ -23,9 +23,9 @@ from automtd.plan import Plan, apply_plan
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks import _fronts_latency  # noqa: E402
+from benchmarks import _fronts_final, _fronts_latency  # noqa: E402
 from benchmarks._fronts_config import FrontsConfig, load_fronts_config  # noqa: E402
-from benchmarks._fronts_final import final_budget, final_rows, save_final  # noqa: E402
+from benchmarks._fronts_final import final_budget, final_rows, run_baselines, save_final  # noqa: E402
 from benchmarks._fronts_latency import (  # noqa: E402
     latency_hypervolumes,
     latency_target,
@@ -163,6 +163,19 @@ def test_latency_measure_is_off_by_default_and_refuses_unknown_keys(tmp_path: Pa
         _config(tmp_path, "latency_measure: {runtimes: [onnxruntime], roundz: 3}\n")
     with pytest.raises(ConfigError, match="runtimes"):
         _config(tmp_path, "latency_measure: {runtimes: [tensorrt]}\n")
+
+
+def test_baselines_part_writes_alds_latency_plans_on_the_search_configs_table(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = _config(tmp_path, "baselines: {vbmf_tucker2: false, ht2_energies: [], uniform_cp_fractions: [], "
+                            "alds_latency: [{methods: [svd_channel], speedup: 1.2}]}\n")
+    monkeypatch.setattr(_fronts_final, "load_pretrained", lambda name: get_model(name).eval())
+    (row,) = run_baselines(cfg, tmp_path)["baselines"]
+    assert row["plan"] == "fronts/plans/cifar_resnet20/baseline_alds_latency_svd_channel_s1.2.yaml"
+    plan = Plan.load(tmp_path / row["plan"])
+    assert {lp.method for lp in plan.layers} == {"svd_channel"} and row["params_ratio"] > 1.0
+    with pytest.raises(ConfigError, match="speedup"):
+        _config(tmp_path, "baselines: {alds_latency: [{methods: [cp], speedup: 1.0}]}\n")
 
 
 def test_measure_part_times_each_checkpoint_once(tmp_path: Path, plan: Plan, monkeypatch: pytest.MonkeyPatch) -> None:
