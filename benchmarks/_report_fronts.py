@@ -74,8 +74,19 @@ def _steps(final: dict[str, Any] | None) -> Any:
     return ((final or {}).get("final_budget") or {}).get("steps")
 
 
+def _length(final: dict[str, Any] | None) -> str:
+    """``5-epoch`` for a final run through ``automtd apply``'s recipe, else ``N-step``."""
+    b = (final or {}).get("final_budget") or {}
+    return f"{b['epochs']:g}-epoch" if b.get("recipe") == "apply" and b.get("epochs") else f"{b.get('steps')}-step"
+
+
 def _budget_line(final: dict[str, Any]) -> str:
     b = final.get("final_budget", {})
+    if b.get("recipe") == "apply":
+        return (f"Final fine-tune of every plan: `automtd apply`'s recipe, {b.get('epochs'):g} epochs, batch "
+                f"{b.get('batch_size')}, lr {b.get('lr')} {b.get('schedule')} (times each method's scale), KD alpha "
+                f"{b.get('kd_alpha')} from the original, {b.get('calibrate')} calibration images; scored on "
+                f"{b.get('test_split')}.\n")
     return (f"Final fine-tune of every plan: {b.get('steps')} SGD steps, batch {b.get('batch_size')}, "
             f"lr {b.get('lr')} {b.get('schedule')}, KD alpha {b.get('kd_alpha')} from the original, "
             f"train subset {b.get('train_subset') or 'all 45,000'}; test set "
@@ -252,8 +263,8 @@ def _long_lines(out: Path, run: FrontsRun) -> list[str]:
 
 
 def run_title(out: Path, run: FrontsRun) -> str:
-    steps = _steps(load(out / run.folder, "fronts_final.json"))
-    budget = f", {steps}-step final fine-tune" if steps is not None else ""
+    final = load(out / run.folder, "fronts_final.json")
+    budget = f", {_length(final)} final fine-tune" if _steps(final) is not None else ""
     return f"# Fronts: {run.label}{budget} (`{run.config}`)"
 
 
@@ -284,7 +295,7 @@ def fronts_headline(out: Path, md: Path) -> list[str]:
                 lines.append(f"- {run.label} (`{run.config}`): " + not_run(run.command).rstrip())
             continue
         detail = rel(out / run.detail, md)
-        head = f"- [{run.label}, {_steps(final)}-step final fine-tune]({detail}): "
+        head = f"- [{run.label}, {_length(final)} final fine-tune]({detail}): "
         lines.append(head + machine_line(final).rstrip())
         summary = load(out / run.folder, "fronts.json") or {}
         if not run.latency:  # a latency run's best params ratios are of plans picked by speed

@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="compress: most compressed plans (headline/); latency: fastest measured on ONNX Runtime "
                         "at batch 1 (latency_headline/)")
     args = p.parse_args(argv)
-    folder, listing, key = KINDS[args.kind]
+    out_dir, listing, key = KINDS[args.kind]
     rows: list[dict[str, Any]] = []
     for folder in args.results:
         final = read_json(folder / "fronts_final.json")
@@ -101,13 +101,13 @@ def main(argv: list[str] | None = None) -> int:
         rows += found
     if args.kind == "latency" and not any(r.get(key) is not None for r in rows):
         raise SystemExit(f"no final row of {[str(f) for f in args.results]} has {key}; run the fronts part latency")
-    folder.mkdir(parents=True, exist_ok=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
     models = {r["model"] for r in rows}
-    listed = folder / listing
+    listed = out_dir / listing
     entries = [e for e in (json.loads(listed.read_text()) if listed.exists() else []) if e["model"] not in models]
     for row in pick(rows, [float(d) for d in args.drops.split(",")], key):
         source = REPO / row["checkpoint"]
-        target = folder / f"{row['model']}_{row['plan']}"
+        target = out_dir / f"{row['model']}_{row['plan']}"
         if target.exists():
             shutil.rmtree(target)
         shutil.copytree(source, target)
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     listed.write_text(json.dumps(entries, indent=2) + "\n")
     kept = {REPO / e["compressed"] for e in entries}
     for model in models:  # a folder of this run's models no longer listed is a stale headline
-        for stale in sorted(p for p in folder.glob(f"{model}_*") if p.is_dir() and p not in kept):
+        for stale in sorted(p for p in out_dir.glob(f"{model}_*") if p.is_dir() and p not in kept):
             shutil.rmtree(stale)
             log(f"{stale.relative_to(REPO).as_posix()}: no longer a headline plan, removed")
     return 0
