@@ -33,10 +33,10 @@ def resnet20(resnet20_checkpoint: Path) -> nn.Module:
 
 
 def test_registry() -> None:
-    assert list_baselines() == ["alds", "ht2-energy", "uniform", "vbmf-tucker2"]
+    assert list_baselines() == ["alds", "alds-latency", "ht2-energy", "uniform", "vbmf-tucker2"]
     assert get_baseline("ht2-energy").required == ("energy",)
     assert get_baseline("alds").required == ("method", "ratio")
-    with pytest.raises(ConfigError, match="unknown baseline 'magic'; allowed: alds, ht2-energy, uniform, vbmf-tucker2"):
+    with pytest.raises(ConfigError, match="unknown baseline 'magic'; allowed: alds, alds-latency, ht2-energy,"):
         get_baseline("magic")
     model = get_model(ARCH)
     with pytest.raises(ConfigError, match="does not take fraction"):

@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
@@ -94,3 +96,34 @@ def test_latency_headline_picks_the_fastest_measured_plan_and_skips_untimed_ones
     picked = {(r["plan"], r["within"]) for r in pick(timed, [1.0], B1)}
     assert picked == {("baseline_alds_cp_r3", 1.0), ("cp_d1", 1.0)}
     assert pick(rows, [1.0], B1) == []
+
+
+def test_latency_headline_copies_the_fastest_checkpoint_and_re_measures_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import benchmarks.headline as headline
+    from automtd.baselines import uniform_plan
+    from automtd.checkpoints import save_checkpoint
+    from automtd.models import get_model
+    from automtd.plan import apply_plan
+
+    base = get_model("cifar_resnet20").eval()
+    plan = uniform_plan(base, "tucker2", 0.5, architecture="cifar_resnet20")
+    ck = save_checkpoint(tmp_path / "run" / "ck", apply_plan(base, plan), architecture="cifar_resnet20",
+                         plan=plan.to_dict())
+    top1, _images = headline._evaluate(ck, "test-report")
+    rows = [{**_row("cifar_resnet20", "ALDS tucker2", "fast", 2.0, 2.0, 0.5), "checkpoint": "run/ck",
+             "test_acc": top1, headline.B1: 1.6, "speedup_onnxruntime_b64": 1.4},
+            {**_row("cifar_resnet20", "search mixed", "slow", 3.0, 3.0, 0.5), "checkpoint": "run/ck",
+             "test_acc": top1 + 1.0, headline.B1: 1.1}]  # its number differs from its checkpoint's: refused
+    (tmp_path / "run" / "fronts_final.json").write_text(json.dumps({"final": rows[:1]}))
+    monkeypatch.setattr(headline, "REPO", tmp_path)
+    monkeypatch.setattr(headline, "KINDS", {**headline.KINDS, "latency": (
+        tmp_path / "latency_headline", "latency_headline.json", headline.B1)})
+    assert headline.main(["--kind", "latency", "--results", str(tmp_path / "run"), "--drops", "1.0"]) == 0
+    (entry,) = json.loads((tmp_path / "latency_headline" / "latency_headline.json").read_text())
+    assert entry["compressed"] == "latency_headline/cifar_resnet20_fast" and entry["test_top1"] == top1
+    assert (entry["speedup_b1_onnxruntime"], entry["speedup_b64_onnxruntime"]) == (1.6, 1.4)
+    assert (tmp_path / "latency_headline" / "cifar_resnet20_fast" / "model.safetensors").exists()
+    (tmp_path / "run" / "fronts_final.json").write_text(json.dumps({"final": rows}))
+    with pytest.raises(SystemExit, match="differs from the final part"):
+        headline.main(["--kind", "latency", "--results", str(tmp_path / "run"), "--drops", "1.0"])

@@ -63,7 +63,7 @@ def test_plan_baselines(
 
 def test_plan_cli_errors(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["plan", "--model", "cifar_resnet20", "--baseline", "nope", "-o", "x.yaml"]) == 2
-    assert "allowed: alds, ht2-energy, uniform, vbmf-tucker2" in capsys.readouterr().err
+    assert "allowed: alds, alds-latency, ht2-energy, uniform, vbmf-tucker2" in capsys.readouterr().err
     assert main(["plan", "--model", "cifar_resnet20", "--baseline", "uniform", "--method", "cp", "-o", "x.yaml"]) == 2
     assert "needs fraction (--fraction)" in capsys.readouterr().err
     assert not (env / "x.yaml").exists()
