@@ -57,7 +57,7 @@ def replacement_ms(table: LatencyTable, block: Block, whole_ref: float | None) -
     ``block``, on the whole model's load scale (``whole_ref``: the load meter's time next to the whole model)."""
     dense_block = Block(block.shape, block.in_hw, DENSE_BLOCK, ())
     dense = block_latency(table, dense_block)
-    delta = (dense if block.method == DENSE_BLOCK else block_latency(table, block)) - dense
+    delta = block_latency(table, block) - dense
     group_ref = table.blocks[dense_block.key].get("ref_ms")
     if whole_ref is None or group_ref is None:
         return delta
