@@ -102,6 +102,17 @@ def test_the_plan_meets_the_predicted_speedup_and_takes_the_faster_method(tmp_pa
     assert predict_latency(table, _plan(path, "cp,tucker2", 1.3)) == predict_latency(table, plan)  # deterministic
 
 
+def test_only_ranks_the_table_measured_are_allocated(tmp_path: Path) -> None:
+    """An interpolated time is what an allocation exploits wrongly (ONNX Runtime's speed is not smooth in the
+    rank), so every replaced layer takes a rank tuple the table measured."""
+    path = _table_file(tmp_path)
+    table = load_latency_table(path, runtime="onnxruntime", batch=1, threads=1)
+    plan = _plan(path, "cp,tucker2", 1.3)
+    assert plan.layers
+    for lp in plan.layers:
+        assert Block(lp.shape, lp.in_hw, lp.method, tuple(lp.ranks)).key in table.blocks
+
+
 def test_bad_options_are_one_line_errors(tmp_path: Path) -> None:
     path = _table_file(tmp_path)
     with pytest.raises(ConfigError, match=r"speedup 3.0 is beyond .* \(1.72x predicted\)"):

@@ -222,3 +222,33 @@ def test_predict_puts_deltas_on_the_whole_models_load_scale() -> None:
         entry["ref_ms"] = 2.0  # the load meter ran twice as slow while these blocks were timed
     table.models[next(iter(table.models))]["ref_ms"] = 1.0
     assert predict_latency(table, _plan({"2": LayerChoice("cp", (4,))})) == pytest.approx(5.0 - 0.8 / 2)
+
+
+def test_predict_scales_each_entry_by_its_own_groups_load_meter() -> None:
+    """Blocks kept from an earlier build (another load) next to a dense block timed again: each is put on the
+    whole model's scale by the meter of its own group, so the stale ones are not compared raw."""
+    table = _table()
+    dense = next(k for k, e in table.blocks.items() if e["method"] == DENSE_BLOCK)
+    table.blocks[dense]["ref_ms"] = 2.0  # re-timed at half speed: 1.0 ms there is 0.5 ms at the whole's load
+    for key, entry in table.blocks.items():
+        if key != dense:
+            entry["ref_ms"] = 1.0
+    table.models[next(iter(table.models))]["ref_ms"] = 1.0
+    assert predict_latency(table, _plan({"2": LayerChoice("cp", (4,))})) == pytest.approx(5.0 + 0.2 - 0.5)
+
+
+def test_a_group_missing_blocks_is_timed_again_as_a_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "table.json"
+    calls: list[int] = []
+    _fake_timing(monkeypatch, calls)
+    kwargs = {"architecture": "net", "layers": _space(), "target": _target(), "fraction_high": 0.9}
+    first = build_latency_table(path, _net(), fraction_low=0.3, points=3, **kwargs)
+    old = set(first.blocks)
+    calls.clear()
+    second = build_latency_table(path, _net(), fraction_low=0.1, points=5, **kwargs)  # a new grid
+    assert old < set(second.blocks)
+    groups = table_blocks(_space(), fraction_low=0.1, fraction_high=0.9, points=5)
+    stored_per_group = [sum(e["layer"] == layer for e in second.blocks.values()) for layer in groups]
+    assert calls == [1 + n for n in stored_per_group]  # the meter and every block of the layer, old ones included
+    for layer in groups:
+        assert len({e["ref_ms"] for e in second.blocks.values() if e["layer"] == layer}) == 1

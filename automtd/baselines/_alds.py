@@ -101,18 +101,23 @@ def _relative_error(impl: Method, weight: torch.Tensor, digest: str, ranks: tupl
     return _errors[key]
 
 
-def layer_options(method: str, shape: LayerShape, weight: torch.Tensor) -> list[LayerOption]:
-    """The dense layer and every evaluated rank of ``method`` with fewer params than it, cheapest first."""
+def layer_options(method: str, shape: LayerShape, weight: torch.Tensor,
+                  ranks: Sequence[tuple[int, ...]] | None = None) -> list[LayerOption]:
+    """The dense layer and every evaluated rank of ``method`` with fewer params than it, cheapest first
+    (``ranks``: evaluate these rank tuples instead of the method's family)."""
     impl = get_method(method)
     dense = LayerOption(KEEP_DENSE, (), shape.dense_params, 0.0)
-    family = [r for r in _family(impl, shape) if impl.params(shape, r) < shape.dense_params]
-    params = [impl.params(shape, r) for r in family]
+    if ranks is None:
+        family = [r for r in _family(impl, shape) if impl.params(shape, r) < shape.dense_params]
+        picked = _subset(family, [impl.params(shape, r) for r in family], _EVALUATED.get(method, len(family)))
+        candidates = [family[i] for i in picked]
+    else:
+        candidates = sorted({tuple(int(v) for v in r) for r in ranks}, key=lambda r: impl.params(shape, r))
+        candidates = [r for r in candidates if impl.params(shape, r) < shape.dense_params]
     weight = weight.detach().to("cpu", torch.float32)
     digest = weight_digest(weight)
-    out = [
-        LayerOption(method, family[i], params[i], _relative_error(impl, weight, digest, family[i]))
-        for i in _subset(family, params, _EVALUATED.get(method, len(family)))
-    ]
+    out = [LayerOption(method, r, impl.params(shape, r), _relative_error(impl, weight, digest, r))
+           for r in candidates]
     return [*out, dense]
 
 

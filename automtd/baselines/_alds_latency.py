@@ -19,7 +19,7 @@ from torch import nn
 from automtd._errors import ConfigError
 from automtd.baselines._alds import LayerOption, layer_options, min_max_error
 from automtd.baselines._common import roles
-from automtd.latency import Block, LatencyTable, load_latency_table, model_entry, replacement_ms
+from automtd.latency import DENSE_BLOCK, Block, LatencyTable, load_latency_table, model_entry, replacement_ms
 from automtd.methods import get_method
 from automtd.plan import (
     KEEP_DENSE,
@@ -48,14 +48,21 @@ def _methods(methods: Sequence[str] | str) -> list[str]:
 
 def latency_options(info: LayerInfo, methods: Sequence[str], table: LatencyTable,
                     whole_ref: float | None) -> dict[LayerOption, float]:
-    """Every option of the layer ``info`` (each applicable method's evaluated ranks, then the dense layer) and
-    its predicted change of the whole model's milliseconds on ``table``'s target (dense: 0)."""
+    """Every option of the layer ``info`` whose block ``table`` measured (each applicable method's measured
+    ranks, then the dense layer) and its predicted change of the whole model's milliseconds on ``table``'s target
+    (dense: 0).  Ranks between the table's grid points are left out: ONNX Runtime's speed is not smooth in the
+    rank, so an interpolated time is the one an allocation would exploit wrongly."""
     weight = layer_weight(info.module)
     out: dict[LayerOption, float] = {}
     for method in methods:
         if get_method(method).unsupported_reason(info.shape) is not None:
             continue
-        for o in layer_options(method, info.shape, weight)[:-1]:  # the last one is the dense layer
+        layer = Block(info.shape, info.in_hw, DENSE_BLOCK, ()).layer_key
+        measured: list[tuple[int, ...]] = [
+            tuple(int(r) for r in e["ranks"])  # type: ignore[attr-defined]
+            for e in table.blocks.values() if e["layer"] == layer and e["method"] == method
+        ]
+        for o in layer_options(method, info.shape, weight, measured)[:-1]:  # the last one is the dense layer
             out[o] = replacement_ms(table, Block(info.shape, info.in_hw, method, o.ranks), whole_ref)
     out[LayerOption(KEEP_DENSE, (), info.shape.dense_params, 0.0)] = 0.0
     return out

@@ -6,9 +6,9 @@ form a group timed in turn (:func:`automtd.utils.interleaved_medians`, ``rounds`
 shared machine hits the dense layer and its replacements alike; the load meter
 (:data:`~automtd.latency.REFERENCE`) is timed in every group and next to the whole model (``ref_ms``), so the
 prediction can put groups measured at different loads on the whole model's scale.  The table file is
-rewritten after each
-group: a killed build, run again, skips the groups already stored.  Layers of the same shape at the same input
-size (ResNet stages) share their blocks, and so do models built from the same layer shapes.
+rewritten after each group: a killed build, run again, skips the groups already stored; a group that lacks
+blocks (a new grid) is timed again as a whole, its stored blocks included.  Layers of the same shape at the same
+input size (ResNet stages) share their blocks, and so do models built from the same layer shapes.
 """
 
 from __future__ import annotations
@@ -63,6 +63,14 @@ def table_blocks(layers: Sequence[SpaceLayerLike], *, fraction_low: float, fract
     return groups
 
 
+def _stored_others(table: LatencyTable, dense: Block, blocks: Sequence[Block]) -> list[Block]:
+    """The blocks ``table`` stores for ``dense``'s layer that ``blocks`` lacks (those of an earlier grid)."""
+    keys = {b.key for b in blocks}
+    out = [Block(dense.shape, dense.in_hw, str(e["method"]), tuple(int(r) for r in e["ranks"]))  # type: ignore[attr-defined]
+           for e in table.blocks.values() if e["layer"] == dense.layer_key]
+    return [b for b in out if b.key not in keys]
+
+
 def _versions(target: LatencyTarget) -> dict[str, str]:
     out = {"torch": str(torch.__version__)}
     if target.device == "cuda":
@@ -105,6 +113,7 @@ def build_latency_table(
             say(f"[{n}/{len(groups)}] {layer_key}: stored, skipped")
             continue
         first = blocks[0]
+        blocks = blocks + _stored_others(table, first, blocks)  # a group is always timed as a whole
         x = block_input(first.shape, first.in_hw, target.batch)
         modules = [reference_module(target)] + [runnable(build_block(b), x, target) for b in blocks]
         ref, *times = time_modules(modules, x, target, rounds=rounds, min_run_time=min_run_time)

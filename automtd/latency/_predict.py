@@ -1,7 +1,7 @@
 """A plan's latency from a table: the original model's measured time plus, per replaced layer, its block's
 time minus the dense layer's (both timed in the same context, which cancels: see
-:func:`~automtd.latency.build_block`), scaled by the load meter's time next to the whole model over its time
-in the block's group.  Pure arithmetic on the table: deterministic, no timing.
+:func:`~automtd.latency.build_block`), each scaled by the load meter's time next to the whole model over its
+time in that entry's group.  Pure arithmetic on the table: deterministic, no timing.
 
 A rank tuple measured exactly is read off; any other is interpolated linearly in the kept-parameter fraction
 between the two measured rank tuples of the same layer and method around it (clamped to the nearest one
@@ -30,14 +30,24 @@ def _missing(what: str, table: LatencyTable) -> ConfigError:
                        "`automtd latency-table` on a config whose space covers it")
 
 
-def block_latency(table: LatencyTable, block: Block) -> float:
-    """Milliseconds of ``block`` on the table's target: measured, else interpolated (module docstring)."""
+def _scaled(entry: dict[str, object], whole_ref: float | None) -> float:
+    """An entry's milliseconds on the whole model's load scale: times the load meter's time next to the whole
+    model over its time in the entry's group (as measured when ``whole_ref`` or the entry's meter is unknown)."""
+    ms = float(entry["ms"])  # type: ignore[arg-type]
+    ref = entry.get("ref_ms")
+    return ms if whole_ref is None or ref is None else ms * whole_ref / float(ref)  # type: ignore[arg-type]
+
+
+def block_latency(table: LatencyTable, block: Block, whole_ref: float | None = None) -> float:
+    """Milliseconds of ``block`` on the table's target: measured, else interpolated (module docstring); with
+    ``whole_ref`` (the load meter's time next to the whole model) on the whole model's load scale, each entry by
+    its own group's meter, so groups measured at different loads (or by different builds) compare."""
     entry = table.blocks.get(block.key)
     if entry is not None:
-        return float(entry["ms"])  # type: ignore[arg-type]
+        return _scaled(entry, whole_ref)
     if block.method == DENSE_BLOCK:
         raise _missing(f"dense block {block.layer_key!r}", table)
-    points = sorted((float(e["fraction"]), float(e["ms"]))  # type: ignore[arg-type]
+    points = sorted((float(e["fraction"]), _scaled(e, whole_ref))  # type: ignore[arg-type]
                     for e in table.blocks.values() if e["layer"] == block.layer_key and e["method"] == block.method)
     if not points:
         raise _missing(f"{block.method} block of layer {block.layer_key!r}", table)
@@ -55,13 +65,8 @@ def block_latency(table: LatencyTable, block: Block) -> float:
 def replacement_ms(table: LatencyTable, block: Block, whole_ref: float | None) -> float:
     """Milliseconds the whole model gains (negative: saves) when its dense layer of ``block``'s shape becomes
     ``block``, on the whole model's load scale (``whole_ref``: the load meter's time next to the whole model)."""
-    dense_block = Block(block.shape, block.in_hw, DENSE_BLOCK, ())
-    dense = block_latency(table, dense_block)
-    delta = block_latency(table, block) - dense
-    group_ref = table.blocks[dense_block.key].get("ref_ms")
-    if whole_ref is None or group_ref is None:
-        return delta
-    return delta * whole_ref / float(group_ref)  # type: ignore[arg-type]
+    dense = Block(block.shape, block.in_hw, DENSE_BLOCK, ())
+    return block_latency(table, block, whole_ref) - block_latency(table, dense, whole_ref)
 
 
 def model_entry(table: LatencyTable, architecture: str, fingerprint: str,
