@@ -8,7 +8,7 @@ import pytest
 from optuna.trial import TrialState
 
 from automtd import ConfigError
-from automtd.latency import LatencyTarget, build_latency_table, predict_latency, rank_grid
+from automtd.latency import LatencyTarget, build_latency_table, model_entry, predict_latency, rank_grid
 from automtd.models import get_model
 from automtd.plan import Plan, decomposable_layers
 from automtd.search import build_space, run_search
@@ -80,3 +80,31 @@ def test_a_table_without_the_model_is_refused_before_the_study_exists(
     with pytest.raises(ConfigError, match="does not exist; build it with `automtd latency-table"):
         run_search(cfg, progress=False)
     assert not (tmp_path / "none.db").exists()
+
+
+def test_an_alds_latency_warm_start_is_scored_with_its_exact_plan(
+    tmp_path: Path, data_root: Path, resnet20_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    storage = f"sqlite:///{tmp_path / 'warm.db'}"
+    changes = {"study.name": "warm", "study.n_trials": 1, "objectives": ["accuracy", "latency"],
+               "latency": {"table": str(tmp_path / "table.json")}, "sensitivity.enabled": False,
+               "space.skip": ["conv1"],  # every layer ALDS-latency allocates is searchable
+               "warmstart": {"enabled": True, "tolerances": [], "baselines": ["alds-latency"],
+                             "alds_latency_methods": ["tucker2", "svd_channel"], "alds_latency_speedup": [1.1]}}
+    cfg = tiny_config(data_root, resnet20_checkpoint, storage, **changes)
+    _table(tmp_path / "table.json", cfg, monkeypatch)
+    study = run_search(cfg, progress=False).study
+    [trial] = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert trial.user_attrs["warmstart"] == "alds_latency_s1.1"
+    table = stored_table(study)
+    assert table is not None
+    plan = Plan.from_dict(trial.user_attrs["plan"])
+    assert plan.layers and {lp.method for lp in plan.layers} <= {"tucker2", "svd_channel"}
+    whole, _ = model_entry(table, plan.architecture, plan.fingerprint, tuple(plan.input_size))
+    assert whole / trial.values[1] >= 1.1 - 1e-9  # the trial scores the very plan ALDS-latency allocated
+
+
+def test_an_alds_latency_warm_start_needs_a_table(tmp_path: Path, data_root: Path, resnet20_checkpoint: Path) -> None:
+    with pytest.raises(ConfigError, match="alds-latency.*latency.table is not set"):
+        tiny_config(data_root, resnet20_checkpoint, f"sqlite:///{tmp_path / 'x.db'}",
+                    **{"warmstart": {"baselines": ["alds-latency"]}})

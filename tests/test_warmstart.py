@@ -143,3 +143,22 @@ def test_alds_warm_starts_one_plan_per_method_and_ratio(tmp_path: Path) -> None:
         ("alds_ht2_r3", {"method": "ht2", "ratio": 3.0}), ("alds_ht2_r4", {"method": "ht2", "ratio": 4.0})]
     with pytest.raises(ConfigError, match="alds ratio 1.0 must be > 1"):
         search_config_from_dict({**base, "warmstart": {"alds_ratio": [3.0, 1.0]}})
+
+
+def test_alds_latency_warm_starts_with_the_spaces_own_methods(tmp_path: Path) -> None:
+    from automtd.search._warmstart import _baseline_runs
+
+    base = {"model": {"name": "cifar_resnet20", "checkpoint": str(tmp_path / "ck.th")},
+            "latency": {"table": str(tmp_path / "table.json"), "batch": 64},
+            "warmstart": {"baselines": ["alds-latency"], "alds_latency_speedup": [1.3, 1.6]}}
+    mixed = search_config_from_dict(base)
+    assert [(label, opts["methods"], opts["speedup"], opts["batch"]) for label, _, opts in _baseline_runs(mixed)] == [
+        ("alds_latency_s1.3", ["tucker2", "cp", "ht2", "svd_channel"], 1.3, 64),
+        ("alds_latency_s1.6", ["tucker2", "cp", "ht2", "svd_channel"], 1.6, 64)]
+    cp_only = search_config_from_dict({**base, "space": {"conv": ["cp", "none"], "conv1x1": ["none"]}})
+    assert {tuple(opts["methods"]) for _, _, opts in _baseline_runs(cp_only)} == {("cp",)}
+    dense_only = search_config_from_dict({**base, "space": {"conv": ["none"], "conv1x1": ["none"],
+                                                            "linear": ["none"]}})
+    assert _baseline_runs(dense_only) == []
+    with pytest.raises(ConfigError, match="alds-latency speedup 1.0 must be > 1"):
+        search_config_from_dict({**base, "warmstart": {"alds_latency_speedup": 1.0}})

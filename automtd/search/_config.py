@@ -241,7 +241,7 @@ class WarmstartSection(StrictModel):
         description="also enqueue, at the gentlest tolerance (else KL budget), plans decomposing only the k layers"
         " that save most",
     )
-    baselines: list[Literal["vbmf-tucker2", "ht2-energy", "uniform", "alds"]] = Field(
+    baselines: list[Literal["vbmf-tucker2", "ht2-energy", "uniform", "alds", "alds-latency"]] = Field(
         default_factory=lambda: ["vbmf-tucker2", "ht2-energy", "uniform"],  # type: ignore[arg-type]
         description="registered baselines (`automtd plan --baseline`) enqueued as warm-start trials",
     )
@@ -255,8 +255,16 @@ class WarmstartSection(StrictModel):
     alds_ratio: list[float] = Field(
         default_factory=lambda: [3.0], description="params ratios of the ALDS warm-start plans (each > 1)"
     )
+    alds_latency_methods: list[str] = Field(
+        default_factory=lambda: ["tucker2", "cp", "ht2", "svd_channel"],
+        description="methods an alds-latency warm-start plan may give a layer (on latency.table's target)",
+    )
+    alds_latency_speedup: list[float] = Field(
+        default_factory=lambda: [1.6],
+        description="predicted speed-ups of the alds-latency warm-start plans: one plan each (each > 1)",
+    )
 
-    @field_validator("alds_method", "alds_ratio", mode="before")
+    @field_validator("alds_method", "alds_ratio", "alds_latency_speedup", mode="before")
     @classmethod
     def _one_or_many(cls, value: object) -> object:
         return value if isinstance(value, list) else [value]
@@ -267,6 +275,14 @@ class WarmstartSection(StrictModel):
         for r in value:
             if not r > 1.0:
                 raise ValueError(f"alds ratio {r} must be > 1 (original / compressed params), e.g. [3.0, 4.0]")
+        return value
+
+    @field_validator("alds_latency_speedup")
+    @classmethod
+    def _speedups(cls, value: list[float]) -> list[float]:
+        for r in value:
+            if not r > 1.0:
+                raise ValueError(f"alds-latency speedup {r} must be > 1 (original / compressed latency), e.g. [1.6]")
         return value
 
     @field_validator("baselines", mode="before")
@@ -331,6 +347,14 @@ class SearchConfig(StrictModel):
         if rungs and rungs[0] <= (self.finetune.steps or 0):
             raise ValueError(f"fidelity.rungs[0]={rungs[0]} must exceed finetune.steps={self.finetune.steps} "
                              "(rung 0); e.g. rungs: [4 * steps, 16 * steps]")
+        return self
+
+    @model_validator(mode="after")
+    def _latency_warmstart_has_a_table(self) -> SearchConfig:
+        if "alds-latency" in self.warmstart.baselines and self.latency.table is None:
+            raise ValueError("warmstart.baselines lists alds-latency, which allocates on a latency table, but "
+                             "latency.table is not set; give latency.table (automtd latency-table CONFIG -o FILE) "
+                             "or drop alds-latency")
         return self
 
     @field_validator("device")

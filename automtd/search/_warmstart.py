@@ -45,8 +45,9 @@ log = logging.getLogger(__name__)
 
 def _baseline_runs(config: SearchConfig) -> list[tuple[str, str, dict[str, object]]]:
     """``(label, registered baseline, options)`` of every warm-start baseline plan the ``warmstart`` section asks
-    for: one per baseline, and for ALDS one per method and ratio (labelled ``alds_<method>_r<ratio>`` when there
-    are several)."""
+    for: one per baseline, for ALDS one per method and ratio (labelled ``alds_<method>_r<ratio>`` when there
+    are several), for ALDS-latency one per speed-up on ``latency.table``'s target (``alds_latency_s<speedup>``),
+    allocating among those of its methods the search space offers (a single-method search seeds with its own)."""
     ws = config.warmstart
     runs: list[tuple[str, str, dict[str, object]]] = []
     for name in ws.baselines:  # registered names (the config validates them)
@@ -54,6 +55,17 @@ def _baseline_runs(config: SearchConfig) -> list[tuple[str, str, dict[str, objec
             combos = [(m, r) for m in ws.alds_method for r in ws.alds_ratio]
             runs += [("alds" if len(combos) == 1 else f"alds_{m}_r{r:g}", name, {"method": m, "ratio": r})
                      for m, r in combos]
+        elif name == "alds-latency":
+            lat, space = config.latency, config.space
+            searchable = {*space.conv, *space.conv1x1, *space.linear}
+            methods = [m for m in ws.alds_latency_methods if m in searchable]  # the space's own, e.g. cp alone
+            if not methods:
+                log.info("warm start: alds-latency skipped (none of %s is in the search space)",
+                         ", ".join(ws.alds_latency_methods))
+                continue
+            runs += [(f"alds_latency_s{sp:g}", name, {
+                "methods": methods, "speedup": sp, "table": str(lat.table), "runtime": lat.runtime,
+                "batch": lat.batch, "threads": lat.threads}) for sp in ws.alds_latency_speedup]
         elif name == "uniform":
             runs.append((name, name, {"method": ws.uniform_method, "fraction": ws.uniform_fraction}))
         elif name == "ht2-energy":
