@@ -12,7 +12,16 @@ from automtd import ConfigError
 from automtd.config import parse_config
 from automtd.data import get_dataset, make_loader
 from automtd.models import get_model, get_model_spec
-from automtd.train import NonFiniteLossError, StopTraining, Teacher, TrainConfig, evaluate, fit, kd_loss
+from automtd.train import (
+    NonFiniteLossError,
+    ResumeState,
+    StopTraining,
+    Teacher,
+    TrainConfig,
+    evaluate,
+    fit,
+    kd_loss,
+)
 from automtd.utils import resolve_device
 from automtd.workflows import load_train_config
 
@@ -301,3 +310,65 @@ def test_a_fine_tune_autocasts_to_bf16_on_cpu_by_default_and_a_training_run_does
     assert TrainConfig.from_finetune(FinetuneSection()).cpu_bf16 is True
     assert TrainConfig.from_finetune(FinetuneSection(cpu_bf16=False)).cpu_bf16 is False
     assert TrainConfig(steps=1).cpu_bf16 is False
+
+
+def test_a_killed_fit_resumes_at_its_last_epoch_end_and_ends_as_if_never_stopped(data_root: Path,
+                                                                                   tmp_path: Path) -> None:
+    loader = _loader(data_root, 24, 8, augment=True)  # 3 batches per epoch
+    cfg = TrainConfig(epochs=3, lr=0.05, warmup_steps=2, seed=1)
+    whole_model = _model()
+    whole = fit(whole_model, loader, cfg, device="cpu", progress=False, resume=ResumeState(tmp_path / "a.pt", "run"))
+    state = ResumeState(tmp_path / "b.pt", "run")
+
+    def kill(step: int, model: torch.nn.Module) -> None:
+        if step == 5:  # mid-epoch 2: steps 4 and 5 are lost, epoch 1 was saved
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(_model(), loader, cfg, device="cpu", progress=False, step_callback=kill, resume=state)
+    seen: list[int] = []
+    resumed_model = _model()
+    resumed = fit(resumed_model, loader, cfg, device="cpu", progress=False, resume=state,
+                  step_callback=lambda step, model: seen.append(step))
+    assert seen == list(range(4, 10))  # from the first step after the saved epoch
+    assert resumed.steps == whole.steps == 9 and resumed.losses == whole.losses
+    for (name, a), (_, b) in zip(whole_model.state_dict().items(), resumed_model.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+    with pytest.raises(ConfigError, match="belongs to another run"):
+        fit(_model(), loader, cfg, device="cpu", progress=False, resume=ResumeState(state.path, "other"))
+    state.path.write_bytes(b"not a state")
+    with pytest.raises(ConfigError, match="cannot be read.*delete it"):
+        fit(_model(), loader, cfg, device="cpu", progress=False, resume=state)
+
+
+def test_train_from_config_resumes_a_killed_run_and_cleans_up(data_root: Path, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    import automtd.workflows._train as train_module
+    from automtd.workflows import resume_state, train_from_config
+
+    cfg = load_train_config(REPO / "configs" / "train_vgg11_cifar10.yaml", [
+        "model.name=cifar_resnet20", f"data.root={data_root}", "data.train_subset=64", "data.batch_size=32",
+        "data.val_size=0", "train.epochs=2", "train.warmup_steps=1", "evaluate_test=false", "progress=false",
+        "device=cpu", f"output={tmp_path / 'ckpt'}"])
+    state = resume_state(cfg)
+    real_fit = train_module.fit
+    steps: list[int] = []
+
+    def killed_at_step_3(*args: object, **kwargs: object) -> object:
+        def kill(step: int, model: torch.nn.Module) -> None:
+            steps.append(step)
+            if step == 3:
+                raise KeyboardInterrupt
+        return real_fit(*args, **{**kwargs, "step_callback": kill})  # type: ignore[arg-type]
+
+    monkeypatch.setattr(train_module, "fit", killed_at_step_3)
+    with pytest.raises(KeyboardInterrupt):
+        train_from_config(cfg)
+    assert state.path.exists() and not (tmp_path / "ckpt").exists()
+    monkeypatch.setattr(train_module, "fit", real_fit)
+    other = cfg.model_copy(update={"train": cfg.train.model_copy(update={"lr": 0.01})})
+    with pytest.raises(ConfigError, match="belongs to another run"):
+        train_from_config(other)  # same output, another config: refused, the state kept
+    assert state.path.exists()
+    summary = train_from_config(cfg)
+    assert summary["steps"] == 4 and (tmp_path / "ckpt").is_dir() and not state.path.exists()

@@ -17,7 +17,9 @@ def add_parser(subparsers: Any, help_text: str) -> argparse.ArgumentParser:
         "train",
         help=help_text,
         description="Train a model from a YAML config (e.g. configs/train_vgg11_cifar10.yaml) and save it "
-        "as a checkpoint directory (model.safetensors + meta.json).",
+        "as a checkpoint directory (model.safetensors + meta.json). The training state is kept at every epoch "
+        "end in OUTPUT.train-state.pt: killed or stopped, the same command continues from the last finished "
+        "epoch (a different config with the same output is refused; delete the file to start over).",
     )
     p.add_argument("config", help="train config YAML")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",

@@ -13,6 +13,7 @@ from torch import nn
 
 from automtd._errors import AutomtdError, ConfigError
 from automtd.train._config import TrainConfig, TrainResult
+from automtd.train._resume import ResumeState, load_state, save_state
 from automtd.train._teacher import Teacher
 from automtd.utils import resolve_device
 
@@ -96,6 +97,7 @@ def fit(
     param_groups: Sequence[dict[str, object]] | None = None,
     step_callback: Callable[[int, nn.Module], None] | None = None,
     progress: bool = True,
+    resume: ResumeState | None = None,
 ) -> TrainResult:
     """Train ``model`` in place with SGD + momentum for ``cfg.epochs`` or ``cfg.steps``.
 
@@ -116,6 +118,9 @@ def fit(
         step_callback: ``step_callback(step, model)`` after every optimizer step (1-based step);
             raising :class:`StopTraining` ends training early, any other exception propagates.
         progress: show a tqdm progress bar.
+        resume: save the whole training state to ``resume.path`` at every epoch end and, when that file is
+            there at the start, continue from it (:mod:`automtd.train._resume`; a ``step_callback`` keeps no
+            state there). Needs a loader with a length.
 
     Raises:
         NonFiniteLossError: when the loss becomes NaN or infinite.
@@ -129,7 +134,9 @@ def fit(
     use_bf16 = cfg.cpu_bf16 and dev.type == "cpu" and cpu_bf16_supported()
     torch.manual_seed(cfg.seed)
     generator = getattr(loader, "generator", None)
-    if isinstance(generator, torch.Generator):
+    if not isinstance(generator, torch.Generator):
+        generator = None
+    if generator is not None:
         generator.manual_seed(cfg.seed)  # the same shuffling order on every call, even for a reused loader
     model.to(dev)
     if use_cl:
@@ -137,14 +144,13 @@ def fit(
     kd_teacher = None
     if teacher is not None and cfg.kd_alpha > 0:
         kd_teacher = teacher if isinstance(teacher, Teacher) else Teacher(teacher, cache=False)
-    if cfg.steps is not None:
-        total = int(cfg.steps)
-    else:
-        try:
-            per_epoch = len(loader)  # type: ignore[arg-type]
-        except TypeError:
-            raise ConfigError("the loader has no length; give the budget as steps instead of epochs") from None
-        total = max(1, math.ceil(float(cfg.epochs or 0) * per_epoch))
+    try:
+        per_epoch: int | None = len(loader)  # type: ignore[arg-type]
+    except TypeError:
+        per_epoch = None
+    if per_epoch is None and (cfg.steps is None or resume is not None):
+        raise ConfigError("the loader has no length; give the budget as steps instead of epochs, without resume")
+    total = int(cfg.steps) if cfg.steps is not None else max(1, math.ceil(float(cfg.epochs or 0) * (per_epoch or 1)))
     groups = list(param_groups) if param_groups is not None else [
         {"params": [p for p in model.parameters() if p.requires_grad]}
     ]
@@ -156,13 +162,16 @@ def fit(
     if use_bf16:
         autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16)  # noqa: E731
     model.train()
-    losses: list[float] = []
+    done, before, losses = 0, 0.0, list[float]()
+    if resume is not None:
+        done, before, losses = load_state(resume, model=model, optimizer=opt, scheduler=sched, scaler=scaler,
+                                          generator=generator)
     stopped = False
-    start = time.perf_counter()
-    bar = tqdm(total=total, disable=not progress, desc="train", leave=False, dynamic_ncols=True)
+    start = time.perf_counter() - before
+    bar = tqdm(total=total, initial=done, disable=not progress, desc="train", leave=False, dynamic_ncols=True)
     batches = _batches(loader)
     try:
-        for step in range(1, total + 1):
+        for step in range(done + 1, total + 1):
             batch = next(batches)
             x, y = _to_device(batch, dev, use_cl)
             with autocast():
@@ -192,6 +201,9 @@ def fit(
             bar.update(1)
             if step % 10 == 0 or step == total:
                 bar.set_postfix(loss=f"{value:.4f}")
+            if resume is not None and per_epoch and step % per_epoch == 0 and step < total:
+                save_state(resume, step=step, seconds=time.perf_counter() - start, losses=losses, model=model,
+                           optimizer=opt, scheduler=sched, scaler=scaler, generator=generator)
             if step_callback is not None:
                 try:
                     step_callback(step, model)

@@ -17,7 +17,7 @@ from automtd.workflows._funnel import (
     load_funnel_config,
     run_funnel,
 )
-from automtd.workflows._train import TrainData, TrainRunConfig, load_train_config, train_from_config
+from automtd.workflows._train import TrainData, TrainRunConfig, load_train_config, resume_state, train_from_config
 
 __all__ = [
     "CompressResult",
@@ -32,6 +32,7 @@ __all__ = [
     "funnel_plan",
     "load_funnel_config",
     "load_train_config",
+    "resume_state",
     "run_funnel",
     "train_from_config",
 ]

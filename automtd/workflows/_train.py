@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -13,11 +14,11 @@ from automtd.config import ConfigPath, DataSection, ModelSection, StrictModel, l
 from automtd.data import get_dataset, make_loader
 from automtd.models import get_model, get_model_spec
 from automtd.plan import make_plan
-from automtd.train import TrainConfig, TrainResult, evaluate, fit
+from automtd.train import ResumeState, TrainConfig, TrainResult, evaluate, fit
 from automtd.training_methods import DeepTwistConfig, deeptwist_callback
 from automtd.utils import resolve_device
 
-__all__ = ["TrainData", "TrainRunConfig", "load_train_config", "train_from_config"]
+__all__ = ["TrainData", "TrainRunConfig", "load_train_config", "resume_state", "train_from_config"]
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +68,19 @@ def load_train_config(path: str | Path, overrides: list[str] | tuple[str, ...] =
     return load_config(path, TrainRunConfig, overrides)
 
 
+def resume_state(cfg: TrainRunConfig) -> ResumeState:
+    """Where a run of ``cfg`` keeps its training state between epochs (``<output>.train-state.pt``, deleted once
+    the checkpoint is saved), tagged with everything in ``cfg`` that changes the training."""
+    what = cfg.model_dump_json(exclude={"progress", "evaluate_test"})
+    return ResumeState(Path(f"{cfg.output}.train-state.pt"), hashlib.sha256(what.encode()).hexdigest()[:16])
+
+
 def train_from_config(cfg: TrainRunConfig) -> dict[str, Any]:
-    """Build, (optionally initialise,) train, evaluate and save; returns a summary dict."""
+    """Build, (optionally initialise,) train, evaluate and save; returns a summary dict.
+
+    Killed (or stopped with Ctrl-C), the same config run again continues from the last finished epoch
+    (:func:`resume_state`); a DeepTwist run, whose projection schedule keeps state of its own, starts over.
+    """
     device = resolve_device(cfg.device)
     spec = get_model_spec(cfg.model.name)
     if cfg.start_checkpoint:
@@ -86,10 +98,15 @@ def train_from_config(cfg: TrainRunConfig) -> dict[str, Any]:
                          num_workers=d.num_workers, drop_last=len(train_ds) > d.batch_size)
     log.info("training %s on %s: %d images, %s", cfg.model.name, d.dataset, len(train_ds), cfg.train)
     twist = None
+    resume: ResumeState | None = resume_state(cfg)
     if cfg.deeptwist is not None:
         twist = deeptwist_callback(model, cfg.deeptwist)
+        resume = None
+    elif resume is not None and resume.path.exists():
+        log.info("resuming from %s (saved at the last finished epoch)", resume.path)
     result: TrainResult = fit(
-        model, loader, cfg.train, teacher=teacher, device=device, progress=cfg.progress, step_callback=twist
+        model, loader, cfg.train, teacher=teacher, device=device, progress=cfg.progress, step_callback=twist,
+        resume=resume,
     )
     if twist is not None:
         twist.finalize(model)
@@ -108,6 +125,8 @@ def train_from_config(cfg: TrainRunConfig) -> dict[str, Any]:
         normalization=spec.normalization, accuracy=accuracy,
         extra={"train": cfg.train.model_dump(), "steps": result.steps, "final_loss": result.final_loss},
     )
+    if resume is not None:
+        resume.path.unlink(missing_ok=True)
     summary = {"output": str(out), "accuracy": accuracy, "steps": result.steps, "final_loss": result.final_loss,
                "seconds": result.seconds}
     if twist is not None and cfg.deeptwist is not None and cfg.deeptwist.method != "tiled_svd":
