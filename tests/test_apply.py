@@ -335,3 +335,37 @@ def test_apply_help_shows_the_finetune_defaults(capsys: pytest.CaptureFixture[st
     assert f"(default {DEFAULT_LR:g}" in text and f"(default {DEFAULT_WARMUP})" in text
     assert "(default 0: BatchNorm re-" in text and DEFAULT_LR < 0.01
     assert "--no-bn-recalibration" in text and "--bn-only" in text and "--keep-finetuned" in text
+
+
+def test_a_killed_apply_finetune_resumes_and_saves_the_uninterrupted_weights(
+    cp_plan: Path, resnet20_checkpoint: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import automtd.workflows._compress as compress_module
+    from automtd.cli.main import main
+
+    args = ["apply", "--plan", str(cp_plan), "--checkpoint", str(resnet20_checkpoint), "--val-subset", "100",
+            "--subset", "128", "--batch-size", "64", "--finetune-epochs", "2", "--calibrate", "0"]
+    assert main([*args, "-o", "whole"]) == 0
+    real_fit = compress_module.fit
+
+    def killed_at_step_3(*a: object, **kw: object) -> object:
+        def kill(step: int, model: nn.Module) -> None:
+            if step == 3:  # epoch 1 (steps 1-2) was saved
+                raise KeyboardInterrupt
+        return real_fit(*a, **{**kw, "step_callback": kill})  # type: ignore[arg-type]
+
+    monkeypatch.setattr(compress_module, "fit", killed_at_step_3)
+    assert main([*args, "-o", "resumed"]) == 130  # Ctrl-C: "interrupted"
+    state = cp_plan.parent / "resumed.train-state.pt"
+    assert state.exists() and not (cp_plan.parent / "resumed").exists()
+    monkeypatch.setattr(compress_module, "fit", real_fit)
+    assert main([*args, "--lr", "0.01", "-o", "resumed"]) == 2  # other options: the state is another run's
+    assert state.exists()
+    with caplog.at_level("INFO"):
+        assert main([*args, "-o", "resumed"]) == 0
+    assert "resuming the fine-tune from" in caplog.text and not state.exists()
+    whole, _ = load_checkpoint(cp_plan.parent / "whole")
+    resumed, _ = load_checkpoint(cp_plan.parent / "resumed")
+    assert _state(whole).keys() == _state(resumed).keys()
+    for name, value in _state(whole).items():
+        assert torch.equal(value, _state(resumed)[name]), name

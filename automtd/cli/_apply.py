@@ -30,7 +30,9 @@ def add_parser(subparsers: Any, help_text: str) -> None:
         help=help_text,
         description="Load --checkpoint as the plan's architecture, replace the plan's layers, optionally "
         "fine-tune with knowledge distillation from the original on the training split (validation top-1 "
-        "is recorded), and write a checkpoint directory (model.safetensors + meta.json with the plan).",
+        "is recorded), and write a checkpoint directory (model.safetensors + meta.json with the plan). A "
+        "fine-tune keeps its state at every epoch end in OUTPUT.train-state.pt: killed or stopped, the same "
+        "command continues from the last finished epoch (other options with the same output are refused).",
     )
     p.add_argument("--plan", required=True, help="plan file (.yaml/.yml/.json)")
     p.add_argument("--checkpoint", required=True, help="original weights (.pth/.th or an automtd directory)")

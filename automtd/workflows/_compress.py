@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
+import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -18,11 +21,13 @@ from automtd.config import DataSection, FinetuneSection
 from automtd.data import get_dataset, make_loader
 from automtd.deploy import compare_models
 from automtd.plan import FactorCache, Plan, apply_plan, check_plan, method_param_groups
-from automtd.train import NonFiniteLossError, TrainConfig, evaluate, fit, recalibrate_batchnorm
+from automtd.train import NonFiniteLossError, ResumeState, TrainConfig, evaluate, fit, recalibrate_batchnorm
 from automtd.training_methods import deeptwist_from_plan
 from automtd.utils import atomic_output, check_output
 
 __all__ = ["FinetuneOptions", "CompressResult", "compress_checkpoint", "finetune"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,7 @@ def finetune(
     keep_better: bool = True,
     image_size: int = 224,
     plan: Plan | None = None,
+    resume: ResumeState | None = None,
 ) -> dict[str, Any]:
     """Re-estimate BatchNorm, then fine-tune ``model`` in place (``automtd.train.fit`` with ``teacher``).
 
@@ -69,6 +75,7 @@ def finetune(
     budget (``finetune.steps`` 0) only re-estimates BatchNorm and scores the result.  A fine-tune whose loss
     turns non-finite counts as ending at 0% (``steps`` -1, the reason under ``diverged``).  With the applied
     ``plan``, each factor chain trains at its method's learning rate (:func:`automtd.plan.method_param_groups`).
+    ``resume``: the fine-tune keeps its state there at every epoch end and continues from it (``automtd.train``).
     """
     d, ft = opts.data, opts.finetune
     common: dict[str, Any] = {"root": d.root, "mean": normalization["mean"], "std": normalization["std"],
@@ -118,6 +125,7 @@ def finetune(
             progress=opts.progress,
             step_callback=step_callback,
             param_groups=groups,
+            resume=resume,
         )
     except NonFiniteLossError as exc:
         if snapshot is None:
@@ -165,6 +173,9 @@ def compress_checkpoint(
     (:func:`automtd.calibration.calibrate_plan`, sequential, needs ``finetune_options`` for the data).
     An existing ``output`` (a file or a non-empty directory) is refused before any work unless ``force``;
     the directory is written next to it and renamed into place, so a failure leaves no partial checkpoint.
+    A fine-tune keeps its state at every epoch end in ``<output>.train-state.pt`` (deleted with the checkpoint
+    saved): the same call after a kill decomposes again and continues the fine-tune from the last finished
+    epoch; a state of another call (checkpoint, plan, options) is refused.
     """
     check_output(output, force=force)
     model, meta = load_checkpoint(checkpoint, model_name=plan.architecture, model_kwargs=plan.arch_kwargs or None)
@@ -191,9 +202,12 @@ def compress_checkpoint(
                 raise ConfigError(f"calibrate={calibrate} needs training images: pass finetune_options for the data")
             extra["calibration"] = _calibrate(original, model, plan, finetune_options, meta["normalization"],
                                               calibrate, seed)
+        resume = _resume_state(output, checkpoint, plan, finetune_options, seed, calibrate)
+        if resume is not None and resume.path.exists():
+            log.info("resuming the fine-tune from %s (saved at the last finished epoch)", resume.path)
         summary = (
             finetune(model, original, finetune_options, meta["normalization"], keep_better=keep_better,
-                     image_size=int(plan.input_size[-1]), plan=plan)
+                     image_size=int(plan.input_size[-1]), plan=plan, resume=resume)
             if finetune_options
             else None
         )
@@ -216,6 +230,8 @@ def compress_checkpoint(
             plan=plan.to_dict(),
             extra=extra,
         )
+    if finetune_options is not None and not finetune_options.deeptwist_interval:
+        Path(f"{output}.train-state.pt").unlink(missing_ok=True)
     out = Path(output)
     return CompressResult(model=model.eval(), original=original.eval(), meta=read_meta(out), directory=out)
 
@@ -240,3 +256,15 @@ def _calibrate(
                             recalibrate_bn=bool(opts.finetune.bn_recalibration_images))
     return {"images": report.images, "mode": report.mode, "seconds": round(report.seconds, 2),
             "summary": report.summary()}
+
+
+def _resume_state(output: str | os.PathLike[str], checkpoint: str | os.PathLike[str], plan: Plan,
+                  options: FinetuneOptions | None, seed: int, calibrate: int) -> ResumeState | None:
+    """Where the fine-tune of this call keeps its state, tagged with everything that makes its weights."""
+    if options is None or not options.finetune.enabled:
+        return None
+    what = {"checkpoint": str(checkpoint), "plan": plan.to_dict(), "data": options.data.model_dump(mode="json"),
+            "finetune": options.finetune.model_dump(mode="json"), "device": options.device, "seed": [seed,
+            options.seed], "calibrate": calibrate}
+    tag = hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return ResumeState(Path(f"{output}.train-state.pt"), tag)
