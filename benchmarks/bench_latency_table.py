@@ -50,14 +50,16 @@ from automtd.search import SpaceLayer, build_space, choice_for, load_search_conf
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
-CONFIGS = {"cifar_resnet20": "configs/bench_search_resnet20.yaml",
-           "cifar_resnet56": "configs/bench_search_resnet56.yaml"}
+CONFIGS = {"cifar_resnet20": "configs/bench_search_latency_resnet20.yaml",  # the latency searches' spaces,
+           "cifar_resnet56": "configs/bench_search_latency_resnet56.yaml"}  # so the table validated is theirs
 BASELINES: list[tuple[str, dict[str, object]]] = [
     ("uniform", {"method": "cp", "fraction": 0.5}), ("uniform", {"method": "cp", "fraction": 0.25}),
     ("uniform", {"method": "tucker2", "fraction": 0.5}), ("uniform", {"method": "tucker2", "fraction": 0.25}),
     ("uniform", {"method": "ht2", "fraction": 0.5}), ("uniform", {"method": "svd_channel", "fraction": 0.5}),
     ("vbmf-tucker2", {}), ("ht2-energy", {"energy": 0.8}),
 ]
+ALDS_LATENCY = [("tucker2,cp,ht2,svd_channel", 1.3), ("tucker2,cp,ht2,svd_channel", 1.6), ("tucker2", 1.6),
+                ("cp", 1.6)]  # plans allocated on the table itself: the fast regime its predictions steer
 
 
 def _random_plan(model: torch.nn.Module, space: list[SpaceLayer], name: str, low: float, high: float,
@@ -119,6 +121,10 @@ def _validate(name: str, args: argparse.Namespace, table_path: Path) -> dict[str
     for baseline, options in BASELINES:
         label = baseline + "".join(f" {k}={v}" for k, v in options.items())
         plans.append((label, _baseline_plan(model, space, name, str(REPO / CONFIGS[name]), baseline, options, snap)))
+    for methods, speedup in ALDS_LATENCY:
+        plans.append((f"alds-latency {methods} {speedup:g}x", run_baseline("alds-latency", model, {
+            "methods": methods, "speedup": speedup, "table": str(table_path), "runtime": args.runtime,
+            "batch": args.batch, "threads": args.threads}, architecture=name, input_size=size)))
     predicted = [predict_latency(table, plan) for _, plan in plans]
     x = torch.randn((args.batch, *size), generator=torch.Generator().manual_seed(1))
     modules = [runnable(model, x, target, whole_model=True)]
@@ -167,8 +173,13 @@ Notes
   NCHWc reorders a chain of odd widths causes are counted (two smoke runs on ResNet-20, 14 plans, a 3-point
   grid, not kept: Spearman 0.77 with blocks timed alone, 0.96 with the context).
 - A load meter (a fixed 32->32 3x3 conv at 16x16) is timed in every group and next to the whole model; each
-  group's deltas are scaled by meter(whole) / meter(group), so groups measured at different loads of a shared
-  machine land on the whole model's scale.
+  entry's time is scaled by meter(whole) / meter(its group), so groups measured at different loads of a shared
+  machine land on the whole model's scale. (Scaling a block's difference to the dense layer by the dense layer's
+  meter alone was wrong for a table resumed on a new grid: its old blocks, timed at another load, made ALDS-latency
+  plans predicted at 1.6x run 1.13-1.26x. A group missing blocks is now re-timed whole.)
+- The `alds-latency` plans are allocated on the table built in the same run (random weights: the allocation
+  differs from the pretrained model's, the blocks are the table's own), so they test the fast regime an
+  allocation on the table reaches, where the random plans mostly run slower than the original.
 - The speed-up error (each side relative to its own original) removes a drift between the table build and the
   validation; the absolute error keeps it.
 - "pass-to-pass": the validation timed every plan twice (forward order, then reverse order); the Spearman
@@ -183,8 +194,9 @@ def _markdown(results: dict[str, dict[str, object]], meta: dict[str, object]) ->
     lines = ["# Latency tables: predicted vs measured whole-model latency", "",
              f"Command: `{meta['command']}`  ", f"Machine: {meta['machine']}  ", f"Date: {meta['date']}  ",
              ("Other jobs shared the 2-core machine. " if meta.get("shared_cpu") else "No other job ran. ")
-             + "The plans and the original were timed in turn (interleaved rounds, medians), and the table was "
-             "measured before them in the same run.", "",
+             + "The plans and the original were timed in turn (interleaved rounds, medians); the table was "
+             "measured before them in the same run, or read as stored where its build took under a second (built "
+             "earlier by `automtd latency-table` on the same config).", "",
              "Prediction: the original model's measured time from the table plus, per replaced layer, its block's "
              "time minus the dense layer's (each block between two 1x1 convs, one ONNX Runtime session each, "
              "interleaved per layer shape). Speed-up error compares predicted whole/plan with measured "
