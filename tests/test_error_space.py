@@ -22,6 +22,7 @@ from automtd.search._config import SearchConfig, search_config_from_dict
 from automtd.search._error_space import ErrorTable, build_error_table, error_choices, study_error_table
 from automtd.search._space import (
     TARGET_RATIO_PARAM,
+    TARGET_SPEEDUP_PARAM,
     SpaceLayer,
     build_space,
     params_for_choice,
@@ -180,3 +181,73 @@ def test_a_search_samples_by_error_from_the_stored_table_and_seeds_alds_at_weigh
         for name, choice in t.user_attrs[keys.TRIAL_CHOICES].items():
             if choice["method"] != KEEP_DENSE:
                 assert tuple(choice["ranks"]) in {o[0] for o in table.options[name][choice["method"]]}
+
+
+def _latency_table(rows: dict[str, list[tuple[int, float, float]]], whole: float = 10.0) -> ErrorTable:
+    """Options ``(params, error, ms change)``; the dense layer keeps 100 params and changes nothing."""
+    options = {n: {"m": [((p,), p, e) for p, e, _ in opts]} for n, opts in rows.items()}
+    return ErrorTable(dict.fromkeys(rows, 100), options,
+                      ms={n: {"m": [d for _, _, d in opts]} for n, opts in rows.items()}, whole_ms=whole)
+
+
+def test_under_a_latency_budget_the_choice_minimises_the_largest_weighted_error() -> None:
+    """Brute force, as for params, with each option's predicted milliseconds as its cost; an option slower than
+    the dense layer (a positive change) is never worth taking."""
+    rows = {"a": [(10, 0.5, -1.5), (30, 0.2, -1.0), (60, 0.05, 0.4)], "b": [(5, 0.9, -2.0), (20, 0.4, -0.5)],
+            "c": [(8, 0.3, -0.7), (40, 0.15, -0.2)]}
+    table = _latency_table(rows)
+    methods = dict.fromkeys(rows, "m")
+    for weights in ({"a": 1.0, "b": 1.0, "c": 1.0}, {"a": 2.0, "b": 0.5, "c": 1.3}):
+        for speedup in (1.0, 1.05, 1.2, 1.4, 1.6, 2.0):
+            budget = 10.0 / speedup - 10.0
+            combos = itertools.product(*[[*opts, (100, 0.0, 0.0)] for opts in rows.values()])
+            feasible = [max(weights[n] * e for n, (_, e, _) in zip(rows, c, strict=True))
+                        for c in combos if sum(d for _, _, d in c) <= budget + 1e-12]
+            chosen = error_choices(table, methods, weights, speedup)
+            cost = {n: {p: d for p, _, d in opts} for n, opts in rows.items()}
+            err = {n: {p: e for p, e, _ in opts} for n, opts in rows.items()}
+            spent = sum(0.0 if c.keeps_dense else cost[n][c.ranks[0]] for n, c in chosen.items())
+            worst = max(0.0 if c.keeps_dense else weights[n] * err[n][c.ranks[0]] for n, c in chosen.items())
+            assert chosen["a"].ranks != (60,)  # slower than dense: never chosen
+            if feasible:
+                assert spent <= budget + 1e-12 and worst == pytest.approx(min(feasible)), (weights, speedup)
+            else:  # beyond the table: every layer at its fastest option
+                assert [c.ranks[0] for c in chosen.values()] == [10, 5, 8]
+
+
+def test_latency_error_sampling_needs_a_latency_objective_and_table() -> None:
+    with pytest.raises(ConfigError, match="latency_error allocates on a latency table"):
+        _config(sampling="latency_error")
+    with pytest.raises(ConfigError, match=r"target_speedup=.* is not \[lo, hi\] with 1 <= lo"):
+        _config(target_speedup=[0.9, 2.0])
+
+
+def test_a_latency_error_search_allocates_measured_blocks_within_its_target_speedup(
+        tmp_path: Path, data_root: Path, resnet20_checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.test_latency_objective import _table as build_table
+
+    cfg = tiny_config(data_root, resnet20_checkpoint, f"sqlite:///{tmp_path / 'lat.db'}", **{
+        "objectives": ["accuracy", "latency"], "latency": {"table": str(tmp_path / "table.json")},
+        "space.sampling": "latency_error", "space.target_speedup": [1.02, 1.3], "space.skip": ["conv1"],
+        "study.name": "lat", "study.n_trials": 4, "sensitivity.enabled": False,
+        "warmstart": {"tolerances": [], "baselines": ["alds-latency"], "alds_latency_speedup": [1.1],
+                      "alds_latency_methods": ["tucker2", "svd_channel"]}})
+    build_table(tmp_path / "table.json", cfg, monkeypatch)
+    study = run_search(cfg, progress=False).study
+    table = ErrorTable.from_dict(study.user_attrs[keys.STUDY_ERROR_TABLE])
+    assert table.ms is not None and table.whole_ms is not None
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(done) == 4
+    seed = study.trials[0]
+    assert seed.user_attrs[keys.TRIAL_WARMSTART] == "alds_latency_s1.1"
+    assert seed.params[TARGET_SPEEDUP_PARAM] == pytest.approx(min(max(table.whole_ms / seed.values[1], 1.02), 1.3))
+    for t in done[1:]:
+        drawn = {n: str(t.params[f"m:{n}"]) for n in table.ms}
+        fastest = table.whole_ms + sum(min([0.0, *table.ms[n].get(m, [])]) for n, m in drawn.items())
+        assert TARGET_SPEEDUP_PARAM in t.params and TARGET_RATIO_PARAM not in t.params
+        for name, choice in t.user_attrs[keys.TRIAL_CHOICES].items():
+            if choice["method"] != KEEP_DENSE:  # a rank tuple the latency table measured
+                assert tuple(choice["ranks"]) in {o[0] for o in table.options[name][choice["method"]]}
+        # the predicted latency meets the sampled target, or is the fastest the drawn methods reach
+        assert t.values[1] <= table.whole_ms / t.params[TARGET_SPEEDUP_PARAM] + 1e-9 or \
+            t.values[1] == pytest.approx(fastest)

@@ -99,15 +99,21 @@ class SpaceSection(StrictModel):
     linear: list[str] = Field(default_factory=lambda: ["svd_linear", "none"])
     fraction_low: float = Field(0.02, gt=0.0, le=1.0)
     fraction_high: float = Field(1.0, gt=0.0, le=1.0)
-    sampling: Literal["budget", "error", "per_layer"] = Field(
+    sampling: Literal["budget", "error", "latency_error", "per_layer"] = Field(
         "budget",
         description="budget: a target params ratio first, then per-layer method and share, ranks scaled to meet"
         " the target; error: a target params ratio, then per-layer method and error weight, ranks balancing the"
-        " layers' weighted relative errors (ALDS at weight 1); per_layer: every layer's fraction sampled on its own",
+        " layers' weighted relative errors (ALDS at weight 1); latency_error: the same under a target predicted"
+        " speed-up on latency.table, each layer the fastest measured option at its error (ALDS-latency at weight"
+        " 1); per_layer: every layer's fraction sampled on its own",
     )
     target_ratio: tuple[float, float] = Field(
         (1.5, 12.0), description="budget and error sampling: the searchable layers' params ratio, log-uniform in"
         " [lo, hi]"
+    )
+    target_speedup: tuple[float, float] = Field(
+        (1.1, 3.0), description="latency_error sampling: the predicted speed-up over the original, log-uniform in"
+        " [lo, hi] (lo >= 1)"
     )
     error_weight: tuple[float, float] = Field(
         (0.5, 2.0), description="error sampling: each layer's error weight, log-uniform in [lo, hi] (> 0)"
@@ -134,6 +140,9 @@ class SpaceSection(StrictModel):
         lo, hi = self.target_ratio
         if not 1.0 <= lo <= hi:
             raise ValueError(f"target_ratio={[lo, hi]} is not [lo, hi] with 1 <= lo <= hi; give e.g. [1.5, 12]")
+        lo, hi = self.target_speedup
+        if not 1.0 <= lo <= hi:
+            raise ValueError(f"target_speedup={[lo, hi]} is not [lo, hi] with 1 <= lo <= hi; give e.g. [1.1, 3]")
         lo, hi = self.error_weight
         if not 0.0 < lo <= hi:
             raise ValueError(f"error_weight={[lo, hi]} is not [lo, hi] with 0 < lo <= hi; give e.g. [0.5, 2]")
@@ -347,6 +356,13 @@ class SearchConfig(StrictModel):
         if rungs and rungs[0] <= (self.finetune.steps or 0):
             raise ValueError(f"fidelity.rungs[0]={rungs[0]} must exceed finetune.steps={self.finetune.steps} "
                              "(rung 0); e.g. rungs: [4 * steps, 16 * steps]")
+        return self
+
+    @model_validator(mode="after")
+    def _latency_sampling_has_a_table(self) -> SearchConfig:
+        if self.space.sampling == "latency_error" and ("latency" not in self.objectives or self.latency.table is None):
+            raise ValueError("space.sampling latency_error allocates on a latency table: give objectives [accuracy, "
+                             "latency] and latency.table (automtd latency-table CONFIG -o FILE), or sampling: error")
         return self
 
     @model_validator(mode="after")

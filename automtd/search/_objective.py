@@ -34,7 +34,7 @@ from automtd.search._error_space import study_error_table
 from automtd.search._fidelity import promote, rung_steps, trial_fidelity
 from automtd.search._latency import stored_table, trial_latency
 from automtd.search._redact import redact_url
-from automtd.search._space import sample_choices
+from automtd.search._space import ERROR_SAMPLING, sample_choices
 from automtd.train import TrainConfig, fit, recalibrate_batchnorm
 
 __all__ = [
@@ -170,7 +170,7 @@ def run_trial(ctx: SearchContext, trial: optuna.trial.Trial) -> list[float]:
 
     with _timed(times, _time_key("sample")):  # the sampler and the storage writes of the suggested params
         table = stored_table(trial.study) if "latency" in cfg.objectives else None
-        errors = study_error_table(trial.study) if cfg.space.sampling == "error" else None
+        errors = study_error_table(trial.study) if cfg.space.sampling in ERROR_SAMPLING else None
         choices = sample_choices(trial, ctx.space, cfg, snap=table.snap if table is not None else None, errors=errors)
     warm = trial.user_attrs.get(keys.TRIAL_WARM_PLAN)
     if warm is not None:

@@ -21,6 +21,7 @@ from typing import Any
 import optuna
 
 from automtd._errors import StorageError
+from automtd.latency import model_entry
 from automtd.search._config import SearchConfig, search_config_from_dict
 from automtd.search._context import get_context
 from automtd.search._error_space import study_error_table
@@ -34,11 +35,12 @@ from automtd.search._keys import (
     STUDY_WARMSTART_DONE,
     TRIAL_WORKER,
 )
-from automtd.search._latency import study_table
+from automtd.search._latency import stored_table, study_table
 from automtd.search._objective import build_plan, directions, make_sampler, objective_names, study_spec
 from automtd.search._redact import stored_config
 from automtd.search._runners import resolve_jobs, run_runners
 from automtd.search._sensitivity import ensure_sensitivity
+from automtd.search._space import ERROR_SAMPLING
 from automtd.search._storage import RunnerLock, SingleWriterLock, open_storage, parse_storage_url, study_dir_for
 from automtd.search._study import BudgetStatus, budget_status, create_or_load_study, delete_study, open_study
 from automtd.search._warmstart import enqueue_warmstart
@@ -103,8 +105,13 @@ def prepare_study(config: SearchConfig, *, progress: bool = True) -> tuple[optun
         if study.user_attrs.get(STUDY_BASE_ACCURACY) is None:
             study.set_user_attr(STUDY_BASE_ACCURACY, ctx.base_accuracy)
         table = ensure_sensitivity(study, ctx, progress=progress) if config.sensitivity.enabled else None
-        if config.space.sampling == "error":  # before any trial: every worker maps its params through it
-            study_error_table(study, ctx.base_model, ctx.space, (config.space.fraction_low, config.space.fraction_high))
+        if config.space.sampling in ERROR_SAMPLING:  # before any trial: every worker maps its params through it
+            latency = stored_table(study) if config.space.sampling == "latency_error" else None
+            empty = build_plan(ctx, {})
+            whole = None if latency is None else model_entry(latency, empty.architecture, empty.fingerprint,
+                                                             tuple(empty.input_size))
+            study_error_table(study, ctx.base_model, ctx.space, (config.space.fraction_low, config.space.fraction_high),
+                              latency=latency, whole=whole)
         # a study is new until it has trials or its warm start was enqueued (creation may have been interrupted)
         if created or (not study.user_attrs.get(STUDY_WARMSTART_DONE) and not study.get_trials(deepcopy=False)):
             n = enqueue_warmstart(study, ctx, table)

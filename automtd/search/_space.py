@@ -16,7 +16,8 @@ the one ``scale`` (found by bisection) that makes the whole plan meet the target
 bunch around 2x whatever the bounds; sampling the budget first spreads a front over the whole range.
 With ``space.sampling: error`` a trial samples ``target_ratio``, the methods and per layer an error weight
 ``w:<layer>`` instead of ``f:<layer>``: ranks balance the layers' weighted relative errors
-(:mod:`automtd.search._error_space`, ALDS at weight 1).
+(:mod:`automtd.search._error_space`, ALDS at weight 1); ``latency_error`` samples ``target_speedup`` instead,
+a predicted speed-up on the study's latency table (ALDS-latency at weight 1).
 Warm-start trials (enqueued with their layers' own fractions) keep those fractions as given.
 
 So the space is not conditional: NSGA-II crossover and mutation act on every parameter, and the
@@ -50,12 +51,17 @@ __all__ = [
     "budget_choices",
     "params_for_choice",
     "with_target_ratio",
+    "with_target_speedup",
     "TARGET_RATIO_PARAM",
+    "TARGET_SPEEDUP_PARAM",
+    "ERROR_SAMPLING",
     "layer_type",
 ]
 
 TrialParams = dict[str, str | float]  # ``m:<layer>`` -> method, ``f:<layer>`` -> fraction (or share)
 TARGET_RATIO_PARAM = "target_ratio"  # budget sampling: the searchable layers' params ratio a trial aims at
+TARGET_SPEEDUP_PARAM = "target_speedup"  # latency_error sampling: the predicted speed-up a trial aims at
+ERROR_SAMPLING = ("error", "latency_error")  # the modes that map error weights through the study's error table
 _BISECTION_STEPS = 40  # on log(scale): the bracket spans a few decades, so 40 halvings reach ~1e-11 relative
 
 
@@ -129,7 +135,7 @@ def sample_choices(
     table measured, so a predicted latency is a sum of measured blocks, never an interpolation.
     """
     choices = _sampled(trial, space, config, errors)
-    if snap is None:
+    if snap is None or config.space.sampling == "latency_error":  # there every rank tuple is a measured one
         return choices
     for layer in space:
         choice = choices[layer.name]
@@ -146,15 +152,16 @@ def _sampled(trial: optuna.trial.Trial, space: Sequence[SpaceLayer], config: Sea
     warm = keys.TRIAL_WARMSTART in trial.user_attrs  # warm start: the fractions are the plan's own
     target = 1.0
     if mode != "per_layer":
-        lo, hi = config.space.target_ratio
-        target = float(trial.suggest_float(TARGET_RATIO_PARAM, lo, hi, log=lo < hi))
+        name, (lo, hi) = ((TARGET_SPEEDUP_PARAM, config.space.target_speedup) if mode == "latency_error"
+                          else (TARGET_RATIO_PARAM, config.space.target_ratio))
+        target = float(trial.suggest_float(name, lo, hi, log=lo < hi))
     methods = {layer.name: str(trial.suggest_categorical(layer.method_param, list(layer.methods))) for layer in space}
-    if mode == "error":
+    if mode in ERROR_SAMPLING:
         lo, hi = config.space.error_weight
         weights = {layer.name: float(trial.suggest_float(layer.weight_param, lo, hi, log=lo < hi)) for layer in space}
         if not warm:
             if errors is None:
-                raise ConfigError("space.sampling 'error' needs the study's error table; none was given")
+                raise ConfigError(f"space.sampling {mode!r} needs the study's error table; none was given")
             return error_choices(errors, methods, weights, target)
     sizes = {layer.name: float(trial.suggest_float(layer.fraction_param, low, high, log=low < high)) for layer in space}
     if mode == "per_layer" or warm:
@@ -238,13 +245,16 @@ def params_for_choice(layer: SpaceLayer, choice: LayerChoice, config: SearchConf
 def with_target_ratio(space: Sequence[SpaceLayer], params: TrialParams, config: SearchConfig) -> TrialParams:
     """``params`` (``m:``/``f:`` of every layer, e.g. from :func:`params_for_choice`) plus, under budget or
     error sampling, the ``target_ratio`` their plan reaches (within ``space.target_ratio``), so an enqueued trial
-    records the target it meets; under error sampling also every layer's error weight at 1 (clipped into
-    ``space.error_weight``), where an ALDS plan of the same methods lies."""
+    records the target it meets; under (latency) error sampling also every layer's error weight at 1 (clipped into
+    ``space.error_weight``), where an ALDS plan of the same methods lies.  Under ``latency_error`` the target is
+    a predicted speed-up, which needs the latency table: :func:`with_target_speedup` adds it."""
     if config.space.sampling == "per_layer":
         return dict(params)
-    if config.space.sampling == "error":
+    if config.space.sampling in ERROR_SAMPLING:
         lo, hi = config.space.error_weight
         params = {**params, **{layer.weight_param: min(max(1.0, lo), hi) for layer in space}}
+    if config.space.sampling == "latency_error":
+        return params  # its target is a predicted speed-up: the caller adds it (with_target_speedup)
     dense = sum(layer.shape.dense_params for layer in space)
     kept = 0
     for layer in space:
@@ -255,3 +265,10 @@ def with_target_ratio(space: Sequence[SpaceLayer], params: TrialParams, config: 
     # clipped into the sampled range (a gentle warm-start plan reaches less than its low end): the sampler learns
     # from the nearest target it could have drawn
     return {**params, TARGET_RATIO_PARAM: min(max(dense / max(kept, 1), low), high)}
+
+
+def with_target_speedup(params: TrialParams, speedup: float, config: SearchConfig) -> TrialParams:
+    """``params`` plus ``target_speedup``: ``speedup`` (the plan's predicted one) clipped into
+    ``space.target_speedup``, the nearest target the sampler could have drawn."""
+    low, high = config.space.target_speedup
+    return {**params, TARGET_SPEEDUP_PARAM: min(max(float(speedup), low), high)}

@@ -24,13 +24,22 @@ import optuna
 import automtd.search._keys as keys
 from automtd import baselines
 from automtd._errors import AutomtdError
+from automtd.latency import model_entry, predict_latency
 from automtd.methods import LayerShape, get_method
 from automtd.plan import KEEP_DENSE, LayerChoice, Plan
 from automtd.search._config import SearchConfig
 from automtd.search._context import SearchContext
+from automtd.search._latency import stored_table
 from automtd.search._objective import build_plan
 from automtd.search._sensitivity import SensitivityRow, SensitivityTable
-from automtd.search._space import SpaceLayer, TrialParams, params_for_choice, with_target_ratio
+from automtd.search._space import (
+    SpaceLayer,
+    TrialParams,
+    choice_for,
+    params_for_choice,
+    with_target_ratio,
+    with_target_speedup,
+)
 
 __all__ = [
     "mtd_params",
@@ -227,6 +236,20 @@ def _params_of_plan(plan: Plan, space: Sequence[SpaceLayer], config: SearchConfi
     return _trial_params(space, config, {lp.name: LayerChoice(lp.method, tuple(lp.ranks)) for lp in plan.layers})
 
 
+def _with_speedup(study: optuna.Study, ctx: SearchContext, params: TrialParams,
+                  plan: Plan | None = None) -> TrialParams:
+    """Under ``latency_error`` sampling, ``params`` plus the speed-up their plan (or ``plan``) is predicted at on
+    the study's latency table; unchanged otherwise."""
+    table = stored_table(study) if ctx.config.space.sampling == "latency_error" else None
+    if table is None:
+        return params
+    if plan is None:
+        plan = build_plan(ctx, {layer.name: choice_for(layer, str(params[layer.method_param]),
+                                                        float(params[layer.fraction_param])) for layer in ctx.space})
+    whole, _ = model_entry(table, plan.architecture, plan.fingerprint, tuple(plan.input_size))
+    return with_target_speedup(params, whole / predict_latency(table, plan), ctx.config)
+
+
 def enqueue_warmstart(study: optuna.Study, ctx: SearchContext, table: SensitivityTable | None) -> int:
     """Enqueue the warm-start trials once; returns how many were enqueued (0 if already done)."""
     if study.user_attrs.get(keys.STUDY_WARMSTART_DONE) or not ctx.config.warmstart.enabled:
@@ -244,6 +267,7 @@ def enqueue_warmstart(study: optuna.Study, ctx: SearchContext, table: Sensitivit
             if params in seen:
                 return
             seen.append(params)
+            params = _with_speedup(study, ctx, params)
             study.enqueue_trial(params, user_attrs={keys.TRIAL_WARMSTART: tag}, skip_if_exists=True)
             n += 1
 
@@ -257,7 +281,7 @@ def enqueue_warmstart(study: optuna.Study, ctx: SearchContext, table: Sensitivit
             elif ws.kl_budgets and has_kl:
                 add(kl_budget_params(table, ctx.space, min(ws.kl_budgets), ctx.config, max_layers=k), f"kl_top{k}")
     for name, plan in baseline_plans(ctx).items():
-        params = _params_of_plan(plan, ctx.space, ctx.config)
+        params = _with_speedup(study, ctx, _params_of_plan(plan, ctx.space, ctx.config), plan)
         study.enqueue_trial(params, user_attrs={keys.TRIAL_WARMSTART: name, keys.TRIAL_WARM_PLAN: plan.to_dict()})
         n += 1
     study.set_user_attr(keys.STUDY_WARMSTART_DONE, n)
