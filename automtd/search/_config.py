@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from automtd.config import (
     CalibrationSection,
@@ -278,20 +278,15 @@ class WarmstartSection(StrictModel):
     def _one_or_many(cls, value: object) -> object:
         return value if isinstance(value, list) else [value]
 
-    @field_validator("alds_ratio")
+    @field_validator("alds_ratio", "alds_latency_speedup")
     @classmethod
-    def _ratios(cls, value: list[float]) -> list[float]:
+    def _above_one(cls, value: list[float], info: ValidationInfo) -> list[float]:
+        what = {"alds_ratio": ("alds ratio", "original / compressed params", "[3.0, 4.0]"),
+                "alds_latency_speedup": ("alds-latency speedup", "original / compressed latency", "[1.6]")}
+        name, meaning, example = what[str(info.field_name)]
         for r in value:
             if not r > 1.0:
-                raise ValueError(f"alds ratio {r} must be > 1 (original / compressed params), e.g. [3.0, 4.0]")
-        return value
-
-    @field_validator("alds_latency_speedup")
-    @classmethod
-    def _speedups(cls, value: list[float]) -> list[float]:
-        for r in value:
-            if not r > 1.0:
-                raise ValueError(f"alds-latency speedup {r} must be > 1 (original / compressed latency), e.g. [1.6]")
+                raise ValueError(f"{name} {r} must be > 1 ({meaning}), e.g. {example}")
         return value
 
     @field_validator("baselines", mode="before")
