@@ -58,10 +58,7 @@ def latency_options(info: LayerInfo, methods: Sequence[str], table: LatencyTable
         if get_method(method).unsupported_reason(info.shape) is not None:
             continue
         layer = Block(info.shape, info.in_hw, DENSE_BLOCK, ()).layer_key
-        measured: list[tuple[int, ...]] = [
-            tuple(int(r) for r in e["ranks"])  # type: ignore[attr-defined]
-            for e in table.blocks.values() if e["layer"] == layer and e["method"] == method
-        ]
+        measured = table.measured_ranks(layer, method)
         for o in layer_options(method, info.shape, weight, measured)[:-1]:  # the last one is the dense layer
             out[o] = replacement_ms(table, Block(info.shape, info.in_hw, method, o.ranks), whole_ref)
     out[LayerOption(KEEP_DENSE, (), info.shape.dense_params, 0.0)] = 0.0

@@ -122,6 +122,11 @@ class LatencyTable:
         return snap_fraction(fraction, self.grid["fraction_low"], self.grid["fraction_high"],
                              int(self.grid["points"]))
 
+    def measured_ranks(self, layer_key: str, method: str) -> list[tuple[int, ...]]:
+        """The rank tuples of ``method`` the table measured on the layer ``layer_key`` (a block's ``layer_key``)."""
+        return [tuple(int(r) for r in e["ranks"])  # type: ignore[attr-defined]
+                for e in self.blocks.values() if e["layer"] == layer_key and e["method"] == method]
+
     @classmethod
     def from_dict(cls, data: Mapping[str, object], *, source: str) -> LatencyTable:
         try:

@@ -110,7 +110,8 @@ def build_error_table(model: nn.Module, space: Sequence[_Layer], fraction_low: f
         for m in layer.methods:
             if m == KEEP_DENSE:
                 continue
-            ranks = None if latency is None else _measured(latency, layer, m)
+            ranks = None if latency is None else latency.measured_ranks(
+                Block(layer.shape, layer.in_hw, DENSE_BLOCK, ()).layer_key, m)
             opts = [(o.ranks, o.params, o.error) for o in layer_options(m, layer.shape, weight, ranks)
                     if o.method != KEEP_DENSE and fraction_low <= o.params / full <= fraction_high]
             options[layer.name][m] = opts
@@ -120,12 +121,6 @@ def build_error_table(model: nn.Module, space: Sequence[_Layer], fraction_low: f
     if latency is None or whole is None:
         return ErrorTable(dense, options)
     return ErrorTable(dense, options, ms, float(whole[0]))
-
-
-def _measured(table: LatencyTable, layer: _Layer, method: str) -> list[tuple[int, ...]]:
-    key = Block(layer.shape, layer.in_hw, DENSE_BLOCK, ()).layer_key
-    return [tuple(int(r) for r in e["ranks"])  # type: ignore[attr-defined]
-            for e in table.blocks.values() if e["layer"] == key and e["method"] == method]
 
 
 def _allocate(names: Sequence[str], options: Mapping[str, Sequence[ErrorOption]],
