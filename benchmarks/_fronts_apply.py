@@ -43,10 +43,18 @@ def _summary(directory: Path, seconds: float) -> dict[str, Any]:
             "kept": ft.get("kept")}
 
 
+def _layers(plan: Plan) -> list[tuple[str, str, tuple[int, ...]]]:
+    return [(lp.name, lp.method, tuple(lp.ranks)) for lp in plan.layers]
+
+
 def apply_final(model_name: str, plan: Plan, f: FinalSection, directory: Path, cache: FactorCache
                 ) -> tuple[nn.Module, dict[str, Any]]:
     """The compressed model of ``plan`` after the ``apply`` recipe, and what it did (see the module docstring)."""
     if (directory / "meta.json").is_file():
+        stored = Plan.from_dict(read_meta(directory)["plan"])
+        if _layers(stored) != _layers(plan):
+            raise SystemExit(f"{directory} was fine-tuned from another plan than the {directory.name} plan now on "
+                             "disk (the plan was regenerated); move the checkpoint aside to run the new plan")
         log(f"  {directory.name}: checkpoint already saved, loaded")
         model, _ = load_checkpoint(directory)
         return model.eval(), _summary(directory, 0.0)

@@ -230,7 +230,7 @@ def main() -> int:
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--plans", type=int, default=20, help="random plans per model (baselines come on top)")
-    p.add_argument("--points", type=int, default=8)
+    p.add_argument("--points", type=int, default=16)
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--min-run-time", type=float, default=0.05)
     p.add_argument("--val-rounds", type=int, default=7)

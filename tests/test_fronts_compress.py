@@ -127,3 +127,26 @@ def test_latency_headline_copies_the_fastest_checkpoint_and_re_measures_it(
     (tmp_path / "run" / "fronts_final.json").write_text(json.dumps({"final": rows}))
     with pytest.raises(SystemExit, match="differs from the final part"):
         headline.main(["--kind", "latency", "--results", str(tmp_path / "run"), "--drops", "1.0"])
+
+
+def test_a_saved_final_checkpoint_of_another_plan_is_refused_not_reused(tmp_path: Path) -> None:
+    """A killed final run keeps its saved checkpoint; a plan regenerated since under the same name must not be
+    scored with it."""
+    from automtd.baselines import uniform_plan
+    from automtd.checkpoints import save_checkpoint
+    from automtd.models import get_model
+    from automtd.plan import FactorCache, apply_plan
+    from benchmarks._fronts_apply import apply_final
+    from benchmarks._fronts_config import FinalSection
+
+    base = get_model("cifar_resnet20")
+    saved = uniform_plan(base, "tucker2", 0.5, architecture="cifar_resnet20")
+    other = uniform_plan(base, "tucker2", 0.3, architecture="cifar_resnet20")
+    directory = tmp_path / "baseline_x"
+    save_checkpoint(directory, apply_plan(get_model("cifar_resnet20"), saved), architecture="cifar_resnet20",
+                    plan=saved.to_dict())
+    final = FinalSection(recipe="apply")
+    model, info = apply_final("cifar_resnet20", saved, final, directory, FactorCache(tmp_path / "factors"))
+    assert info["decompose_s"] == 0.0  # loaded, not fine-tuned again
+    with pytest.raises(SystemExit, match="fine-tuned from another plan"):
+        apply_final("cifar_resnet20", other, final, directory, FactorCache(tmp_path / "factors"))

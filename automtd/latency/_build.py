@@ -95,7 +95,7 @@ def _check_target(target: LatencyTarget) -> None:
 
 def build_latency_table(
     path: str | os.PathLike[str], model: nn.Module, *, architecture: str, layers: Sequence[SpaceLayerLike],
-    target: LatencyTarget, fraction_low: float, fraction_high: float, points: int = 8, rounds: int = 5,
+    target: LatencyTarget, fraction_low: float, fraction_high: float, points: int = 16, rounds: int = 5,
     min_run_time: float = 0.05, progress: Callable[[str], None] | None = None,
 ) -> LatencyTable:
     """Measure what is missing of ``target``'s table in ``path`` for ``model``'s searchable ``layers`` and
