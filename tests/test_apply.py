@@ -338,7 +338,8 @@ def test_apply_help_shows_the_finetune_defaults(capsys: pytest.CaptureFixture[st
 
 
 def test_a_killed_apply_finetune_resumes_and_saves_the_uninterrupted_weights(
-    cp_plan: Path, resnet20_checkpoint: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    cp_plan: Path, resnet20_checkpoint: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     import automtd.workflows._compress as compress_module
     from automtd.cli.main import main
@@ -359,7 +360,11 @@ def test_a_killed_apply_finetune_resumes_and_saves_the_uninterrupted_weights(
     state = cp_plan.parent / "resumed.train-state.pt"
     assert state.exists() and not (cp_plan.parent / "resumed").exists()
     monkeypatch.setattr(compress_module, "fit", real_fit)
+    capsys.readouterr()
     assert main([*args, "--lr", "0.01", "-o", "resumed"]) == 2  # other options: the state is another run's
+    [line] = [x for x in capsys.readouterr().err.splitlines() if x.startswith("error:")]
+    assert line == (f"error: resume state '{state.name}' belongs to another run (other settings, plan or model); "
+                    "delete it to start over, or rerun the command that wrote it")
     assert state.exists()
     with caplog.at_level("INFO"):
         assert main([*args, "-o", "resumed"]) == 0

@@ -61,8 +61,8 @@ def load_state(state: ResumeState, *, model: nn.Module, optimizer: torch.optim.O
         raise ConfigError(f"resume state {str(state.path)!r} cannot be read ({type(exc).__name__}); delete it to "
                           "start this training over") from None
     if not isinstance(data, dict) or data.get("tag") != state.tag:
-        raise ConfigError(f"resume state {str(state.path)!r} belongs to another run (a different config or model); "
-                          "delete it to start over, or run the config that wrote it")
+        raise ConfigError(f"resume state {str(state.path)!r} belongs to another run (other settings, plan or "
+                          "model); delete it to start over, or rerun the command that wrote it")
     model.load_state_dict(data["model"])
     optimizer.load_state_dict(data["optimizer"])
     if scheduler is not None:
