@@ -14,7 +14,9 @@ and its ``headline.json``, a list of::
 speed-up at batch 1, the folder ``latency_headline/`` and its ``latency_headline.json``, whose entries also hold
 ``speedup_b1_onnxruntime`` and ``speedup_b64_onnxruntime`` (and the PyTorch ones when measured).
 
-Paths are relative to the repository root (a base from ``../shared/weights`` is named that way).  Each
+Paths are relative to the repository root (a base from ``../shared/weights`` is named that way; a base the
+benchmarks trained themselves, :data:`benchmarks._common.TRAINED`, is copied beside its plans as
+``<model>_base/`` so both sides can be exported and timed from a clone).  Each
 ``test_top1`` is re-measured here from the copied checkpoint with ``automtd evaluate``'s own code path, on the
 images the plans were never selected on (``test-report``), and must equal the final part's number.  Folders of
 the run's models that are no longer headline plans are removed.
@@ -40,7 +42,7 @@ sys.path.insert(0, str(REPO))
 from automtd.checkpoints import load_checkpoint  # noqa: E402
 from automtd.data import get_dataset, make_loader  # noqa: E402
 from automtd.train import evaluate  # noqa: E402
-from benchmarks._common import CHECKPOINTS, RESULTS, log, read_json  # noqa: E402
+from benchmarks._common import CHECKPOINTS, RESULTS, TRAINED, log, read_json  # noqa: E402
 from benchmarks._fronts_latency import speed_key  # noqa: E402
 
 B1 = speed_key("onnxruntime", 1)
@@ -54,10 +56,21 @@ SPEEDS = {  # latency_headline.json key: final-row key of the latency part
 }
 
 
-def _base_checkpoint(model: str) -> str:
+def _base_checkpoint(model: str, out_dir: Path) -> str:
+    """The base model's checkpoint as a path from the repository root; a trained one is copied to
+    ``out_dir/<model>_base`` (a clone lacks ``runs/``)."""
     if model in CHECKPOINTS:
         return f"../shared/weights/cifar10_resnet_akamaster/{CHECKPOINTS[model]}"
-    raise SystemExit(f"no shared base checkpoint known for {model!r}")
+    if model in TRAINED:
+        folder, config = TRAINED[model]
+        source, target = REPO / folder, out_dir / f"{model}_base"
+        if not source.is_dir():
+            raise SystemExit(f"{source} not found; train it first: automtd train {config}")
+        if target.exists():
+            shutil.rmtree(target)
+        shutil.copytree(source, target)
+        return target.relative_to(REPO).as_posix()
+    raise SystemExit(f"no base checkpoint known for {model!r}; allowed: {', '.join([*CHECKPOINTS, *TRAINED])}")
 
 
 def _evaluate(directory: Path, split: str) -> tuple[float, int]:
@@ -119,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         rel = target.relative_to(REPO).as_posix()
         speeds = {name: float(row[k]) for name, k in SPEEDS.items() if row.get(k) is not None}
         entries.append({
-            "model": row["model"], "base_checkpoint": _base_checkpoint(row["model"]), "compressed": rel,
+            "model": row["model"], "base_checkpoint": _base_checkpoint(row["model"], out_dir), "compressed": rel,
             "plan": row["plan"], "source": row["source"], "within_drop": row["within"],
             "params_ratio": row["params_ratio"], "macs_ratio": row["macs_ratio"], "test_top1": top1,
             "base_test_top1": base_top1, "drop": base_top1 - top1,
@@ -132,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
             f"(base {base_top1:.2f})")
     entries.sort(key=lambda e: (e["model"], e["within_drop"], e["plan"]))
     listed.write_text(json.dumps(entries, indent=2) + "\n")
-    kept = {REPO / e["compressed"] for e in entries}
+    kept = {REPO / e[field] for e in entries for field in ("compressed", "base_checkpoint")}
     for model in models:  # a folder of this run's models no longer listed is a stale headline
         for stale in sorted(p for p in out_dir.glob(f"{model}_*") if p.is_dir() and p not in kept):
             shutil.rmtree(stale)

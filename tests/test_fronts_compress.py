@@ -150,3 +150,31 @@ def test_a_saved_final_checkpoint_of_another_plan_is_refused_not_reused(tmp_path
     assert info["decompose_s"] == 0.0  # loaded, not fine-tuned again
     with pytest.raises(SystemExit, match="fine-tuned from another plan"):
         apply_final("cifar_resnet20", other, final, directory, FactorCache(tmp_path / "factors"))
+
+
+def test_a_headline_of_a_base_trained_here_ships_that_base_beside_its_plans(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A clone has no ``runs/``: the base the benchmarks trained is copied so both sides can be exported."""
+    import benchmarks.headline as headline
+    from automtd.checkpoints import save_checkpoint
+    from automtd.models import get_model
+
+    base = get_model("cifar_resnet20").eval()
+    ck = save_checkpoint(tmp_path / "run" / "ck", base, architecture="cifar_resnet20")
+    top1, _images = headline._evaluate(ck, "test-report")
+    row = {**_row("cifar_resnet20", "ALDS tucker2", "fast", 2.0, 2.0, 0.5), "checkpoint": "run/ck",
+           "test_acc": top1, headline.B1: 1.6}
+    (tmp_path / "run" / "fronts_final.json").write_text(json.dumps({"final": [row]}))
+    monkeypatch.setattr(headline, "REPO", tmp_path)
+    monkeypatch.setattr(headline, "CHECKPOINTS", {})
+    monkeypatch.setattr(headline, "TRAINED", {"cifar_resnet20": ("run/ck", "configs/train.yaml")})
+    monkeypatch.setattr(headline, "KINDS", {**headline.KINDS, "latency": (
+        tmp_path / "latency_headline", "latency_headline.json", headline.B1)})
+    for _ in range(2):  # a second run keeps the base (it is listed, not stale)
+        assert headline.main(["--kind", "latency", "--results", str(tmp_path / "run"), "--drops", "1.0"]) == 0
+        (entry,) = json.loads((tmp_path / "latency_headline" / "latency_headline.json").read_text())
+        assert entry["base_checkpoint"] == "latency_headline/cifar_resnet20_base"
+        assert (tmp_path / "latency_headline" / "cifar_resnet20_base" / "model.safetensors").exists()
+    monkeypatch.setattr(headline, "TRAINED", {"cifar_resnet20": ("run/missing", "configs/train.yaml")})
+    with pytest.raises(SystemExit, match="train it first: automtd train configs/train.yaml"):
+        headline.main(["--kind", "latency", "--results", str(tmp_path / "run"), "--drops", "1.0"])
