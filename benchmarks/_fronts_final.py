@@ -49,42 +49,49 @@ from benchmarks._fronts_config import FinalSection, FrontsConfig
 __all__ = ["final_budget", "final_key", "final_rows", "row_key", "run_baselines", "run_final", "save_final"]
 
 
+def _baseline_makers(cfg: FrontsConfig, model: Any, base: Any) -> Iterator[tuple[str, Callable[[], Any]]]:
+    """``(stem, build)`` per baseline plan of ``model``, cheap ones first."""
+    arch = model.name
+    if cfg.baselines.vbmf_tucker2:
+        yield "baseline_vbmf_tucker2", lambda: baselines.vbmf_tucker2_plan(base, architecture=arch)
+    for e in cfg.baselines.ht2_energies:
+        yield f"baseline_ht2_e{e:g}", lambda e=e: baselines.ht2_energy_plan(base, e, architecture=arch)
+    for f in cfg.baselines.uniform_cp_fractions:
+        yield f"baseline_cp_f{f:g}", lambda f=f: baselines.uniform_plan(base, "cp", f, architecture=arch)
+    for u in cfg.baselines.uniform:
+        yield (f"baseline_uniform_{u.method}_f{u.fraction:g}",
+               lambda u=u: baselines.uniform_plan(base, u.method, u.fraction, architecture=arch))
+    if cfg.baselines.alds_latency:
+        lat = load_search_config(REPO / model.search_config).latency
+        if lat.table is None:
+            raise SystemExit(f"baselines.alds_latency needs latency.table in {model.search_config}")
+        for al in cfg.baselines.alds_latency:
+            options = {"methods": al.methods, "speedup": al.speedup, "table": str(lat.table),
+                       "runtime": lat.runtime, "batch": lat.batch, "threads": lat.threads}
+            yield (f"baseline_alds_latency_{'_'.join(al.methods)}_s{al.speedup:g}",
+                   lambda o=options: baselines.run_baseline("alds-latency", base, o, architecture=arch))
+    for a in cfg.baselines.alds:
+        yield (f"baseline_alds_{a.method}_r{a.ratio:g}",
+               lambda a=a: baselines.run_baseline("alds", base, {"method": a.method, "ratio": a.ratio},
+                                                  architecture=arch))
+
+
 def run_baselines(cfg: FrontsConfig, out: Path) -> dict[str, Any]:
-    """Save the baseline plans of every model beside the front plans."""
+    """Save the baseline plans of every model beside the front plans, each as soon as it is built (a slow
+    one, CP-ALS on wide layers, shows progress plan by plan and leaves the finished ones on disk)."""
     saved = []
     for model in cfg.models:
         base = load_pretrained(model.name)
         plan_dir = out / "fronts" / "plans" / model.name
         plan_dir.mkdir(parents=True, exist_ok=True)
-        plans: list[tuple[str, Any]] = []
-        if cfg.baselines.vbmf_tucker2:
-            plans.append(("baseline_vbmf_tucker2", baselines.vbmf_tucker2_plan(base, architecture=model.name)))
-        for e in cfg.baselines.ht2_energies:
-            plans.append((f"baseline_ht2_e{e:g}", baselines.ht2_energy_plan(base, e, architecture=model.name)))
-        for f in cfg.baselines.uniform_cp_fractions:
-            plans.append((f"baseline_cp_f{f:g}", baselines.uniform_plan(base, "cp", f, architecture=model.name)))
-        for u in cfg.baselines.uniform:
-            plans.append((f"baseline_uniform_{u.method}_f{u.fraction:g}",
-                          baselines.uniform_plan(base, u.method, u.fraction, architecture=model.name)))
-        if cfg.baselines.alds_latency:
-            lat = load_search_config(REPO / model.search_config).latency
-            if lat.table is None:
-                raise SystemExit(f"baselines.alds_latency needs latency.table in {model.search_config}")
-            for al in cfg.baselines.alds_latency:
-                plans.append((f"baseline_alds_latency_{'_'.join(al.methods)}_s{al.speedup:g}",
-                              baselines.run_baseline("alds-latency", base, {
-                                  "methods": al.methods, "speedup": al.speedup, "table": str(lat.table),
-                                  "runtime": lat.runtime, "batch": lat.batch, "threads": lat.threads},
-                                  architecture=model.name)))
-        for a in cfg.baselines.alds:
-            plans.append((f"baseline_alds_{a.method}_r{a.ratio:g}",
-                          baselines.run_baseline("alds", base, {"method": a.method, "ratio": a.ratio},
-                                                 architecture=model.name)))
-        for stem, plan in plans:
+        for stem, build in _baseline_makers(cfg, model, base):
+            start = time.perf_counter()
+            plan = build()
             path = plan.save(plan_dir / f"{stem}.yaml")
             saved.append({"model": model.name, "plan": str(Path(path).relative_to(out)),
                           "params_ratio": plan.params_ratio, "macs_ratio": plan.macs_ratio})
-            log(f"baseline {model.name} {stem}: params x{plan.params_ratio:.2f}, MACs x{plan.macs_ratio:.2f}")
+            log(f"baseline {model.name} {stem}: params x{plan.params_ratio:.2f}, MACs x{plan.macs_ratio:.2f} "
+                f"({time.perf_counter() - start:.0f} s)")
     return {"baselines": saved}
 
 

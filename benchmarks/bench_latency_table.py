@@ -51,7 +51,8 @@ from automtd.search import SpaceLayer, build_space, choice_for, load_search_conf
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 CONFIGS = {"cifar_resnet20": "configs/bench_search_latency_resnet20.yaml",  # the latency searches' spaces,
-           "cifar_resnet56": "configs/bench_search_latency_resnet56.yaml"}  # so the table validated is theirs
+           "cifar_resnet56": "configs/bench_search_latency_resnet56.yaml",  # so the table validated is theirs
+           "cifar_vgg11_bn": "configs/bench_search_latency_vgg11.yaml"}
 BASELINES: list[tuple[str, dict[str, object]]] = [
     ("uniform", {"method": "cp", "fraction": 0.5}), ("uniform", {"method": "cp", "fraction": 0.25}),
     ("uniform", {"method": "tucker2", "fraction": 0.5}), ("uniform", {"method": "tucker2", "fraction": 0.25}),
