@@ -252,3 +252,35 @@ def test_a_group_missing_blocks_is_timed_again_as_a_whole(tmp_path: Path, monkey
     assert calls == [1 + n for n in stored_per_group]  # the meter and every block of the layer, old ones included
     for layer in groups:
         assert len({e["ref_ms"] for e in second.blocks.values() if e["layer"] == layer}) == 1
+
+
+@pytest.mark.parametrize("bursts", [1, 5])
+def test_the_whole_model_is_timed_again_while_its_load_meter_shows_a_burst(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bursts: int) -> None:
+    """A burst of load during the one whole-model timing must not set every prediction's scale: it is timed again
+    (a bounded number of times) and the attempt whose meter is closest to the groups' is kept."""
+    calls: list[int] = []
+    _fake_timing(monkeypatch, calls)
+    fake = build_module.time_modules
+    whole_calls: list[int] = []
+
+    def bursty(modules: Sequence[nn.Module], x: torch.Tensor, target: LatencyTarget, **kw: object) -> list[float]:
+        out = fake(modules, x, target, **kw)
+        if kw.get("whole_model"):
+            whole_calls.append(1)
+            if len(whole_calls) <= bursts:  # the meter and the model both slowed, the meter by 1.5x
+                return [out[0] * (1.5 + 0.1 * len(whole_calls)), out[1] * 1.3]
+        return out
+
+    monkeypatch.setattr(build_module, "time_modules", bursty)
+    lines: list[str] = []
+    table = build_latency_table(tmp_path / "t.json", _net(), architecture="net", layers=_space(), target=_target(),
+                                fraction_low=0.3, fraction_high=0.9, points=3, progress=lines.append)
+    (entry,) = table.models.values()
+    usual = next(iter(table.blocks.values()))["ref_ms"]
+    assert len(whole_calls) == min(bursts + 1, build_module.WHOLE_ATTEMPTS)
+    assert sum("a burst of load" in line for line in lines) == len(whole_calls) - 1
+    if bursts < build_module.WHOLE_ATTEMPTS:
+        assert entry["ref_ms"] == usual  # the quiet attempt is kept
+    else:
+        assert entry["ref_ms"] == pytest.approx(usual * 1.6)  # none was quiet: the closest one

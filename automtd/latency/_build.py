@@ -85,6 +85,31 @@ def _versions(target: LatencyTarget) -> dict[str, str]:
     return out
 
 
+WHOLE_LOAD_TOLERANCE = 0.15
+"""The whole model is re-timed (up to :data:`WHOLE_ATTEMPTS` times) while its load meter runs more than this
+fraction slower than the groups' median meter: a burst of load during that one measurement would otherwise put
+every prediction on its scale (a memory-bound model does not slow down as the meter does)."""
+WHOLE_ATTEMPTS = 3
+
+
+def _time_whole(table: LatencyTable, modules: list[nn.Module], x: torch.Tensor, target: LatencyTarget, *,
+                rounds: int, min_run_time: float, say: Callable[[str], None]) -> tuple[float, float]:
+    """``(ref_ms, whole_ms)`` of the attempt whose meter is closest to the groups' median meter."""
+    refs = sorted(float(e["ref_ms"]) for e in table.blocks.values())  # type: ignore[arg-type]
+    usual = refs[len(refs) // 2] if refs else None
+    ref, whole = time_modules(modules, x, target, rounds=rounds, min_run_time=min_run_time, whole_model=True)
+    best = (ref, whole)
+    for attempt in range(1, WHOLE_ATTEMPTS):
+        if usual is None or ref <= usual * (1 + WHOLE_LOAD_TOLERANCE):
+            break
+        say(f"whole model: load meter {ref:.4f} ms against the groups' {usual:.4f} ms (a burst of load), "
+            f"timed again ({attempt}/{WHOLE_ATTEMPTS - 1})")
+        ref, whole = time_modules(modules, x, target, rounds=rounds, min_run_time=min_run_time, whole_model=True)
+        if abs(ref - usual) < abs(best[0] - usual):
+            best = (ref, whole)
+    return best
+
+
 def _check_target(target: LatencyTarget) -> None:
     """Refuse a target this machine cannot measure before anything is written."""
     if target.device == "cuda":
@@ -126,8 +151,8 @@ def build_latency_table(
     key = model_key(architecture, model_fingerprint(model, size))
     if key not in table.models:
         x = torch.randn((target.batch, *size), generator=torch.Generator().manual_seed(0))
-        ref, whole = time_modules([reference_module(target), runnable(model.eval(), x, target, whole_model=True)],
-                                  x, target, rounds=rounds, min_run_time=4 * min_run_time, whole_model=True)
+        modules = [reference_module(target), runnable(model.eval(), x, target, whole_model=True)]
+        ref, whole = _time_whole(table, modules, x, target, rounds=rounds, min_run_time=4 * min_run_time, say=say)
         dense = sum(block_latency(table, Block(lay.shape, lay.in_hw, DENSE_BLOCK, ())) for lay in layers)
         table.models[key] = {"architecture": architecture, "whole_ms": whole, "ref_ms": ref,
                              "dense_layers_ms": dense, "layers": [lay.name for lay in layers]}
