@@ -25,6 +25,8 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from torch import nn
+
 from automtd import baselines
 from automtd.data import get_dataset, make_loader
 from automtd.models import get_model_spec
@@ -44,12 +46,13 @@ from benchmarks._common import (
     write_json,
 )
 from benchmarks._fronts_apply import apply_final
-from benchmarks._fronts_config import FinalSection, FrontsConfig
+from benchmarks._fronts_config import FinalSection, FrontsConfig, FrontsModel
 
 __all__ = ["final_budget", "final_key", "final_rows", "row_key", "run_baselines", "run_final", "save_final"]
 
 
-def _baseline_makers(cfg: FrontsConfig, model: Any, base: Any) -> Iterator[tuple[str, Callable[[], Any]]]:
+def _baseline_makers(cfg: FrontsConfig, model: FrontsModel,
+                     base: nn.Module) -> Iterator[tuple[str, Callable[[], Plan]]]:
     """``(stem, build)`` per baseline plan of ``model``, cheap ones first."""
     arch = model.name
     if cfg.baselines.vbmf_tucker2:

@@ -118,7 +118,10 @@ def main(argv: list[str] | None = None) -> int:
     models = {r["model"] for r in rows}
     listed = out_dir / listing
     entries = [e for e in (json.loads(listed.read_text()) if listed.exists() else []) if e["model"] not in models]
+    bases: dict[str, str] = {}  # model -> base checkpoint (a trained base is copied once)
     for row in pick(rows, [float(d) for d in args.drops.split(",")], key):
+        if row["model"] not in bases:
+            bases[row["model"]] = _base_checkpoint(row["model"], out_dir)
         source = REPO / row["checkpoint"]
         target = out_dir / f"{row['model']}_{row['plan']}"
         if target.exists():
@@ -132,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         rel = target.relative_to(REPO).as_posix()
         speeds = {name: float(row[k]) for name, k in SPEEDS.items() if row.get(k) is not None}
         entries.append({
-            "model": row["model"], "base_checkpoint": _base_checkpoint(row["model"], out_dir), "compressed": rel,
+            "model": row["model"], "base_checkpoint": bases[row["model"]], "compressed": rel,
             "plan": row["plan"], "source": row["source"], "within_drop": row["within"],
             "params_ratio": row["params_ratio"], "macs_ratio": row["macs_ratio"], "test_top1": top1,
             "base_test_top1": base_top1, "drop": base_top1 - top1,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
+import statistics
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
@@ -95,8 +96,8 @@ WHOLE_ATTEMPTS = 3
 def _time_whole(table: LatencyTable, modules: list[nn.Module], x: torch.Tensor, target: LatencyTarget, *,
                 rounds: int, min_run_time: float, say: Callable[[str], None]) -> tuple[float, float]:
     """``(ref_ms, whole_ms)`` of the attempt whose meter is closest to the groups' median meter."""
-    refs = sorted(float(e["ref_ms"]) for e in table.blocks.values())  # type: ignore[arg-type]
-    usual = refs[len(refs) // 2] if refs else None
+    refs = [float(e["ref_ms"]) for e in table.blocks.values()]  # type: ignore[arg-type]
+    usual = statistics.median(refs) if refs else None
     ref, whole = time_modules(modules, x, target, rounds=rounds, min_run_time=min_run_time, whole_model=True)
     best = (ref, whole)
     for attempt in range(1, WHOLE_ATTEMPTS):
