@@ -106,6 +106,11 @@ def run_fronts(out_dir: Path, *, quick: bool, shared_cpu: bool, threads: int, mo
             if part == "final":  # merged under the lock: another process may share the file
                 save_final(out_dir, result["final_budget"], [], header=payload)
             else:
+                if part == "searches":  # studies of earlier calls are kept (run_searches): so are their commands
+                    earlier = out_dir / "fronts_searches.json"
+                    previous = read_json(earlier) if earlier.is_file() else {}
+                    commands = previous.get("commands") or [previous.get("command")]
+                    payload["commands"] = list(dict.fromkeys(c for c in [*commands, payload.get("command")] if c))
                 payload.update(result)
                 write_json(out_dir / f"fronts_{part}.json", payload)
     summary_payload = envelope("fronts", quick=quick, shared_cpu=shared_cpu, argv=argv)
@@ -138,6 +143,8 @@ def run_fronts(out_dir: Path, *, quick: bool, shared_cpu: bool, threads: int, mo
 
 
 def _searched_key(cfg: FrontsConfig, model: FrontsModel, out_dir: Path) -> str:
-    """The speed-up key of the latency the model's searches optimised (runtime and batch of their ``latency:``)."""
-    lat = search_config(cfg, model, cfg.sampler_variant, "tpe", out_dir).latency
+    """The speed-up key of the latency the model's searches optimised (runtime and batch of their ``latency:``,
+    shared by every variant; a run of some variants only may lack the sampler variant)."""
+    variant = cfg.sampler_variant if cfg.sampler_variant in cfg.variants else next(iter(cfg.variants))
+    lat = search_config(cfg, model, variant, "tpe", out_dir).latency
     return speed_key(lat.runtime, lat.batch)

@@ -15,6 +15,7 @@ wins each layer on its own.
 
 from __future__ import annotations
 
+import csv
 import math
 import time
 import warnings
@@ -36,7 +37,7 @@ from automtd.search import (
     select_trial,
     trials_dataframe,
 )
-from benchmarks._common import REPO, log, write_csv
+from benchmarks._common import REPO, log, read_json, write_csv
 from benchmarks._fronts_config import FrontsConfig, FrontsModel
 
 __all__ = ["base_latency_ms", "fastest_trial", "hypervolume_2d", "hypervolume_rows", "run_searches", "run_sensitivity",
@@ -150,8 +151,23 @@ def run_searches(cfg: FrontsConfig, out: Path) -> dict[str, Any]:
                             "storage": config.storage_url(), "base_val_accuracy": base,
                             "wall_s": _study_wall_s(study, wall), "n_complete": len(df), "selected": selected,
                             **({"base_latency_ms": base_latency_ms(study)} if by_latency else {})})
-    write_csv(out / "fronts_trials.csv", trial_rows)
-    return {"studies": studies}
+    kept_studies, kept_rows = _kept_earlier(out, {(s["model"], s["variant"], s["sampler"]) for s in studies})
+    write_csv(out / "fronts_trials.csv", kept_rows + trial_rows)
+    return {"studies": kept_studies + studies}
+
+
+def _kept_earlier(out: Path, ran: set[tuple[str, str, str]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The studies and trial rows earlier calls stored for searches this call did not run, so a suite searched
+    one variant per call (an hour each) keeps every variant's results."""
+    searches, trials = out / "fronts_searches.json", out / "fronts_trials.csv"
+    if not (searches.is_file() and trials.is_file()):
+        return [], []
+    studies = [s for s in read_json(searches).get("studies", [])
+               if (s["model"], s["variant"], s["sampler"]) not in ran]
+    with trials.open(newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if (r["model"], r["variant"], r["sampler"]) not in ran]
+    keep = {(s["model"], s["variant"], s["sampler"]) for s in studies}
+    return studies, [r for r in rows if (r["model"], r["variant"], r["sampler"]) in keep]
 
 
 def _study_wall_s(study: Any, this_run: float) -> float:

@@ -24,6 +24,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks import _fronts_final, _fronts_latency  # noqa: E402
+from benchmarks._common import write_csv, write_json  # noqa: E402
+from benchmarks._fronts import _searched_key  # noqa: E402
 from benchmarks._fronts_config import FrontsConfig, load_fronts_config  # noqa: E402
 from benchmarks._fronts_final import final_budget, final_rows, run_baselines, save_final  # noqa: E402
 from benchmarks._fronts_latency import (  # noqa: E402
@@ -33,7 +35,7 @@ from benchmarks._fronts_latency import (  # noqa: E402
     run_latency,
     summarize_latency,
 )
-from benchmarks._fronts_search import _select_plans, base_latency_ms, hypervolume_2d  # noqa: E402
+from benchmarks._fronts_search import _kept_earlier, _select_plans, base_latency_ms, hypervolume_2d  # noqa: E402
 from benchmarks._report_fronts import latency_lines  # noqa: E402
 
 BASE = 92.0
@@ -163,6 +165,27 @@ def test_latency_measure_is_off_by_default_and_refuses_unknown_keys(tmp_path: Pa
         _config(tmp_path, "latency_measure: {runtimes: [onnxruntime], roundz: 3}\n")
     with pytest.raises(ConfigError, match="runtimes"):
         _config(tmp_path, "latency_measure: {runtimes: [tensorrt]}\n")
+
+
+def test_the_searched_latency_is_known_in_a_run_of_one_single_method_variant(tmp_path: Path) -> None:
+    """`--set 'variants={cp: [cp, none]}'` (one search per call) leaves out the sampler variant (mixed); the
+    summary still reads the latency every variant's search optimised."""
+    one = _config(tmp_path, "variants: {cp: [cp, none]}\n")
+    assert one.sampler_variant not in one.variants
+    assert _searched_key(one, one.models[0], tmp_path) == "speedup_onnxruntime_b1"
+
+
+def test_a_search_call_keeps_the_variants_earlier_calls_searched(tmp_path: Path) -> None:
+    """One variant per call (an hour each): the second call's tables keep the first call's study and trials."""
+    study = {"model": "m", "sampler": "tpe", "study": "s", "selected": []}
+    write_json(tmp_path / "fronts_searches.json",
+               {"studies": [{**study, "variant": "mixed"}, {**study, "variant": "cp"}]})
+    write_csv(tmp_path / "fronts_trials.csv", [{"model": "m", "variant": v, "sampler": "tpe", "trial": t}
+                                               for v in ("mixed", "cp", "gone") for t in range(2)])
+    studies, rows = _kept_earlier(tmp_path, {("m", "cp", "tpe")})  # this call searched cp again
+    assert [s["variant"] for s in studies] == ["mixed"]
+    assert [(r["variant"], r["trial"]) for r in rows] == [("mixed", "0"), ("mixed", "1")]  # no study, no rows
+    assert _kept_earlier(tmp_path / "empty", set()) == ([], [])
 
 
 def test_baselines_part_writes_alds_latency_plans_on_the_search_configs_table(

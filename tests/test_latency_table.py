@@ -16,6 +16,7 @@ from automtd import ConfigError
 from automtd.cli.main import main
 from automtd.latency import (
     DENSE_BLOCK,
+    WEIGHT_TRAFFIC,
     Block,
     LatencyTable,
     LatencyTarget,
@@ -29,8 +30,10 @@ from automtd.latency import (
     read_table_file,
     snap_fraction,
     table_blocks,
+    timing_copy,
     write_table_file,
 )
+from automtd.latency._traffic import CALIBRATION_POINTS, fit_weight_traffic, last_level_cache_bytes, removed_mparams
 from automtd.methods import get_method
 from automtd.plan import LayerChoice, decomposable_layers, make_plan, model_fingerprint
 from automtd.search import SearchConfig, build_space
@@ -269,7 +272,7 @@ def test_the_whole_model_is_timed_again_while_its_load_meter_shows_a_burst(
         if kw.get("whole_model"):
             whole_calls.append(1)
             if len(whole_calls) <= bursts:  # the meter and the model both slowed, the meter by 1.5x
-                return [out[0] * (1.5 + 0.1 * len(whole_calls)), out[1] * 1.3]
+                return [out[0] * (1.5 + 0.1 * len(whole_calls)), *(v * 1.3 for v in out[1:])]
         return out
 
     monkeypatch.setattr(build_module, "time_modules", bursty)
@@ -284,3 +287,85 @@ def test_the_whole_model_is_timed_again_while_its_load_meter_shows_a_burst(
         assert entry["ref_ms"] == usual  # the quiet attempt is kept
     else:
         assert entry["ref_ms"] == pytest.approx(usual * 1.6)  # none was quiet: the closest one
+
+
+def test_weight_traffic_fit_is_a_slope_through_the_origin_clamped_at_zero() -> None:
+    assert fit_weight_traffic([1.0, 2.0, 4.0], [0.5, 1.0, 2.0]) == pytest.approx(0.5)
+    assert fit_weight_traffic([1.0, 2.0], [0.4, 1.2]) == pytest.approx((0.4 + 2.4) / 5)  # least squares
+    assert fit_weight_traffic([1.0, 2.0], [-0.3, -0.1]) == 0.0  # slower than the blocks say: noise, not traffic
+    assert fit_weight_traffic([], []) == 0.0
+    assert fit_weight_traffic([0.0], [1.0]) == 0.0
+
+
+def test_predict_adds_the_weight_traffic_of_the_weights_a_block_removes() -> None:
+    table = _table()
+    plan = _plan({"2": LayerChoice("cp", (4,))})
+    without = predict_latency(table, plan)
+    table.models[next(iter(table.models))][WEIGHT_TRAFFIC] = 100.0  # ms per million weights
+    assert removed_mparams(plan) > 0
+    assert predict_latency(table, plan) == pytest.approx(without - 100.0 * removed_mparams(plan))
+    assert predict_latency(table, _plan({})) == 5.0
+
+
+def test_build_fits_the_weight_traffic_the_whole_model_shows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fake times: every module runs in (its weights / 1000) ms, and a whole model pays 40 ms per million
+    weights on top (what blocks alone do not show); the build recovers the 40 from its calibration copies and
+    predicts a new plan's time exactly."""
+    calls: list[int] = []
+    _fake_timing(monkeypatch, calls)
+    fake = build_module.time_modules
+    slope = 40.0
+
+    def with_traffic(modules: Sequence[nn.Module], x: torch.Tensor, target: LatencyTarget, **kw: object) -> list[float]:
+        out = fake(modules, x, target, **kw)
+        if kw.get("whole_model"):
+            out = [out[0], *(t + slope * sum(p.numel() for p in m.parameters()) / 1e6
+                             for t, m in zip(out[1:], modules[1:], strict=True))]
+        return out
+
+    monkeypatch.setattr(build_module, "time_modules", with_traffic)
+    monkeypatch.setattr(build_module, "last_level_cache_bytes", lambda: None)  # unknown: calibrated
+    path = tmp_path / "t.json"
+    kwargs = {"architecture": "net", "layers": _space(), "target": _target(), "fraction_low": 0.3,
+              "fraction_high": 0.9, "points": 4}
+    table = build_latency_table(path, _net(), **kwargs)
+    (entry,) = table.models.values()
+    assert len(entry["calibration"]) == len(CALIBRATION_POINTS)  # type: ignore[arg-type]
+    assert entry[WEIGHT_TRAFFIC] == pytest.approx(slope)
+    plan = _plan({"2": LayerChoice("cp", rank_grid(_space()[1].shape, "cp", 0.3, 0.9, 4)[1])})
+    truth = with_traffic([nn.Linear(1, 1), timing_copy(_net(), plan)], torch.zeros(1), _target(), whole_model=True)
+    assert predict_latency(table, plan) == pytest.approx(truth[1])
+    del entry[WEIGHT_TRAFFIC]  # a table stored before the slope was measured: its whole model is timed again
+    write_table_file(path, table)
+    calls.clear()
+    again = build_latency_table(path, _net(), **kwargs)
+    assert calls == [2 + len(CALIBRATION_POINTS)]
+    assert next(iter(again.models.values()))[WEIGHT_TRAFFIC] == pytest.approx(slope)
+
+
+def test_a_model_whose_weights_stay_in_cache_is_not_calibrated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+    _fake_timing(monkeypatch, calls)
+    monkeypatch.setattr(build_module, "last_level_cache_bytes", lambda: 2**20)  # the net's 10 KB of weights fit
+    kwargs = {"architecture": "net", "layers": _space(), "target": _target(), "fraction_low": 0.3,
+              "fraction_high": 0.9, "points": 3}
+    table = build_latency_table(tmp_path / "t.json", _net(), **kwargs)
+    (entry,) = table.models.values()
+    assert entry[WEIGHT_TRAFFIC] == 0.0 and entry["calibration"] == []
+    assert calls[-1] == 2  # the load meter and the whole model only
+    del entry[WEIGHT_TRAFFIC]  # stored before weight traffic was measured: nothing to measure for this model
+    write_table_file(tmp_path / "t.json", table)
+    calls.clear()
+    build_latency_table(tmp_path / "t.json", _net(), **kwargs)
+    assert calls == []
+
+
+def test_last_level_cache_is_read_from_sysfs(tmp_path: Path) -> None:
+    for index, (level, size) in enumerate([(1, "32K"), (2, "1024K"), (3, "32768K")]):
+        (tmp_path / f"index{index}").mkdir()
+        (tmp_path / f"index{index}" / "level").write_text(f"{level}\n")
+        (tmp_path / f"index{index}" / "size").write_text(f"{size}\n")
+    assert last_level_cache_bytes(tmp_path) == 32 * 2**20
+    assert last_level_cache_bytes(tmp_path / "missing") is None
+    (tmp_path / "index2" / "size").write_text("lots\n")
+    assert last_level_cache_bytes(tmp_path) is None

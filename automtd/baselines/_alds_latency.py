@@ -19,7 +19,15 @@ from torch import nn
 from automtd._errors import ConfigError
 from automtd.baselines._alds import LayerOption, layer_options, min_max_error
 from automtd.baselines._common import roles
-from automtd.latency import DENSE_BLOCK, Block, LatencyTable, load_latency_table, model_entry, replacement_ms
+from automtd.latency import (
+    DENSE_BLOCK,
+    Block,
+    LatencyTable,
+    WholeModel,
+    load_latency_table,
+    model_entry,
+    replacement_ms,
+)
 from automtd.methods import get_method
 from automtd.plan import (
     KEEP_DENSE,
@@ -47,7 +55,7 @@ def _methods(methods: Sequence[str] | str) -> list[str]:
 
 
 def latency_options(info: LayerInfo, methods: Sequence[str], table: LatencyTable,
-                    whole_ref: float | None) -> dict[LayerOption, float]:
+                    whole: WholeModel | None) -> dict[LayerOption, float]:
     """Every option of the layer ``info`` whose block ``table`` measured (each applicable method's measured
     ranks, then the dense layer) and its predicted change of the whole model's milliseconds on ``table``'s target
     (dense: 0).  Ranks between the table's grid points are left out: ONNX Runtime's speed is not smooth in the
@@ -60,7 +68,7 @@ def latency_options(info: LayerInfo, methods: Sequence[str], table: LatencyTable
         layer = Block(info.shape, info.in_hw, DENSE_BLOCK, ()).layer_key
         measured = table.measured_ranks(layer, method)
         for o in layer_options(method, info.shape, weight, measured)[:-1]:  # the last one is the dense layer
-            out[o] = replacement_ms(table, Block(info.shape, info.in_hw, method, o.ranks), whole_ref)
+            out[o] = replacement_ms(table, Block(info.shape, info.in_hw, method, o.ranks), whole)
     out[LayerOption(KEEP_DENSE, (), info.shape.dense_params, 0.0)] = 0.0
     return out
 
@@ -88,7 +96,8 @@ def alds_latency_plan(
     size = plan_input_size(architecture, input_size)
     lat = load_latency_table(table, runtime=runtime, batch=int(batch), threads=int(threads),
                              input_size=(size[0], size[1], size[2]))
-    whole_ms, whole_ref = model_entry(lat, architecture, model_fingerprint(model, size), tuple(size))
+    whole = model_entry(lat, architecture, model_fingerprint(model, size), tuple(size))
+    whole_ms = whole.ms
     infos = scan_layers(model, size)
     first, classifier = roles(infos, int(size[0]))
     notes: dict[str, str] = {}
@@ -99,7 +108,7 @@ def alds_latency_plan(
         if (info.name == first and not include_first) or (info.name == classifier and not include_classifier):
             notes[info.name] = "first conv or classifier; include it with include_first / include_classifier"
             continue
-        options = latency_options(info, names, lat, whole_ref)
+        options = latency_options(info, names, lat, whole)
         if len(options) == 1:
             notes[info.name] = f"none of {', '.join(names)} applies"
             continue

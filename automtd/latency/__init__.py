@@ -1,5 +1,6 @@
 """Per-layer latency tables: measure every block a search space can produce on a target runtime once, then
-predict a plan's latency by arithmetic (no timing inside search trials).
+predict a plan's latency by arithmetic (no timing inside search trials), with the weight traffic a whole model
+pays beyond its blocks timed alone (``_traffic``).
 
 :func:`build_latency_table` measures (resumably) and stores a table in a JSON file keyed by target
 (:class:`LatencyTarget`: runtime ``torch`` or ``onnxruntime``, threads, batch, input size, machine);
@@ -11,6 +12,7 @@ from automtd.latency._blocks import (
     REFERENCE,
     Block,
     FixedInput,
+    SpaceLayerLike,
     block_input,
     build_block,
     fraction_grid,
@@ -18,9 +20,17 @@ from automtd.latency._blocks import (
     shape_key,
     snap_fraction,
 )
-from automtd.latency._build import SpaceLayerLike, build_latency_table, table_blocks
+from automtd.latency._build import build_latency_table, table_blocks
 from automtd.latency._measure import OrtModule, reference_module, runnable, time_modules
-from automtd.latency._predict import block_latency, model_entry, model_key, predict_latency, replacement_ms
+from automtd.latency._predict import (
+    WEIGHT_TRAFFIC,
+    WholeModel,
+    block_latency,
+    model_entry,
+    model_key,
+    predict_latency,
+    replacement_ms,
+)
 from automtd.latency._table import (
     DEVICES,
     RUNTIMES,
@@ -32,9 +42,12 @@ from automtd.latency._table import (
     require_cuda,
     write_table_file,
 )
+from automtd.latency._traffic import timing_copy
 
 __all__ = [
     "DENSE_BLOCK",
+    "WEIGHT_TRAFFIC",
+    "WholeModel",
     "DEVICES",
     "REFERENCE",
     "FixedInput",
@@ -63,6 +76,7 @@ __all__ = [
     "shape_key",
     "snap_fraction",
     "table_blocks",
+    "timing_copy",
     "time_modules",
     "write_table_file",
 ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -16,9 +17,8 @@ from torch import nn
 
 from automtd.methods import LayerShape, get_method
 
-__all__ = ["DENSE_BLOCK", "REFERENCE", "Block", "FixedInput", "block_input", "build_block", "fraction_grid",
-           "rank_grid", "shape_key",
-           "snap_fraction"]
+__all__ = ["DENSE_BLOCK", "REFERENCE", "Block", "FixedInput", "SpaceLayerLike", "block_input", "build_block",
+           "fraction_grid", "rank_grid", "shape_key", "snap_fraction"]
 
 DENSE_BLOCK = "dense"
 
@@ -54,11 +54,29 @@ class Block:
         return f"{self.layer_key} | {self.method}({ranks})"
 
     @property
+    def params(self) -> int:
+        """The block's weights (the dense layer's for the dense block; biases aside)."""
+        if self.method == DENSE_BLOCK:
+            return int(self.shape.dense_params)
+        return int(get_method(self.method).params(self.shape, self.ranks))
+
+    @property
     def fraction(self) -> float:
         """Parameters kept over the dense layer's (1 for the dense block)."""
-        if self.method == DENSE_BLOCK:
-            return 1.0
-        return get_method(self.method).params(self.shape, self.ranks) / self.shape.dense_params
+        return self.params / self.shape.dense_params
+
+
+class SpaceLayerLike(Protocol):
+    """What a table needs of a searchable layer (``automtd.search.SpaceLayer`` has it)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def shape(self) -> LayerShape: ...
+    @property
+    def in_hw(self) -> tuple[int, int]: ...
+    @property
+    def methods(self) -> tuple[str, ...]: ...
 
 
 def fraction_grid(low: float, high: float, points: int) -> list[float]:

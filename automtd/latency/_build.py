@@ -8,7 +8,8 @@ shared machine hits the dense layer and its replacements alike; the load meter
 prediction can put groups measured at different loads on the whole model's scale.  The table file is
 rewritten after each group: a killed build, run again, skips the groups already stored; a group that lacks
 blocks (a new grid) is timed again as a whole, its stored blocks included.  Layers of the same shape at the same
-input size (ResNet stages) share their blocks, and so do models built from the same layer shapes.
+input size (ResNet stages) share their blocks, and so do models built from the same layer shapes.  The whole
+model is timed last, next to its weight-traffic calibration copies (:mod:`automtd.latency._traffic`).
 """
 
 from __future__ import annotations
@@ -17,33 +18,26 @@ import importlib.metadata
 import os
 import statistics
 from collections.abc import Callable, Sequence
-from typing import Protocol
 
 import torch
 from torch import nn
 
 from automtd.deploy import ort_providers
-from automtd.latency._blocks import DENSE_BLOCK, Block, block_input, build_block, rank_grid
+from automtd.latency._blocks import DENSE_BLOCK, Block, SpaceLayerLike, block_input, build_block, rank_grid
 from automtd.latency._measure import reference_module, runnable, time_modules
-from automtd.latency._predict import block_latency, model_key
+from automtd.latency._predict import WEIGHT_TRAFFIC, WholeModel, block_latency, model_key, predict_latency
 from automtd.latency._table import LatencyTable, LatencyTarget, read_table_file, require_cuda, write_table_file
-from automtd.methods import LayerShape
+from automtd.latency._traffic import (
+    cache_resident,
+    calibration_plans,
+    fit_weight_traffic,
+    last_level_cache_bytes,
+    removed_mparams,
+    timing_copy,
+)
 from automtd.plan import KEEP_DENSE, model_fingerprint
 
-__all__ = ["SpaceLayerLike", "build_latency_table", "table_blocks"]
-
-
-class SpaceLayerLike(Protocol):
-    """What a table needs of a searchable layer (``automtd.search.SpaceLayer`` has it)."""
-
-    @property
-    def name(self) -> str: ...
-    @property
-    def shape(self) -> LayerShape: ...
-    @property
-    def in_hw(self) -> tuple[int, int]: ...
-    @property
-    def methods(self) -> tuple[str, ...]: ...
+__all__ = ["build_latency_table", "table_blocks"]
 
 
 def table_blocks(layers: Sequence[SpaceLayerLike], *, fraction_low: float, fraction_high: float,
@@ -94,21 +88,49 @@ WHOLE_ATTEMPTS = 3
 
 
 def _time_whole(table: LatencyTable, modules: list[nn.Module], x: torch.Tensor, target: LatencyTarget, *,
-                rounds: int, min_run_time: float, say: Callable[[str], None]) -> tuple[float, float]:
-    """``(ref_ms, whole_ms)`` of the attempt whose meter is closest to the groups' median meter."""
+                rounds: int, min_run_time: float, say: Callable[[str], None]) -> list[float]:
+    """The times of ``modules`` (the load meter first) from the attempt whose meter is closest to the groups'
+    median meter."""
     refs = [float(e["ref_ms"]) for e in table.blocks.values()]  # type: ignore[arg-type]
     usual = statistics.median(refs) if refs else None
-    ref, whole = time_modules(modules, x, target, rounds=rounds, min_run_time=min_run_time, whole_model=True)
-    best = (ref, whole)
+    times = time_modules(modules, x, target, rounds=rounds, min_run_time=min_run_time, whole_model=True)
+    best = times
     for attempt in range(1, WHOLE_ATTEMPTS):
-        if usual is None or ref <= usual * (1 + WHOLE_LOAD_TOLERANCE):
+        if usual is None or times[0] <= usual * (1 + WHOLE_LOAD_TOLERANCE):
             break
-        say(f"whole model: load meter {ref:.4f} ms against the groups' {usual:.4f} ms (a burst of load), "
+        say(f"whole model: load meter {times[0]:.4f} ms against the groups' {usual:.4f} ms (a burst of load), "
             f"timed again ({attempt}/{WHOLE_ATTEMPTS - 1})")
-        ref, whole = time_modules(modules, x, target, rounds=rounds, min_run_time=min_run_time, whole_model=True)
-        if abs(ref - usual) < abs(best[0] - usual):
-            best = (ref, whole)
+        times = time_modules(modules, x, target, rounds=rounds, min_run_time=min_run_time, whole_model=True)
+        if abs(times[0] - usual) < abs(best[0] - usual):
+            best = times
     return best
+
+
+def _measure_whole(table: LatencyTable, model: nn.Module, architecture: str, layers: Sequence[SpaceLayerLike],
+                   groups: dict[str, list[Block]], target: LatencyTarget, *, resident: bool, rounds: int,
+                   min_run_time: float, say: Callable[[str], None]) -> dict[str, object]:
+    """The whole model's entry: the model, the load meter and (unless its weights are cache ``resident``) the
+    weight-traffic calibration copies (:mod:`automtd.latency._traffic`) timed in turn, and the slope fitted to
+    the copies."""
+    size = tuple(int(v) for v in target.input_size)
+    x = torch.randn((target.batch, *size), generator=torch.Generator().manual_seed(0))
+    plans = [] if resident else calibration_plans(model, layers, groups, architecture=architecture,
+                                                  input_size=size)
+    modules = [reference_module(target), runnable(model.eval(), x, target, whole_model=True)]
+    modules += [runnable(timing_copy(model, p), x, target, whole_model=True) for p in plans]
+    ref, whole, *copies = _time_whole(table, modules, x, target, rounds=rounds, min_run_time=4 * min_run_time,
+                                      say=say)
+    calibration = [{"removed_mparams": removed_mparams(p), "measured_ms": ms,
+                    "blocks_ms": predict_latency(table, p, whole=WholeModel(whole, ref))}
+                   for p, ms in zip(plans, copies, strict=True)]
+    traffic = fit_weight_traffic([float(c["removed_mparams"]) for c in calibration],
+                                 [float(c["blocks_ms"]) - float(c["measured_ms"]) for c in calibration])
+    dense = sum(block_latency(table, Block(lay.shape, lay.in_hw, DENSE_BLOCK, ())) for lay in layers)
+    how = "its weights stay in cache" if resident else f"from {len(plans)} calibration copies"
+    say(f"whole {architecture}: {whole:.4f} ms (searchable layers alone {dense:.4f} ms); weight traffic "
+        f"{traffic:.4f} ms per million weights ({how})")
+    return {"architecture": architecture, "whole_ms": whole, "ref_ms": ref, "dense_layers_ms": dense,
+            "layers": [lay.name for lay in layers], WEIGHT_TRAFFIC: traffic, "calibration": calibration}
 
 
 def _check_target(target: LatencyTarget) -> None:
@@ -150,13 +172,11 @@ def build_latency_table(
         say(f"[{n}/{len(groups)}] {layer_key}: {len(blocks)} blocks, dense {times[0]:.4f} ms, load meter {ref:.4f} ms")
     size = tuple(int(v) for v in target.input_size)
     key = model_key(architecture, model_fingerprint(model, size))
-    if key not in table.models:
-        x = torch.randn((target.batch, *size), generator=torch.Generator().manual_seed(0))
-        modules = [reference_module(target), runnable(model.eval(), x, target, whole_model=True)]
-        ref, whole = _time_whole(table, modules, x, target, rounds=rounds, min_run_time=4 * min_run_time, say=say)
-        dense = sum(block_latency(table, Block(lay.shape, lay.in_hw, DENSE_BLOCK, ())) for lay in layers)
-        table.models[key] = {"architecture": architecture, "whole_ms": whole, "ref_ms": ref,
-                             "dense_layers_ms": dense, "layers": [lay.name for lay in layers]}
+    resident = cache_resident(model, target.device, last_level_cache_bytes())
+    entry = table.models.get(key)
+    # new, or stored before weight traffic was measured by a build (a cache-resident model has none to measure)
+    if entry is None or (WEIGHT_TRAFFIC not in entry and not resident):
+        table.models[key] = _measure_whole(table, model, architecture, layers, groups, target, resident=resident,
+                                           rounds=rounds, min_run_time=min_run_time, say=say)
         write_table_file(path, table)
-        say(f"whole {architecture}: {whole:.4f} ms (searchable layers alone {dense:.4f} ms)")
     return table

@@ -27,7 +27,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import optuna
 from torch import nn
@@ -35,24 +35,12 @@ from torch import nn
 import automtd.search._keys as keys
 from automtd._errors import StudyError
 from automtd.baselines import layer_options
-from automtd.latency import DENSE_BLOCK, Block, LatencyTable, replacement_ms
-from automtd.methods import LayerShape
+from automtd.latency import DENSE_BLOCK, Block, LatencyTable, SpaceLayerLike, WholeModel, replacement_ms
 from automtd.plan import KEEP_DENSE, LayerChoice, layer_weight
 
 __all__ = ["ErrorOption", "ErrorTable", "build_error_table", "error_choices", "study_error_table"]
 
 ErrorOption = tuple[tuple[int, ...], int, float]  # (ranks, params, relative weight error)
-
-
-class _Layer(Protocol):  # a searchable layer (automtd.search.SpaceLayer)
-    @property
-    def name(self) -> str: ...
-    @property
-    def shape(self) -> LayerShape: ...
-    @property
-    def in_hw(self) -> tuple[int, int]: ...
-    @property
-    def methods(self) -> tuple[str, ...]: ...
 
 
 @dataclass(frozen=True)
@@ -87,17 +75,15 @@ class ErrorTable:
                    whole_ms=None if data.get("whole_ms") is None else float(data["whole_ms"]))
 
 
-def build_error_table(model: nn.Module, space: Sequence[_Layer], fraction_low: float, fraction_high: float,
-                      latency: LatencyTable | None = None, whole: tuple[float, float | None] | None = None,
+def build_error_table(model: nn.Module, space: Sequence[SpaceLayerLike], fraction_low: float, fraction_high: float,
+                      latency: LatencyTable | None = None, whole: WholeModel | None = None,
                       ) -> ErrorTable:
     """Every searchable layer's options for each of its methods, within the space's fraction bounds.
 
-    With ``latency`` (and ``whole``: the original's ``(whole_ms, whole_ref)`` from
-    :func:`automtd.latency.model_entry`) the options are the rank tuples the table measured, with their
-    milliseconds (module docstring)."""
+    With ``latency`` (and ``whole``: the original's entry, :func:`automtd.latency.model_entry`) the options are
+    the rank tuples the table measured, with their milliseconds (module docstring)."""
     if latency is not None and whole is None:
         raise StudyError("a latency budget needs the original model's predicted latency (whole)")
-    whole_ref = whole[1] if whole is not None else None
     modules = dict(model.named_modules())
     dense: dict[str, int] = {}
     options: dict[str, dict[str, list[ErrorOption]]] = {}
@@ -116,11 +102,11 @@ def build_error_table(model: nn.Module, space: Sequence[_Layer], fraction_low: f
                     if o.method != KEEP_DENSE and fraction_low <= o.params / full <= fraction_high]
             options[layer.name][m] = opts
             if latency is not None:
-                ms[layer.name][m] = [replacement_ms(latency, Block(layer.shape, layer.in_hw, m, r), whole_ref)
+                ms[layer.name][m] = [replacement_ms(latency, Block(layer.shape, layer.in_hw, m, r), whole)
                                      for r, _, _ in opts]
     if latency is None or whole is None:
         return ErrorTable(dense, options)
-    return ErrorTable(dense, options, ms, float(whole[0]))
+    return ErrorTable(dense, options, ms, float(whole.ms))
 
 
 def _allocate(names: Sequence[str], options: Mapping[str, Sequence[ErrorOption]],
@@ -174,9 +160,9 @@ def error_choices(table: ErrorTable, methods: Mapping[str, str], weights: Mappin
     return out
 
 
-def study_error_table(study: optuna.Study, model: nn.Module | None = None, space: Sequence[_Layer] = (),
+def study_error_table(study: optuna.Study, model: nn.Module | None = None, space: Sequence[SpaceLayerLike] = (),
                       bounds: tuple[float, float] = (0.0, 1.0), latency: LatencyTable | None = None,
-                      whole: tuple[float, float | None] | None = None) -> ErrorTable:
+                      whole: WholeModel | None = None) -> ErrorTable:
     """The study's error table; built from ``model`` (on ``latency`` for a latency budget) and stored when the
     study has none yet (the process preparing the study does this, before any trial)."""
     data = study.user_attrs.get(keys.STUDY_ERROR_TABLE)

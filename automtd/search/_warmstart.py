@@ -246,8 +246,8 @@ def _with_speedup(study: optuna.Study, ctx: SearchContext, params: TrialParams,
     if plan is None:
         plan = build_plan(ctx, {layer.name: choice_for(layer, str(params[layer.method_param]),
                                                         float(params[layer.fraction_param])) for layer in ctx.space})
-    whole, _ = model_entry(table, plan.architecture, plan.fingerprint, tuple(plan.input_size))
-    return with_target_speedup(params, whole / predict_latency(table, plan), ctx.config)
+    whole = model_entry(table, plan.architecture, plan.fingerprint, tuple(plan.input_size))
+    return with_target_speedup(params, whole.ms / predict_latency(table, plan, whole=whole), ctx.config)
 
 
 def enqueue_warmstart(study: optuna.Study, ctx: SearchContext, table: SensitivityTable | None) -> int:
